@@ -1,0 +1,40 @@
+// swift-tools-version: 6.1
+// qatflow: quantization toolchain for CNNs. Target layout follows docs/ARCHITECTURE.md.
+import PackageDescription
+
+let package = Package(
+    name: "qatflow",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "qatflow", targets: ["qatflow"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+    ],
+    targets: [
+        .target(name: "Tensor"),
+        .target(name: "Graph", dependencies: ["Tensor"]),
+        .target(name: "ONNX", dependencies: ["Graph", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        .target(name: "Inference", dependencies: ["Graph", "Tensor"]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        .target(name: "Datasets", dependencies: ["CZlib"]),
+        .target(name: "Pipeline", dependencies: [
+            "Graph", "ONNX", "Inference", "Datasets", "Tensor",
+            "Yams",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .executableTarget(name: "qatflow", dependencies: [
+            "Pipeline",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets"]),
+        .testTarget(name: "GraphTests", dependencies: ["Graph"]),
+        .testTarget(name: "ONNXTests", dependencies: ["ONNX", "Inference"]),
+        .testTarget(name: "InferenceTests", dependencies: ["Inference"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

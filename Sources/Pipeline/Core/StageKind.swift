@@ -1,0 +1,197 @@
+import Foundation
+import Datasets
+
+/// What a stage parameter holds. The type drives manifest validation, `--set` parsing, CLI flags and
+/// how the parameter enters the stage key (an `inputFile` enters by the digest of the file's content).
+public enum ParameterType: Sendable, Equatable {
+    case string
+    case int
+    case double
+    case bool
+    /// One of a fixed set of words.
+    case choice([String])
+    /// A list of strings (e.g. layer names to skip).
+    case stringList
+    /// A file inside the project (relative path). Its content digest is part of the stage key.
+    case inputFile
+    /// A dataset: the name of an entry in the manifest's `datasets:` or a `NAME:SPLIT` shorthand.
+    case dataset
+
+    public var displayName: String {
+        switch self {
+        case .string: return "string"
+        case .int: return "integer"
+        case .double: return "number"
+        case .bool: return "boolean"
+        case .choice(let words): return "one of " + words.joined(separator: "|")
+        case .stringList: return "list of strings"
+        case .inputFile: return "path"
+        case .dataset: return "dataset"
+        }
+    }
+}
+
+/// One parameter a stage kind accepts in its `with:` block.
+public struct ParameterSpec: Sendable {
+    public let name: String
+    public let type: ParameterType
+    /// nil means the parameter is required.
+    public let defaultValue: JSONValue?
+    public let help: String
+
+    public init(_ name: String, _ type: ParameterType, default defaultValue: JSONValue? = nil, help: String) {
+        self.name = name
+        self.type = type
+        self.defaultValue = defaultValue
+        self.help = help
+    }
+}
+
+/// How many upstream stages (`needs:`) a stage kind consumes and what it expects from them.
+public enum InputRule: Sendable, Equatable {
+    /// Works from its parameters alone (e.g. `convert` reads an ONNX file named in `with:`).
+    case none
+    /// Exactly one upstream stage that produced a `model` artifact.
+    case oneModel
+    /// One or more upstream stages with `model` artifacts (e.g. `evaluate` compares them).
+    case models
+    /// Any upstream stages; the stage decides (used by test-only kinds).
+    case any
+}
+
+/// What a finished stage hands back: files it wrote into its output directory, named, and its metrics.
+public struct StageResult: Sendable {
+    /// Artifact name → file name relative to `StageContext.outputDirectory`.
+    public var artifacts: [String: String]
+    public var metrics: [String: JSONValue]
+
+    public init(artifacts: [String: String] = [:], metrics: [String: JSONValue] = [:]) {
+        self.artifacts = artifacts
+        self.metrics = metrics
+    }
+}
+
+/// The artifacts and metrics of an upstream stage, as a downstream stage sees them.
+public struct StageInput: Sendable {
+    public let stageID: String
+    public let kind: String
+    /// Artifact name → file (read-only; inside the cache).
+    public let artifacts: [String: URL]
+    public let metrics: [String: JSONValue]
+
+    public init(stageID: String, kind: String, artifacts: [String: URL], metrics: [String: JSONValue]) {
+        self.stageID = stageID
+        self.kind = kind
+        self.artifacts = artifacts
+        self.metrics = metrics
+    }
+}
+
+/// A stage kind: its name, its parameters and the function that does the work. Stage kinds are data the
+/// runner looks up by name; the runner knows nothing about what any of them computes.
+public struct StageKind: Sendable {
+    public let name: String
+    public let summary: String
+    public let parameters: [ParameterSpec]
+    public let inputs: InputRule
+    public let run: @Sendable (StageContext) throws -> StageResult
+
+    public init(name: String, summary: String, parameters: [ParameterSpec], inputs: InputRule,
+                run: @escaping @Sendable (StageContext) throws -> StageResult) {
+        self.name = name
+        self.summary = summary
+        self.parameters = parameters
+        self.inputs = inputs
+        self.run = run
+    }
+
+    public func parameter(named name: String) -> ParameterSpec? {
+        parameters.first { $0.name == name }
+    }
+}
+
+/// Everything a running stage may use. Stages write only into `outputDirectory`; the runner moves what they
+/// name in `StageResult.artifacts` into the content-addressed cache.
+public struct StageContext: Sendable {
+    public let stageID: String
+    /// Parameters after defaults, `--set` and matrix substitution; types already checked.
+    public let parameters: [String: JSONValue]
+    public let inputs: [StageInput]
+    /// A fresh, empty, private directory.
+    public let outputDirectory: URL
+    /// The folder of the manifest; relative `inputFile` parameters are resolved against it.
+    public let projectDirectory: URL
+    /// Datasets declared in the manifest, by name.
+    public let datasets: [String: DatasetSpec]
+    public let progress: ProgressReporter
+
+    public init(stageID: String, parameters: [String: JSONValue], inputs: [StageInput], outputDirectory: URL,
+                projectDirectory: URL, datasets: [String: DatasetSpec], progress: ProgressReporter) {
+        self.stageID = stageID
+        self.parameters = parameters
+        self.inputs = inputs
+        self.outputDirectory = outputDirectory
+        self.projectDirectory = projectDirectory
+        self.datasets = datasets
+        self.progress = progress
+    }
+
+    public func string(_ name: String) throws -> String {
+        guard let value = parameters[name]?.stringValue else { throw missing(name, "a string") }
+        return value
+    }
+    public func optionalString(_ name: String) -> String? { parameters[name]?.stringValue }
+    public func int(_ name: String) throws -> Int {
+        guard let value = parameters[name]?.intValue else { throw missing(name, "an integer") }
+        return value
+    }
+    public func double(_ name: String) throws -> Double {
+        guard let value = parameters[name]?.doubleValue else { throw missing(name, "a number") }
+        return value
+    }
+    public func bool(_ name: String) throws -> Bool {
+        guard let value = parameters[name]?.boolValue else { throw missing(name, "a boolean") }
+        return value
+    }
+    public func stringList(_ name: String) throws -> [String] {
+        guard let values = parameters[name]?.arrayValue else { throw missing(name, "a list of strings") }
+        return values.compactMap(\.stringValue)
+    }
+    /// An `inputFile` parameter as an absolute URL.
+    public func file(_ name: String) throws -> URL {
+        let path = try string(name)
+        return path.hasPrefix("/") ? URL(fileURLWithPath: path)
+            : projectDirectory.appendingPathComponent(path).standardizedFileURL
+    }
+    /// A `dataset` parameter resolved to its spec: a manifest dataset name or a `NAME:SPLIT` shorthand.
+    public func dataset(_ name: String) throws -> DatasetSpec {
+        let reference = try string(name)
+        if let declared = datasets[reference] { return declared }
+        return try DatasetSpec(shorthand: reference)
+    }
+
+    /// The `model` artifact of the single upstream stage.
+    public func inputModel() throws -> URL {
+        let models = inputModels()
+        guard models.count == 1 else {
+            throw StageFailure("stage '\(stageID)' needs exactly one upstream stage with a model, found \(models.count)")
+        }
+        return models[0].url
+    }
+
+    /// Every upstream `model` artifact, in `needs:` order.
+    public func inputModels() -> [(stageID: String, url: URL)] {
+        inputs.compactMap { input in input.artifacts["model"].map { (input.stageID, $0) } }
+    }
+
+    private func missing(_ name: String, _ expected: String) -> StageFailure {
+        StageFailure("stage '\(stageID)': parameter '\(name)' must be \(expected)")
+    }
+}
+
+/// An error a stage raises with a message meant for the user.
+public struct StageFailure: Error, CustomStringConvertible, LocalizedError {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+    public var errorDescription: String? { description }
+}
