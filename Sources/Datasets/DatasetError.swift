@@ -1,0 +1,48 @@
+import Foundation
+
+/// Everything that can go wrong while naming, finding or decoding a dataset or an NPY file.
+///
+/// Every case carries enough context for the message alone to explain the problem: which file, at which byte
+/// (offsets into the *decompressed* stream for gzipped files, because that is where the format is defined),
+/// and what was expected there.
+public enum DatasetError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A dataset name that is not in `DatasetSpec.knownNames`.
+    case unknownDataset(name: String, knownNames: [String])
+    /// A `NAME:SPLIT` reference that does not have that form.
+    case invalidShorthand(text: String, reason: String)
+    /// A `DatasetSpec` field outside its valid range (negative padding, zero std, ...).
+    case invalidSpec(reason: String)
+    /// Some of the dataset's files are in none of the searched directories.
+    case filesNotFound(dataset: String, missingFiles: [String], searchedDirectories: [String])
+    /// A file exists but could not be read at all.
+    case unreadableFile(path: String, reason: String)
+    /// A file's content is not what its format requires at `byteOffset`.
+    case malformedFile(path: String, byteOffset: Int, problem: String)
+    /// A caller asked for something the data cannot provide (wrong value count for an NPY shape, ...).
+    case invalidArgument(reason: String)
+
+    public var description: String {
+        switch self {
+        case let .unknownDataset(name, knownNames):
+            return "unknown dataset '\(name)'; known datasets: \(knownNames.joined(separator: ", "))"
+        case let .invalidShorthand(text, reason):
+            return "invalid dataset reference '\(text)': \(reason)"
+        case let .invalidSpec(reason):
+            return "invalid dataset spec: \(reason)"
+        case let .filesNotFound(dataset, missingFiles, searchedDirectories):
+            let searched = searchedDirectories.map { "  - \($0)" }.joined(separator: "\n")
+            return """
+                dataset '\(dataset)' not found: missing \(missingFiles.joined(separator: ", ")) \
+                (each may also be gzipped as .gz). Directories searched, in order:
+                \(searched)
+                Fix: run 'make datasets' (or point the spec's root at a directory holding the four IDX files).
+                """
+        case let .unreadableFile(path, reason):
+            return "\(path): cannot read file: \(reason)"
+        case let .malformedFile(path, byteOffset, problem):
+            return "\(path): at byte \(byteOffset): \(problem)"
+        case let .invalidArgument(reason):
+            return reason
+        }
+    }
+}
