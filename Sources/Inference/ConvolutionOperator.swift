@@ -1,0 +1,139 @@
+import Graph
+import Tensor
+
+/// 2-D convolution (NCHW, OIHW weights, groups). Depthwise convolutions (one input channel per group) use a
+/// direct loop; every other convolution is im2col + GEMM with the weights of each group packed once here.
+struct ConvolutionOperator: FloatOperator {
+    let geometry: WindowGeometry
+    let groups: Int
+    let outputChannels: Int
+    let inputChannelsPerGroup: Int
+    let bias: [Float]
+    /// GEMM path: one packed `(outC/groups) × (inC/groups·kH·kW)` matrix per group.
+    let packedWeights: [PackedMatrixA]
+    /// Depthwise path: raw OIHW weights.
+    let depthwiseWeights: [Float]?
+
+    init(node: Node, weights: Initializer, bias: [Float]?) throws {
+        let kernel = Array(weights.shape[2...3])
+        let window = try node.windowAttributes(kernel: kernel)
+        geometry = WindowGeometry(kernelHeight: kernel[0], kernelWidth: kernel[1],
+                                  strideHeight: window.strides[0], strideWidth: window.strides[1],
+                                  padTop: window.pads[0], padLeft: window.pads[1],
+                                  padBottom: window.pads[2], padRight: window.pads[3],
+                                  dilationHeight: window.dilations[0], dilationWidth: window.dilations[1])
+        groups = node.int("group", default: 1)
+        outputChannels = weights.shape[0]
+        inputChannelsPerGroup = weights.shape[1]
+        self.bias = bias ?? [Float](repeating: 0, count: outputChannels)
+        let values = weights.storage.floats
+        if inputChannelsPerGroup == 1 && groups == outputChannels && groups > 1 {
+            depthwiseWeights = values
+            packedWeights = []
+        } else {
+            depthwiseWeights = nil
+            let rows = outputChannels / groups, depth = inputChannelsPerGroup * kernel[0] * kernel[1]
+            packedWeights = (0..<groups).map { group in
+                values.withUnsafeBufferPointer { buffer in
+                    PackedMatrixA(rows: rows, depth: depth, a: buffer.baseAddress! + group * rows * depth, lda: depth)
+                }
+            }
+        }
+    }
+
+    func run(_ inputs: [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+        let x = try inputs.required(0)
+        let (batch, channels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let outH = geometry.outputHeight(inputHeight: height), outW = geometry.outputWidth(inputWidth: width)
+        let outPlane = outH * outW
+        var output = [Float](repeating: 0, count: batch * outputChannels * outPlane)
+        // Start from the bias so the GEMM can accumulate into the output directly.
+        for n in 0..<batch {
+            for c in 0..<outputChannels {
+                let start = (n * outputChannels + c) * outPlane
+                for i in start..<(start + outPlane) { output[i] = bias[c] }
+            }
+        }
+        x.data.withUnsafeBufferPointer { inputBuffer in
+            output.withUnsafeMutableBufferPointer { outputBuffer in
+                let source = Parallel.SharedPointer(inputBuffer.baseAddress!)
+                let destination = Parallel.SharedMutablePointer(outputBuffer.baseAddress!)
+                if let depthwiseWeights {
+                    depthwiseWeights.withUnsafeBufferPointer { weightBuffer in
+                        let weights = Parallel.SharedPointer(weightBuffer.baseAddress!)
+                        Parallel.forEach(count: batch * channels, threads: threads) { plane in
+                            depthwisePlane(input: source.base + plane * height * width, height: height, width: width,
+                                           weights: weights.base + (plane % channels) * geometry.kernelHeight * geometry.kernelWidth,
+                                           output: destination.base + plane * outPlane, outH: outH, outW: outW)
+                        }
+                    }
+                } else if batch >= threads {
+                    Parallel.forEach(count: batch, threads: threads) { n in
+                        convolveImage(source.base + n * channels * height * width, height: height, width: width,
+                                      output: destination.base + n * outputChannels * outPlane, threads: 1)
+                    }
+                } else {
+                    for n in 0..<batch {
+                        convolveImage(source.base + n * channels * height * width, height: height, width: width,
+                                      output: destination.base + n * outputChannels * outPlane, threads: threads)
+                    }
+                }
+            }
+        }
+        return [Tensor(shape: [batch, outputChannels, outH, outW], data: output)]
+    }
+
+    /// One image through im2col + GEMM, group by group.
+    private func convolveImage(_ input: UnsafePointer<Float>, height: Int, width: Int,
+                               output: UnsafeMutablePointer<Float>, threads: Int) {
+        let outH = geometry.outputHeight(inputHeight: height), outW = geometry.outputWidth(inputWidth: width)
+        let outPlane = outH * outW
+        let rowsPerGroup = outputChannels / groups
+        let depth = inputChannelsPerGroup * geometry.kernelHeight * geometry.kernelWidth
+        let groupInput = inputChannelsPerGroup * height * width
+        if geometry.isPointwise {
+            for group in 0..<groups {
+                GEMM.multiply(packedA: packedWeights[group], n: outPlane, b: input + group * groupInput, ldb: outPlane,
+                              c: output + group * rowsPerGroup * outPlane, ldc: outPlane, accumulate: true, threads: threads)
+            }
+            return
+        }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: depth * outPlane) { columns in
+            for group in 0..<groups {
+                Im2col.unfold(input: input + group * groupInput, channels: inputChannelsPerGroup, height: height, width: width,
+                              geometry: geometry, output: columns.baseAddress!)
+                GEMM.multiply(packedA: packedWeights[group], n: outPlane, b: columns.baseAddress!, ldb: outPlane,
+                              c: output + group * rowsPerGroup * outPlane, ldc: outPlane, accumulate: true, threads: threads)
+            }
+        }
+    }
+
+    /// One channel of a depthwise convolution, accumulated into `output` (which holds the bias already).
+    /// For each kernel tap the valid output columns are computed once, so the inner loop has no bounds checks.
+    private func depthwisePlane(input: UnsafePointer<Float>, height: Int, width: Int, weights: UnsafePointer<Float>,
+                                output: UnsafeMutablePointer<Float>, outH: Int, outW: Int) {
+        let g = geometry
+        for oy in 0..<outH {
+            let row = output + oy * outW
+            for ky in 0..<g.kernelHeight {
+                let y = oy * g.strideHeight - g.padTop + ky * g.dilationHeight
+                guard y >= 0 && y < height else { continue }
+                let inputRow = input + y * width
+                for kx in 0..<g.kernelWidth {
+                    let weight = weights[ky * g.kernelWidth + kx]
+                    let offset = kx * g.dilationWidth - g.padLeft
+                    // Valid ox: 0 ≤ ox·stride + offset < width.
+                    let first = offset >= 0 ? 0 : (-offset + g.strideWidth - 1) / g.strideWidth
+                    let last = min(outW - 1, width - 1 - offset < 0 ? -1 : (width - 1 - offset) / g.strideWidth)
+                    guard first <= last else { continue }
+                    if g.strideWidth == 1 {
+                        let source = inputRow + offset
+                        for ox in first...last { row[ox] += weight * source[ox] }
+                    } else {
+                        for ox in first...last { row[ox] += weight * inputRow[ox * g.strideWidth + offset] }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import Foundation
+import Graph
+import Tensor
+
+/// A failure while preparing or running a graph; names the node when one is at fault.
+public struct FloatExecutorError: Error, CustomStringConvertible, Sendable {
+    public var nodeName: String?
+    public var op: OpType?
+    public var message: String
+
+    public var description: String {
+        if let nodeName, let op { return "node '\(nodeName)' (\(op.rawValue)): \(message)" }
+        return "FloatExecutor: \(message)"
+    }
+}
+
+/// The float32 reference executor: every `OpType`, ONNX semantics, NCHW.
+///
+/// `init` prepares once (validates, infers shapes with the dynamic batch, packs convolution weights, decodes
+/// attributes); `run` accepts any batch size ≥ 1 in the first dimension of every input, infers concrete shapes
+/// once per distinct input-shape combination (cached) and spreads work over `threads` threads.
+/// Quantized (int8/uint8/int32) values are carried as float tensors holding integers.
+public final class FloatExecutor: @unchecked Sendable {
+    public let graph: Graph
+    public let threads: Int
+    private let operators: [FloatOperator]
+    private let constants: [String: Tensor]
+    /// For each node, the values whose last reader it is (freed after it runs to bound memory).
+    private let releasedAfter: [[String]]
+    // `@unchecked Sendable` is sound because the only mutable state, the shape cache, is guarded by this lock.
+    private let shapeCacheLock = NSLock()
+    private var shapeCache: [[[Int]]: [String: ValueInfo]] = [:]
+
+    public init(graph: Graph, threads: Int = 2) throws {
+        let validated: Graph
+        do {
+            validated = try graph.validated()
+        } catch let error as GraphValidationError {
+            throw FloatExecutorError(nodeName: error.nodeName, op: error.op, message: error.message)
+        }
+        self.graph = validated
+        self.threads = max(1, threads)
+        let shapes = try ShapeInference.infer(validated)
+        operators = try validated.nodes.map { node in
+            do {
+                return try FloatOperatorFactory.make(node, graph: validated, shapes: shapes)
+            } catch let failure as OperatorFailure {
+                throw FloatExecutorError(nodeName: node.name, op: node.op, message: failure.message)
+            }
+        }
+        var constants: [String: Tensor] = [:]
+        for (name, initializer) in validated.initializers {
+            constants[name] = Tensor(shape: initializer.shape, data: initializer.storage.floats)
+        }
+        self.constants = constants
+        var lastUse: [String: Int] = [:]
+        for (index, node) in validated.nodes.enumerated() { for name in node.inputs where !name.isEmpty { lastUse[name] = index } }
+        let keep = Set(validated.outputs.map(\.name))
+        var released = [[String]](repeating: [], count: validated.nodes.count)
+        for (name, index) in lastUse where !keep.contains(name) && constants[name] == nil { released[index].append(name) }
+        releasedAfter = released
+    }
+
+    /// Runs the graph on `inputs` (one tensor per graph input, any batch size) and returns every graph output.
+    public func run(_ inputs: [String: Tensor]) throws -> [String: Tensor] {
+        var values: [String: Tensor] = [:]
+        var inputShapes: [[Int]] = []
+        for declared in graph.inputs {
+            guard let tensor = inputs[declared.name] else {
+                throw FloatExecutorError(message: "missing input '\(declared.name)' (expected shape \(declared.shape))")
+            }
+            let compatible = tensor.shape.count == declared.shape.count && tensor.shape.enumerated().allSatisfy { axis, size in
+                declared.shape[axis] == -1 || declared.shape[axis] == size || axis == 0
+            } && tensor.shape.first.map { $0 >= 1 } ?? true
+            guard compatible else {
+                throw FloatExecutorError(message: "input '\(declared.name)' has shape \(tensor.shape), expected \(declared.shape) (any batch in dimension 0)")
+            }
+            values[declared.name] = tensor
+            inputShapes.append(tensor.shape)
+        }
+        for name in inputs.keys where values[name] == nil {
+            throw FloatExecutorError(message: "'\(name)' is not a graph input (inputs: \(graph.inputs.map(\.name)))")
+        }
+        let shapes = try concreteShapes(for: inputShapes)
+
+        for (index, node) in graph.nodes.enumerated() {
+            let operands: [Tensor?] = node.inputs.map { name in
+                name.isEmpty ? nil : (values[name] ?? constants[name])
+            }
+            let outputShapes = node.outputs.map { shapes[$0]?.shape ?? [] }
+            let results: [Tensor]
+            do {
+                results = try operators[index].run(operands, outputShapes: outputShapes, threads: threads)
+            } catch let failure as OperatorFailure {
+                throw FloatExecutorError(nodeName: node.name, op: node.op, message: failure.message)
+            }
+            for (name, result) in zip(node.outputs, results) where !name.isEmpty { values[name] = result }
+            for name in releasedAfter[index] { values[name] = nil }
+        }
+        var outputs: [String: Tensor] = [:]
+        for output in graph.outputs { outputs[output.name] = values[output.name] ?? constants[output.name] }
+        return outputs
+    }
+
+    private func concreteShapes(for inputShapes: [[Int]]) throws -> [String: ValueInfo] {
+        shapeCacheLock.lock()
+        defer { shapeCacheLock.unlock() }
+        if let cached = shapeCache[inputShapes] { return cached }
+        var overrides: [String: [Int]] = [:]
+        for (declared, shape) in zip(graph.inputs, inputShapes) { overrides[declared.name] = shape }
+        do {
+            let shapes = try ShapeInference.infer(graph, inputShapes: overrides)
+            shapeCache[inputShapes] = shapes
+            return shapes
+        } catch let error as GraphValidationError {
+            throw FloatExecutorError(nodeName: error.nodeName, op: error.op, message: "for input shapes \(inputShapes): \(error.message)")
+        }
+    }
+}
