@@ -22,7 +22,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .target(name: "Datasets", dependencies: ["CZlib"]),
         .target(name: "Pipeline", dependencies: [
-            "Graph", "ONNX", "Inference", "Datasets", "Tensor",
+            "Datasets",
             "Yams",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),

@@ -1,0 +1,40 @@
+# qatflow — build, test, run. `make run` and `make test` work on a fresh machine (see .ci/run for what it installs).
+SWIFT      ?= swift
+CONFIG     ?= release
+BUILD_DIR  ?= .build
+VENV       ?= .venv
+PYTHON     := $(VENV)/bin/python
+QATFLOW    := $(BUILD_DIR)/$(CONFIG)/qatflow
+PIPELINE   ?= pipelines/mobilenetv2.yaml
+PY_PACKAGES := onnx onnxruntime numpy sympy safetensors
+
+.PHONY: build test run bench datasets venv proto clean
+
+build:
+	$(SWIFT) build -c $(CONFIG) --scratch-path $(BUILD_DIR)
+
+# The Python venv holds ONNX Runtime and friends, used only as cross-checks by tests and benchmarks.
+venv: $(VENV)/.ready
+$(VENV)/.ready:
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check $(PY_PACKAGES)
+	touch $@
+
+datasets:
+	bash scripts/fetch-datasets.sh
+
+# Tests build in release: the numeric kernels are 100-700x slower in debug.
+test: venv datasets
+	QATFLOW_PYTHON=$(abspath $(PYTHON)) $(SWIFT) test -c $(CONFIG) --scratch-path $(BUILD_DIR)
+
+run: build datasets
+	$(QATFLOW) run $(PIPELINE)
+
+bench: build venv datasets
+	bash scripts/bench.sh $(QATFLOW)
+
+proto:
+	bash scripts/gen-proto.sh
+
+clean:
+	rm -rf $(BUILD_DIR) .qatflow

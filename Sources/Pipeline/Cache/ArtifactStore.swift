@@ -1,0 +1,145 @@
+import Foundation
+
+/// A stored artifact: content digest, size, and the file name the stage gave it (kept so restored outputs and
+/// downstream stages see a meaningful extension).
+public struct ArtifactReference: Codable, Sendable, Equatable {
+    public let digest: String
+    public let size: Int
+    public let fileName: String
+}
+
+/// What a finished stage left behind: enough to skip it next time and hand its outputs to dependents.
+public struct StageRecord: Codable, Sendable {
+    public let key: String
+    public let kind: String
+    public let instance: String
+    public let parameters: [String: JSONValue]
+    /// Upstream instance → artifact name → digest, as used for the key.
+    public let inputs: [String: [String: String]]
+    public let outputs: [String: ArtifactReference]
+    public let metrics: [String: JSONValue]
+    public let created: String
+    public let seconds: Double
+    public let engineVersion: String
+}
+
+/// The content-addressed cache under `.qatflow/`:
+/// `cache/objects/ab/abcdef…` (artifacts by SHA-256), `cache/stages/<key>.json` (stage records),
+/// `tmp/` (work in progress, emptied at the start of each run), `runs/<id>/` (run records), `lock`.
+/// Every write goes to a temporary file first and is renamed into place, so a killed process leaves no
+/// half-written object or record; a record is written only after all its objects are in place.
+public struct ArtifactStore: Sendable {
+    public let root: URL
+
+    public init(root: URL) { self.root = root }
+
+    public var objectsDirectory: URL { root.appendingPathComponent("cache/objects") }
+    public var recordsDirectory: URL { root.appendingPathComponent("cache/stages") }
+    public var temporaryDirectory: URL { root.appendingPathComponent("tmp") }
+    public var runsDirectory: URL { root.appendingPathComponent("runs") }
+    public var lockFile: URL { root.appendingPathComponent("lock") }
+
+    public func prepare() throws {
+        for directory in [objectsDirectory, recordsDirectory, temporaryDirectory, runsDirectory] {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        }
+    }
+
+    /// Removes leftovers of killed runs. Call only while holding the lock.
+    public func clearTemporaryFiles() throws {
+        let fm = FileManager.default
+        for item in (try? fm.contentsOfDirectory(at: temporaryDirectory, includingPropertiesForKeys: nil)) ?? [] {
+            try fm.removeItem(at: item)
+        }
+    }
+
+    /// A new private directory inside `tmp/`.
+    public func makeScratchDirectory(prefix: String) throws -> URL {
+        let safe = prefix.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" }
+        let url = temporaryDirectory.appendingPathComponent("\(String(safe))-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    public func objectURL(_ digest: String) -> URL {
+        objectsDirectory.appendingPathComponent(String(digest.prefix(2))).appendingPathComponent(digest)
+    }
+
+    /// Moves `file` into the object store under its digest (the file is consumed).
+    public func storeObject(movingFrom file: URL) throws -> (digest: String, size: Int) {
+        let digest = try Digest.ofFile(at: file)
+        let size = (try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int) ?? 0
+        let destination = objectURL(digest)
+        let fm = FileManager.default
+        if fm.fileExists(atPath: destination.path) {
+            try fm.removeItem(at: file)
+        } else {
+            try fm.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try fm.setAttributes([.posixPermissions: 0o444], ofItemAtPath: file.path)
+            try Self.rename(file, to: destination)
+        }
+        return (digest, size)
+    }
+
+    public func record(forKey key: String) -> StageRecord? {
+        let url = recordsDirectory.appendingPathComponent("\(key).json")
+        guard let data = FileManager.default.contents(atPath: url.path) else { return nil }
+        return try? JSONDecoder().decode(StageRecord.self, from: data)
+    }
+
+    /// A record is usable only if every object it names is still present (a `gc` or a hand-deleted object
+    /// turns a hit into a re-run instead of an error).
+    public func usableRecord(forKey key: String) -> StageRecord? {
+        guard let record = record(forKey: key) else { return nil }
+        let fm = FileManager.default
+        return record.outputs.values.allSatisfy { fm.fileExists(atPath: objectURL($0.digest).path) } ? record : nil
+    }
+
+    public func write(_ record: StageRecord) throws {
+        try writeJSON(record, to: recordsDirectory.appendingPathComponent("\(record.key).json"))
+    }
+
+    public func allRecords() -> [StageRecord] {
+        let files = (try? FileManager.default.contentsOfDirectory(at: recordsDirectory, includingPropertiesForKeys: nil)) ?? []
+        return files.filter { $0.pathExtension == "json" }.compactMap { url in
+            FileManager.default.contents(atPath: url.path).flatMap { try? JSONDecoder().decode(StageRecord.self, from: $0) }
+        }
+    }
+
+    /// Encodes `value` as pretty, key-sorted JSON and writes it atomically.
+    public func writeJSON<T: Encodable>(_ value: T, to url: URL) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try Self.writeAtomically(try encoder.encode(value), to: url)
+    }
+
+    /// Writes next to the destination, then renames: readers see the old file or the new one, never a part.
+    public static func writeAtomically(_ data: Data, to url: URL) throws {
+        let fm = FileManager.default
+        try fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString.prefix(8)).tmp")
+        guard fm.createFile(atPath: temporary.path, contents: data) else {
+            throw StageFailure("cannot write \(temporary.path)")
+        }
+        try rename(temporary, to: url)
+    }
+
+    /// Copies a file to `destination` through a temporary file in the destination's directory.
+    public static func copyAtomically(_ source: URL, to destination: URL) throws {
+        let fm = FileManager.default
+        try fm.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let temporary = destination.deletingLastPathComponent().appendingPathComponent(".\(destination.lastPathComponent).\(UUID().uuidString.prefix(8)).tmp")
+        try fm.copyItem(at: source, to: temporary)
+        try fm.setAttributes([.posixPermissions: 0o644], ofItemAtPath: temporary.path)
+        try rename(temporary, to: destination)
+    }
+
+    /// POSIX rename: atomic, replaces the destination.
+    static func rename(_ source: URL, to destination: URL) throws {
+        if Foundation.rename(source.path, destination.path) != 0 {
+            let reason = String(cString: strerror(errno))
+            try? FileManager.default.removeItem(at: source)
+            throw StageFailure("cannot move \(source.path) to \(destination.path): \(reason)")
+        }
+    }
+}

@@ -1,0 +1,55 @@
+import Foundation
+import Datasets
+
+/// A parameter value as written in the manifest, with where it was written (for error messages).
+public struct ParameterEntry: Sendable {
+    public var value: JSONValue
+    /// nil when the value came from `--set`.
+    public var location: SourceLocation?
+
+    public init(value: JSONValue, location: SourceLocation?) {
+        self.value = value
+        self.location = location
+    }
+}
+
+/// A dataset declared under `datasets:`.
+public struct DatasetDeclaration: Sendable {
+    public var name: String
+    public var spec: DatasetSpec
+    public var location: SourceLocation
+}
+
+/// A stage as declared under `stages:` (before matrix expansion).
+public struct StageDeclaration: Sendable {
+    public var id: String
+    public var kind: String
+    public var needs: [String]
+    public var parameters: [String: ParameterEntry]
+    /// Artifact name → project-relative path the artifact is copied to after the stage finishes or is restored.
+    public var outputs: [String: String]
+    public var location: SourceLocation
+    public var kindLocation: SourceLocation
+    public var needsLocations: [SourceLocation]
+}
+
+/// One `matrix:` axis: a parameter name and the values swept.
+public struct MatrixAxis: Sendable {
+    public var name: String
+    public var values: [JSONValue]
+    public var location: SourceLocation?
+}
+
+/// A parsed, structurally valid manifest. Stage kinds and parameter types are checked by the planner,
+/// which knows the registry.
+public struct Manifest: Sendable {
+    public var file: String
+    public var name: String
+    public var datasets: [DatasetDeclaration]
+    /// In the order written.
+    public var stages: [StageDeclaration]
+    /// In the order written; instance names list axes in this order.
+    public var matrix: [MatrixAxis]
+
+    public func stage(_ id: String) -> StageDeclaration? { stages.first { $0.id == id } }
+}

@@ -1,0 +1,53 @@
+import Foundation
+import Datasets
+
+/// Computes stage keys: SHA-256 over the canonical JSON of (engine version, stage kind, parameters, input
+/// artifact digests). Parameters that name project files enter by their content digest, and dataset parameters
+/// by their full spec, so the key changes when what the stage reads changes — not when a path is spelled
+/// differently or a stage is renamed.
+final class StageKeyBuilder: @unchecked Sendable {
+    private let plan: Plan
+    private let lock = NSLock()
+    private var fileDigests: [String: String] = [:]
+
+    init(plan: Plan) { self.plan = plan }
+
+    func key(for instance: StageInstance, inputs: [[String: String]]) throws -> String {
+        var parameters: [String: JSONValue] = [:]
+        for spec in instance.kind.parameters {
+            guard let value = instance.parameters[spec.name] else { continue }
+            switch spec.type {
+            case .inputFile:
+                parameters[spec.name] = .object(["sha256": .string(try fileDigest(value.stringValue ?? ""))])
+            case .dataset:
+                parameters[spec.name] = try datasetValue(value.stringValue ?? "")
+            default:
+                parameters[spec.name] = value
+            }
+        }
+        let material: JSONValue = .object([
+            "engine": .string(QatflowVersion.string),
+            "kind": .string(instance.kind.name),
+            "parameters": .object(parameters),
+            "inputs": .array(inputs.map { .object($0.mapValues(JSONValue.string)) }),
+        ])
+        return Digest.of(material.canonical)
+    }
+
+    private func fileDigest(_ path: String) throws -> String {
+        let url = path.hasPrefix("/") ? URL(fileURLWithPath: path) : plan.projectDirectory.appendingPathComponent(path)
+        lock.lock()
+        if let known = fileDigests[url.path] { lock.unlock(); return known }
+        lock.unlock()
+        let digest = try Digest.ofFile(at: url)
+        lock.lock(); fileDigests[url.path] = digest; lock.unlock()
+        return digest
+    }
+
+    private func datasetValue(_ reference: String) throws -> JSONValue {
+        let spec = try plan.datasets[reference] ?? DatasetSpec(shorthand: reference)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return try JSONDecoder().decode(JSONValue.self, from: encoder.encode(spec))
+    }
+}

@@ -1,0 +1,140 @@
+import XCTest
+import Pipeline
+
+final class ManifestTests: XCTestCase {
+    let log = ExecutionLog()
+    var registry: StageRegistry { TestStages.registry(log: log) }
+
+    func testValidManifestParses() throws {
+        let manifest = try ManifestParser.parse("""
+            name: demo
+            datasets:
+              calib: {source: fashion-mnist, split: train, limit: 100}
+            stages:
+              a: {uses: number, with: {value: 1}}
+              b:
+                uses: sum
+                needs: a
+                with: {add: 2.5}
+                outputs: {value: out/b.txt}
+            """, file: "demo.yaml")
+        XCTAssertEqual(manifest.name, "demo")
+        XCTAssertEqual(manifest.stages.map(\.id), ["a", "b"])
+        XCTAssertEqual(manifest.stages[1].needs, ["a"])
+        XCTAssertEqual(manifest.stages[1].outputs, ["value": "out/b.txt"])
+        XCTAssertEqual(manifest.datasets.first?.spec.limit, 100)
+    }
+
+    func testUnknownKeyNamesLineColumnAndSuggestion() {
+        let text = manifestErrors {
+            _ = try ManifestParser.parse("name: x\nstages:\n  a:\n    uses: number\n    wiht: {value: 1}\n", file: "p.yaml")
+        }
+        XCTAssertTrue(text.contains("p.yaml:5:5: error: unknown key 'wiht'"), text)
+        XCTAssertTrue(text.contains("did you mean 'with'?"), text)
+    }
+
+    func testUnknownTopLevelKey() {
+        let text = manifestErrors { _ = try ManifestParser.parse("name: x\nstage:\n  a: {uses: number}\n", file: "p.yaml") }
+        XCTAssertTrue(text.contains("p.yaml:2:1: error: unknown key 'stage'"), text)
+        XCTAssertTrue(text.contains("did you mean 'stages'?"), text)
+    }
+
+    func testTypeErrorPointsAtValue() {
+        let text = manifestErrors {
+            _ = try TemporaryProject().plan("name: x\nstages:\n  a:\n    uses: number\n    with:\n      value: lots\n", registry: registry)
+        }
+        XCTAssertTrue(text.contains("pipeline.yaml:6:14: error: stage 'a', parameter 'value': expected a number, found string \"lots\""), text)
+    }
+
+    func testStructuralTypeError() {
+        let text = manifestErrors { _ = try ManifestParser.parse("stages:\n  a:\n    uses: [number]\n", file: "p.yaml") }
+        XCTAssertTrue(text.contains("p.yaml:3:11: error: 'uses' (a stage kind) must be a string; found a list"), text)
+    }
+
+    func testCycleIsPrinted() {
+        let text = manifestErrors {
+            _ = try ManifestParser.parse("""
+                stages:
+                  a: {uses: sum, needs: c}
+                  b: {uses: sum, needs: a}
+                  c: {uses: sum, needs: b}
+                """, file: "p.yaml")
+        }
+        XCTAssertTrue(text.contains("p.yaml:2:3: error: dependency cycle: a -> c -> b -> a"), text)
+    }
+
+    func testUnknownNeeds() {
+        let text = manifestErrors {
+            _ = try ManifestParser.parse("stages:\n  convert: {uses: number}\n  b: {uses: sum, needs: [covnert]}\n", file: "p.yaml")
+        }
+        XCTAssertTrue(text.contains("p.yaml:3:26: error: stage 'b' needs 'covnert', which is not a stage in this manifest (did you mean 'convert'?)"), text)
+    }
+
+    func testUnknownStageKind() {
+        let text = manifestErrors {
+            _ = try TemporaryProject().plan("stages:\n  a: {uses: nubmer, with: {value: 1}}\n", registry: registry)
+        }
+        XCTAssertTrue(text.contains("pipeline.yaml:2:13: error: unknown stage kind 'nubmer'"), text)
+        XCTAssertTrue(text.contains("did you mean 'number'?"), text)
+    }
+
+    func testUnknownParameterAndMissingRequired() {
+        let text = manifestErrors {
+            _ = try TemporaryProject().plan("stages:\n  a: {uses: number, with: {valeu: 1}}\n", registry: registry)
+        }
+        XCTAssertTrue(text.contains("pipeline.yaml:2:35: error: unknown parameter 'valeu'"), text)
+        XCTAssertTrue(text.contains("did you mean 'value'?"), text)
+        XCTAssertTrue(text.contains("pipeline.yaml:2:3: error: stage 'a' (kind 'number') is missing required parameter 'value'"), text)
+    }
+
+    func testOutputPathsOutsideProjectAreRefused() {
+        let text = manifestErrors {
+            _ = try ManifestParser.parse("""
+                stages:
+                  a:
+                    uses: number
+                    outputs: {value: ../escape.txt}
+                  b:
+                    uses: number
+                    outputs: {value: /tmp/abs.txt}
+                """, file: "p.yaml")
+        }
+        XCTAssertTrue(text.contains("p.yaml:4:22: error: output path '../escape.txt' leaves the project"), text)
+        XCTAssertTrue(text.contains("p.yaml:7:22: error: output path '/tmp/abs.txt' is absolute"), text)
+    }
+
+    func testYAMLSyntaxError() {
+        let text = manifestErrors { _ = try ManifestParser.parse("stages:\n  a: {uses: number\n  b: 1\n", file: "p.yaml") }
+        XCTAssertTrue(text.hasPrefix("p.yaml:"), text)
+        XCTAssertTrue(text.contains("YAML syntax"), text)
+    }
+
+    func testDuplicateKey() {
+        let text = manifestErrors { _ = try ManifestParser.parse("stages:\n  a: {uses: number}\n  a: {uses: sum}\n", file: "p.yaml") }
+        XCTAssertTrue(text.contains("duplicate key 'a'"), text)
+        XCTAssertTrue(text.hasPrefix("p.yaml:"), text)
+    }
+
+    func testAllErrorsReportedAtOnce() {
+        let text = manifestErrors {
+            _ = try ManifestParser.parse("stages:\n  a: {uses: number, bogus: 1}\n  b: {uses: sum, needs: zz}\n", file: "p.yaml")
+        }
+        XCTAssertEqual(text.split(separator: "\n").filter { $0.contains("error:") }.count, 2, text)
+    }
+
+    func testBadDataset() {
+        let text = manifestErrors {
+            _ = try ManifestParser.parse("datasets:\n  d: {source: fashion-mnst, split: valid}\nstages:\n  a: {uses: number}\n", file: "p.yaml")
+        }
+        XCTAssertTrue(text.contains("p.yaml:2:15: error: unknown dataset source 'fashion-mnst'"), text)
+        XCTAssertTrue(text.contains("did you mean 'fashion-mnist'?"), text)
+        XCTAssertTrue(text.contains("p.yaml:2:36: error: unknown split 'valid'"), text)
+    }
+
+    func testChoiceAndDatasetParametersChecked() throws {
+        let text = manifestErrors {
+            _ = try TemporaryProject().plan("stages:\n  a: {uses: number, with: {value: 1}}\n  b: {uses: sum, needs: a, with: {mode: tripel}}\n", registry: registry)
+        }
+        XCTAssertTrue(text.contains("'tripel' is not one of plain, double"), text)
+    }
+}
