@@ -16,6 +16,8 @@ public enum DatasetError: Error, Equatable, Sendable, CustomStringConvertible {
     case filesNotFound(dataset: String, missingFiles: [String], searchedDirectories: [String])
     /// A file exists but could not be read at all.
     case unreadableFile(path: String, reason: String)
+    /// A file could not be written (missing directory, permissions, full disk).
+    case unwritableFile(path: String, reason: String)
     /// A file's content is not what its format requires at `byteOffset`.
     case malformedFile(path: String, byteOffset: Int, problem: String)
     /// A caller asked for something the data cannot provide (wrong value count for an NPY shape, ...).
@@ -39,6 +41,8 @@ public enum DatasetError: Error, Equatable, Sendable, CustomStringConvertible {
                 """
         case let .unreadableFile(path, reason):
             return "\(path): cannot read file: \(reason)"
+        case let .unwritableFile(path, reason):
+            return "\(path): cannot write file: \(reason)"
         case let .malformedFile(path, byteOffset, problem):
             return "\(path): at byte \(byteOffset): \(problem)"
         case let .invalidArgument(reason):

@@ -46,7 +46,7 @@ public struct DatasetSpec: Codable, Hashable, Sendable {
     /// "fashion-mnist" or "mnist".
     public var name: String
     public var split: DatasetSplit
-    /// Use only the first N images (nil = all).
+    /// Use only the first N images (nil = all; a limit above the split's size also means all).
     public var limit: Int?
     /// Zero padding on each side, pixel value 0 (default 2: 28→32).
     public var pad: Int

@@ -96,8 +96,12 @@ enum GzipInflater {
                 // No input left and the stream has not ended: the file was cut short.
                 output.removeLast(output.count - produced)
                 return (output, true)
-            case Z_BUF_ERROR:
+            case Z_BUF_ERROR where stream.avail_out == 0:
                 continue  // output buffer full; grown at the top of the loop
+            case Z_BUF_ERROR:
+                // Input and output room both left, yet no progress: never expected from zlib; fail, don't spin.
+                throw DatasetError.malformedFile(
+                    path: path, byteOffset: produced, problem: "zlib inflate made no progress (corrupt gzip data?)")
             case Z_DATA_ERROR:
                 let zlibMessage = stream.msg.map { String(cString: $0) } ?? "invalid data"
                 throw DatasetError.malformedFile(

@@ -101,8 +101,12 @@ public enum NPYArray {
         }
         var file = header(shape: shape)
         file.reserveCapacity(file.count + values.count * 4)
-        for value in values {
-            withUnsafeBytes(of: value.bitPattern.littleEndian) { file.append(contentsOf: $0) }
+        if 1.littleEndian == 1 {
+            values.withUnsafeBytes { file.append(contentsOf: $0) }  // memory already is the file's byte order
+        } else {
+            for value in values {
+                withUnsafeBytes(of: value.bitPattern.littleEndian) { file.append(contentsOf: $0) }
+            }
         }
 
         let directory = url.deletingLastPathComponent()
@@ -110,12 +114,12 @@ public enum NPYArray {
         do {
             try Data(file).write(to: temporary)
         } catch {
-            throw DatasetError.unreadableFile(path: temporary.path, reason: "cannot write: \(error.localizedDescription)")
+            throw DatasetError.unwritableFile(path: temporary.path, reason: error.localizedDescription)
         }
         guard rename(temporary.path, url.path) == 0 else {
             let reason = String(cString: strerror(errno))
             try? FileManager.default.removeItem(at: temporary)
-            throw DatasetError.unreadableFile(path: url.path, reason: "cannot move finished file into place: \(reason)")
+            throw DatasetError.unwritableFile(path: url.path, reason: "cannot move the finished file into place: \(reason)")
         }
     }
 

@@ -98,6 +98,21 @@ final class IDXFileTests: XCTestCase {
         XCTAssertTrue(message.contains("at byte 11") && message.contains("2 extra bytes"), message)
     }
 
+    func testEveryTruncationIsAnErrorNeverACrash() throws {
+        let directory = try makeTemporaryDirectory(self)
+        let compressed = StoredGzip.compress(imageBytes)
+        for (suffix, whole) in [("", imageBytes), (".gz", compressed)] {
+            let url = directory.appendingPathComponent("cut" + suffix)
+            for length in 0..<whole.count {
+                try url.write(bytes: Array(whole.prefix(length)))
+                XCTAssertThrowsError(try IDXReader.readImages(url), "prefix of \(length) bytes") { error in
+                    let message = "\(error)"
+                    XCTAssertTrue(message.contains("cut\(suffix): at byte"), message)
+                }
+            }
+        }
+    }
+
     func testLabelOutOfRangeGivesOffset() throws {
         let url = try makeTemporaryDirectory(self).appendingPathComponent("labels")
         try url.write(bytes: IDXBytes.labels([1, 2, 10, 3]))

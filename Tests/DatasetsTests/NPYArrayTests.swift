@@ -33,6 +33,12 @@ final class NPYArrayTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: url.path))
     }
 
+    func testWriteIntoMissingDirectoryIsAnError() {
+        let url = URL(fileURLWithPath: "/nonexistent-\(UUID().uuidString)/a.npy")
+        let message = errorDescription { try NPYArray.write(shape: [1], values: [1], to: url) }
+        XCTAssertTrue(message.contains("cannot write"), message)
+    }
+
     func testReadsVersion2HeaderAndSpacingVariants() throws {
         let url = try makeTemporaryDirectory(self).appendingPathComponent("v2.npy")
         try url.write(bytes: npyFile(
