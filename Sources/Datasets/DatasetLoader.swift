@@ -8,6 +8,7 @@ public enum DatasetLoader {
     /// Loads `spec`: finds its files (see `searchDirectories`), decodes them (cached per process), keeps the first
     /// `spec.limit` images, pads and normalises.
     public static func load(_ spec: DatasetSpec, projectDirectory: URL) throws -> LabeledImages {
+        try spec.validate()
         let dataset = try KnownDataset.named(spec.name)
         let files = try locateFiles(for: spec, projectDirectory: projectDirectory)
         let images = try IDXCache.shared.images(files.images)

@@ -62,27 +62,32 @@ public struct DatasetSpec: Codable, Hashable, Sendable {
     public init(name: String, split: DatasetSplit, limit: Int? = nil, pad: Int = 2,
                 mean: Double? = nil, std: Double? = nil, root: String? = nil) throws {
         let dataset = try KnownDataset.named(name)
+        self.name = name
+        self.split = split
+        self.limit = limit
+        self.pad = pad
+        self.mean = mean ?? dataset.defaultMean
+        self.std = std ?? dataset.defaultStd
+        self.root = root
+        try validate()
+    }
+
+    /// Checks every field. The fields are public `var`s, so the loader calls this again: a spec changed after
+    /// construction (e.g. `spec.limit = userValue`) must fail with a message, not crash the preprocessing.
+    func validate() throws {
+        _ = try KnownDataset.named(name)
         if let limit, limit < 1 {
             throw DatasetError.invalidSpec(reason: "limit must be at least 1 (or absent for all images), got \(limit)")
         }
         guard pad >= 0 else {
             throw DatasetError.invalidSpec(reason: "pad must be 0 or more pixels, got \(pad)")
         }
-        let resolvedMean = mean ?? dataset.defaultMean
-        let resolvedStd = std ?? dataset.defaultStd
-        guard resolvedMean.isFinite else {
-            throw DatasetError.invalidSpec(reason: "mean must be a finite number, got \(resolvedMean)")
+        guard mean.isFinite else {
+            throw DatasetError.invalidSpec(reason: "mean must be a finite number, got \(mean)")
         }
-        guard resolvedStd.isFinite, resolvedStd > 0 else {
-            throw DatasetError.invalidSpec(reason: "std must be a finite number greater than 0, got \(resolvedStd)")
+        guard std.isFinite, std > 0 else {
+            throw DatasetError.invalidSpec(reason: "std must be a finite number greater than 0, got \(std)")
         }
-        self.name = name
-        self.split = split
-        self.limit = limit
-        self.pad = pad
-        self.mean = resolvedMean
-        self.std = resolvedStd
-        self.root = root
     }
 
     /// Parses `NAME:SPLIT`, e.g. "fashion-mnist:test" or "mnist:train", with all other fields at their defaults.

@@ -68,6 +68,17 @@ final class DatasetLoaderTests: XCTestCase {
         XCTAssertEqual(more.count, 2, "a limit above the image count keeps all images")
     }
 
+    func testSpecMutatedIntoInvalidValuesIsRejectedByLoad() throws {
+        let project = try makeTemporaryDirectory(self)
+        try writeTinySplit(in: project.appendingPathComponent("tiny"), gzipped: false)
+        var spec = try DatasetSpec(name: "mnist", split: .test, root: "tiny")
+        spec.limit = 0
+        XCTAssertTrue(errorDescription { _ = try DatasetLoader.load(spec, projectDirectory: project) }.contains("limit"))
+        spec.limit = nil
+        spec.pad = -3
+        XCTAssertTrue(errorDescription { _ = try DatasetLoader.load(spec, projectDirectory: project) }.contains("pad"))
+    }
+
     func testImageLabelCountMismatch() throws {
         let project = try makeTemporaryDirectory(self)
         try writeTinySplit(in: project.appendingPathComponent("tiny"), gzipped: false, labels: [1, 2, 3])
