@@ -41,7 +41,7 @@ struct ConvolutionOperator: FloatOperator {
         }
     }
 
-    func run(_ inputs: [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
         let x = try inputs.required(0)
         let (batch, channels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let outH = geometry.outputHeight(inputHeight: height), outW = geometry.outputWidth(inputWidth: width)
@@ -61,10 +61,22 @@ struct ConvolutionOperator: FloatOperator {
                 if let depthwiseWeights {
                     depthwiseWeights.withUnsafeBufferPointer { weightBuffer in
                         let weights = Parallel.SharedPointer(weightBuffer.baseAddress!)
-                        Parallel.forEach(count: batch * channels, threads: threads) { plane in
-                            depthwisePlane(input: source.base + plane * height * width, height: height, width: width,
-                                           weights: weights.base + (plane % channels) * geometry.kernelHeight * geometry.kernelWidth,
-                                           output: destination.base + plane * outPlane, outH: outH, outW: outW)
+                        let g = geometry
+                        let paddedHeight = height + g.padTop + g.padBottom, paddedWidth = width + g.padLeft + g.padRight
+                        Parallel.forEachChunk(count: batch * channels, threads: threads) { planes in
+                            // One zero-bordered copy of the plane per worker: the tap loops then need no bounds checks.
+                            withUnsafeTemporaryAllocation(of: Float.self, capacity: paddedHeight * paddedWidth) { padded in
+                                padded.initialize(repeating: 0)
+                                for plane in planes {
+                                    let input = source.base + plane * height * width
+                                    for y in 0..<height {
+                                        (padded.baseAddress! + (y + g.padTop) * paddedWidth + g.padLeft).update(from: input + y * width, count: width)
+                                    }
+                                    depthwisePlane(padded: padded.baseAddress!, paddedWidth: paddedWidth,
+                                                   weights: weights.base + (plane % channels) * g.kernelHeight * g.kernelWidth,
+                                                   output: destination.base + plane * outPlane, outH: outH, outW: outW)
+                                }
+                            }
                         }
                     }
                 } else if batch >= threads {
@@ -108,29 +120,22 @@ struct ConvolutionOperator: FloatOperator {
         }
     }
 
-    /// One channel of a depthwise convolution, accumulated into `output` (which holds the bias already).
-    /// For each kernel tap the valid output columns are computed once, so the inner loop has no bounds checks.
-    private func depthwisePlane(input: UnsafePointer<Float>, height: Int, width: Int, weights: UnsafePointer<Float>,
+    /// One channel of a depthwise convolution from its zero-padded copy, accumulated into `output` (which holds
+    /// the bias already). Borders stay zero between planes because every plane writes the same interior.
+    private func depthwisePlane(padded: UnsafePointer<Float>, paddedWidth: Int, weights: UnsafePointer<Float>,
                                 output: UnsafeMutablePointer<Float>, outH: Int, outW: Int) {
         let g = geometry
         for oy in 0..<outH {
             let row = output + oy * outW
             for ky in 0..<g.kernelHeight {
-                let y = oy * g.strideHeight - g.padTop + ky * g.dilationHeight
-                guard y >= 0 && y < height else { continue }
-                let inputRow = input + y * width
+                let inputRow = padded + (oy * g.strideHeight + ky * g.dilationHeight) * paddedWidth
                 for kx in 0..<g.kernelWidth {
                     let weight = weights[ky * g.kernelWidth + kx]
-                    let offset = kx * g.dilationWidth - g.padLeft
-                    // Valid ox: 0 ≤ ox·stride + offset < width.
-                    let first = offset >= 0 ? 0 : (-offset + g.strideWidth - 1) / g.strideWidth
-                    let last = min(outW - 1, width - 1 - offset < 0 ? -1 : (width - 1 - offset) / g.strideWidth)
-                    guard first <= last else { continue }
+                    let source = inputRow + kx * g.dilationWidth
                     if g.strideWidth == 1 {
-                        let source = inputRow + offset
-                        for ox in first...last { row[ox] += weight * source[ox] }
+                        for ox in 0..<outW { row[ox] += weight * source[ox] }
                     } else {
-                        for ox in first...last { row[ox] += weight * inputRow[ox * g.strideWidth + offset] }
+                        for ox in 0..<outW { row[ox] += weight * source[ox * g.strideWidth] }
                     }
                 }
             }

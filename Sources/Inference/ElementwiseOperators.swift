@@ -7,8 +7,8 @@ struct ClampOperator: FloatOperator {
     let minimum: Float
     let maximum: Float
 
-    func run(_ inputs: [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
-        var x = try inputs.required(0)
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+        var x = try inputs.take(0)
         let (low, high) = (minimum, maximum)
         x.data.withUnsafeMutableBufferPointer { buffer in
             for i in buffer.indices {
@@ -31,8 +31,8 @@ struct BatchNormalizationOperator: FloatOperator {
         shift = (0..<scale.count).map { offset[$0] - mean[$0] * scale[$0] / (variance[$0] + epsilon).squareRoot() }
     }
 
-    func run(_ inputs: [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
-        var x = try inputs.required(0)
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+        var x = try inputs.take(0)
         let channels = x.shape[1]
         let spatial = x.shape.dropFirst(2).reduce(1, *)
         let planes = x.shape[0] * channels
@@ -52,16 +52,16 @@ struct BroadcastBinaryOperator: FloatOperator {
     enum Kind: Sendable { case add, multiply }
     let kind: Kind
 
-    func run(_ inputs: [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
-        let a = try inputs.required(0), b = try inputs.required(1)
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+        var a = try inputs.take(0)
+        let b = try inputs.required(1)
         let shape = outputShapes[0]
         let apply: (Float, Float) -> Float = kind == .add ? { $0 + $1 } : { $0 * $1 }
         if a.shape == b.shape {
-            var out = a
-            out.data.withUnsafeMutableBufferPointer { o in
+            a.data.withUnsafeMutableBufferPointer { o in
                 b.data.withUnsafeBufferPointer { bb in for i in o.indices { o[i] = apply(o[i], bb[i]) } }
             }
-            return [out]
+            return [a]
         }
         let rank = shape.count
         func strides(_ s: [Int]) -> [Int] {
@@ -100,8 +100,8 @@ struct BroadcastBinaryOperator: FloatOperator {
 struct SoftmaxOperator: FloatOperator {
     let axis: Int
 
-    func run(_ inputs: [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
-        var x = try inputs.required(0)
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+        var x = try inputs.take(0)
         let axis = self.axis < 0 ? self.axis + x.rank : self.axis
         let outer = x.shape[..<axis].reduce(1, *), length = x.shape[axis], inner = x.shape[(axis + 1)...].reduce(1, *)
         x.data.withUnsafeMutableBufferPointer { buffer in

@@ -84,18 +84,19 @@ public final class FloatExecutor: @unchecked Sendable {
         let shapes = try concreteShapes(for: inputShapes)
 
         for (index, node) in graph.nodes.enumerated() {
-            let operands: [Tensor?] = node.inputs.map { name in
+            var operands: [Tensor?] = node.inputs.map { name in
                 name.isEmpty ? nil : (values[name] ?? constants[name])
             }
+            // Drop the store's reference to values read for the last time, so operators may reuse their buffers.
+            for name in releasedAfter[index] { values[name] = nil }
             let outputShapes = node.outputs.map { shapes[$0]?.shape ?? [] }
             let results: [Tensor]
             do {
-                results = try operators[index].run(operands, outputShapes: outputShapes, threads: threads)
+                results = try operators[index].run(&operands, outputShapes: outputShapes, threads: threads)
             } catch let failure as OperatorFailure {
                 throw FloatExecutorError(nodeName: node.name, op: node.op, message: failure.message)
             }
             for (name, result) in zip(node.outputs, results) where !name.isEmpty { values[name] = result }
-            for name in releasedAfter[index] { values[name] = nil }
         }
         var outputs: [String: Tensor] = [:]
         for output in graph.outputs { outputs[output.name] = values[output.name] ?? constants[output.name] }

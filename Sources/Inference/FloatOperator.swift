@@ -3,9 +3,10 @@ import Tensor
 
 /// One prepared node of the float reference executor: weights are packed and attributes decoded once, in `init`;
 /// `run` only computes. Inputs arrive in the node's input order (`nil` for an omitted optional input), output
-/// shapes come from shape inference for the current batch size.
+/// shapes come from shape inference for the current batch size. `inputs` is `inout` so an operator can take a
+/// tensor that no later node reads and overwrite it in place instead of copying it.
 protocol FloatOperator: Sendable {
-    func run(_ inputs: [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor]
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor]
 }
 
 /// A failure inside one operator; the executor adds which node it was.
@@ -18,6 +19,14 @@ extension Array where Element == Tensor? {
     /// The input at `index`, which shape inference guarantees is present.
     func required(_ index: Int) throws -> Tensor {
         guard index < count, let tensor = self[index] else { throw OperatorFailure("missing input \(index)") }
+        return tensor
+    }
+
+    /// Moves the input out of the array; when the executor released its own reference, the result is uniquely
+    /// referenced and mutating it does not copy.
+    mutating func take(_ index: Int) throws -> Tensor {
+        let tensor = try required(index)
+        self[index] = nil
         return tensor
     }
 }

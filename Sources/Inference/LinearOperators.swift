@@ -33,7 +33,7 @@ struct GemmOperator: FloatOperator {
         }
     }
 
-    func run(_ inputs: [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
         let a = try inputs.required(0)
         let (m, n) = (outputShapes[0][0], outputShapes[0][1])
         let k = transposeA ? a.shape[0] : a.shape[1]
@@ -70,7 +70,7 @@ struct GemmOperator: FloatOperator {
 
 /// MatMul with numpy semantics: 2-D, batched with broadcast batch dimensions, and 1-D operands.
 struct MatMulOperator: FloatOperator {
-    func run(_ inputs: [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
         let a = try inputs.required(0), b = try inputs.required(1)
         let aShape = a.rank == 1 ? [1] + a.shape : a.shape
         let bShape = b.rank == 1 ? b.shape + [1] : b.shape

@@ -19,7 +19,7 @@ struct PoolingOperator: FloatOperator {
                                   padBottom: window.pads[2], padRight: window.pads[3])
     }
 
-    func run(_ inputs: [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
         let x = try inputs.required(0)
         let (height, width) = (x.shape[2], x.shape[3])
         let g = geometry
@@ -60,7 +60,7 @@ struct PoolingOperator: FloatOperator {
 
 /// GlobalAveragePool: the mean of every spatial plane.
 struct GlobalAveragePoolOperator: FloatOperator {
-    func run(_ inputs: [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
         let x = try inputs.required(0)
         let planes = x.shape[0] * x.shape[1], spatial = x.shape.dropFirst(2).reduce(1, *)
         var output = [Float](repeating: 0, count: planes)
