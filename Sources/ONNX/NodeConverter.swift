@@ -42,6 +42,10 @@ struct NodeConverter {
             try validateWindow(kernel: kernel)
             // Only matters for MaxPool's indices output, which the IR does not have.
             attributes.remove("storage_order")
+            if (attributes["ceil_mode"]?.int ?? 0) != 0 {
+                try convertCeilModeToPadding(kernel: kernel, inputShape: context.shape(of: inputs[0]))
+            }
+            attributes.remove("ceil_mode")
         case .batchNormalization:
             try requireInputs(5)
             for (index, role) in ["scale", "bias", "mean", "variance"].enumerated() {
@@ -120,6 +124,29 @@ struct NodeConverter {
         if let pads = attributes["pads"]?.ints, pads.count != 4 {
             throw .attribute(name, node.opType, "expected 4 pads [top, left, bottom, right], got \(pads)")
         }
+    }
+
+    /// The engines pool with ceil_mode 0. ceil_mode 1 only adds a last, partial window at the end of each axis;
+    /// extra end padding gives the same windows, and padding neither wins a max nor counts in an average that
+    /// excludes padding. With count_include_pad=1 the divisor would change, so that combination is rejected.
+    private mutating func convertCeilModeToPadding(kernel: [Int], inputShape: [Int]?) throws(NodeConversionError) {
+        guard let inputShape, inputShape.count == 4, inputShape[2] >= 0, inputShape[3] >= 0 else {
+            throw .attribute(name, node.opType, "ceil_mode=1 needs static spatial dimensions to become explicit padding (expected ceil_mode 0)")
+        }
+        if op == .averagePool && (attributes["count_include_pad"]?.int ?? 0) != 0 {
+            throw .attribute(name, node.opType, "ceil_mode=1 with count_include_pad=1 is not supported (expected ceil_mode 0)")
+        }
+        let strides = attributes["strides"]?.ints ?? [1, 1]
+        var pads = attributes["pads"]?.ints ?? [0, 0, 0, 0]
+        for axis in 0..<2 {
+            let size = inputShape[axis + 2]
+            let padded = size + pads[axis] + pads[axis + 2]
+            var count = (padded - kernel[axis] + strides[axis] - 1) / strides[axis] + 1
+            // As ONNX Runtime and PyTorch: the last window must start inside the input or the leading padding.
+            if (count - 1) * strides[axis] >= size + pads[axis] { count -= 1 }
+            pads[axis + 2] += max(0, (count - 1) * strides[axis] + kernel[axis] - padded)
+        }
+        attributes.set("pads", .ints(pads))
     }
 
     /// Clip's min/max moved from attributes to optional inputs in opset 11; the IR keeps them as attributes.

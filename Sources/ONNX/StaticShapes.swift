@@ -102,6 +102,7 @@ enum StaticShapes {
             let size = x[axis + 2]
             guard size >= 0, strides.count == 2, pads.count == 4 else { return -1 }
             let padded = size + pads[axis] + pads[axis + 2] - kernel[axis]
+            guard padded >= 0 else { return -1 }
             var count = (ceil ? (padded + strides[axis] - 1) / strides[axis] : padded / strides[axis]) + 1
             // As ONNX Runtime and PyTorch: with ceil_mode the last window must start inside the input or left padding.
             if ceil && (count - 1) * strides[axis] >= size + pads[axis] { count -= 1 }

@@ -154,6 +154,8 @@ def one_op_models(b):
             [x4(3, 9, 9)], [y])
     b.model("max_pool_ceil", [helper.make_node("MaxPool", ["x"], ["y"], name="max", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)],
             [x4(3, 7, 7)], [y])
+    b.model("average_pool_ceil", [helper.make_node("AveragePool", ["x"], ["y"], name="avg", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1)],
+            [x4(3, 8, 10)], [y])
 
     b.model("gemm_transb", [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", transB=1)],
             [value("x", ["N", 16])], [y], [tensor("w", floats(10, 16, scale=0.3)), tensor("b", floats(10))])
@@ -306,6 +308,8 @@ def error_models(b):
     b.error_model("pad_reflect", [helper.make_node("Pad", ["x", "pads"], ["y"], name="reflect_pad", mode="reflect")],
                   [value("x", ["N", 2, 4, 4])], [value("y", None)], [tensor("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64))],
                   expect=["reflect_pad", "reflect", "expected 'constant'"])
+    b.error_model("average_pool_ceil_include_pad", [helper.make_node("AveragePool", ["x"], ["y"], name="ceil_avg", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1, count_include_pad=1)],
+                  [value("x", ["N", 2, 7, 7])], [value("y", None)], expect=["ceil_avg", "count_include_pad=1", "expected ceil_mode 0"])
     b.error_model("opset_10", [helper.make_node("Relu", ["x"], ["y"], name="relu")],
                   [value("x", ["N", 2])], [value("y", None)], opset=10, expect=["opset 10", "11"])
 
