@@ -14,6 +14,10 @@ extension Node {
         let strides = ints("strides") ?? [1, 1]
         let pads = ints("pads") ?? [0, 0, 0, 0]
         let dilations = ints("dilations") ?? [1, 1]
+        let sane = { (values: [Int]) in values.allSatisfy { $0 <= Dim.limit } }
+        guard sane(strides), sane(pads), sane(dilations) else {
+            throw GraphValidationError(node: self, "strides \(strides), pads \(pads), dilations \(dilations) must each be ≤ \(Dim.limit)")
+        }
         guard kernel.count == 2, kernel.allSatisfy({ $0 >= 1 }) else {
             throw GraphValidationError(node: self, "expected a 2-D kernel of positive sizes, got \(kernel)")
         }

@@ -183,7 +183,7 @@ enum OperatorShapes {
             let mode = node.attributes["mode"]?.string ?? "constant"
             guard mode == "constant" else { throw fail("mode '\(mode)' is not supported (expected constant)") }
             let pads = node.ints("pads") ?? []
-            guard pads.count == 2 * x.shape.count, pads.allSatisfy({ $0 >= 0 }) else {
+            guard pads.count == 2 * x.shape.count, pads.allSatisfy({ $0 >= 0 && $0 <= Dim.limit }) else {
                 throw fail("pads must be \(2 * x.shape.count) non-negative values [begins..., ends...], got \(pads)")
             }
             let rank = x.shape.count
@@ -243,8 +243,8 @@ enum OperatorShapes {
     static func reshapeOutput(_ node: Node, input: [Int], target: [Int]) throws -> [Int] {
         func fail(_ message: String) -> GraphValidationError { GraphValidationError(node: node, message) }
         guard node.int("allowzero", default: 0) == 0 else { throw fail("allowzero 1 is not supported") }
-        guard target.filter({ $0 == -1 }).count <= 1, target.allSatisfy({ $0 >= -1 }) else {
-            throw fail("shape \(target) may hold at most one -1 and no other negative value")
+        guard target.filter({ $0 == -1 }).count <= 1, target.allSatisfy({ $0 >= -1 }), Dim.elementCount(target) != nil else {
+            throw fail("shape \(target) may hold at most one -1, no other negative value, and must not be too large")
         }
         var resolved: [Int] = []
         var inferredIndex: Int?
@@ -261,7 +261,9 @@ enum OperatorShapes {
         let copiedDynamic = target.enumerated().filter { $0.element == 0 && input[$0.offset] == -1 }.count
         let inputDynamic = input.filter { $0 == -1 }.count
         let inputStatic = input.filter { $0 != -1 }.reduce(1, *)
-        let knownTarget = resolved.enumerated().filter { $0.offset != inferredIndex && $0.element != -1 }.map(\.element).reduce(1, *)
+        guard let knownTarget = Dim.elementCount(resolved.enumerated().filter { $0.offset != inferredIndex && $0.element != -1 }.map(\.element)) else {
+            throw fail("shape \(target) is too large")
+        }
         if let inferredIndex {
             if inputDynamic > copiedDynamic {
                 resolved[inferredIndex] = -1

@@ -9,13 +9,16 @@ public enum ShapeInference {
     public static func infer(_ graph: Graph, inputShapes: [String: [Int]] = [:]) throws -> [String: ValueInfo] {
         var known: [String: ValueInfo] = [:]
         for (name, initializer) in graph.initializers {
+            guard Dim.elementCount(initializer.shape) != nil else {
+                throw GraphValidationError(node: nil, "initializer '\(name)' has invalid shape \(initializer.shape)")
+            }
             known[name] = ValueInfo(name: name, dataType: initializer.storage.dataType, shape: initializer.shape)
         }
         for input in graph.inputs {
             var info = input
             if let shape = inputShapes[input.name] { info.shape = shape }
-            guard info.shape.allSatisfy({ $0 >= -1 }) else {
-                throw GraphValidationError(node: nil, "input '\(input.name)' has invalid shape \(info.shape)")
+            guard info.shape.allSatisfy({ $0 >= -1 }), Dim.elementCount(info.shape) != nil else {
+                throw GraphValidationError(node: nil, "input '\(input.name)' has invalid shape \(info.shape) (expected sizes ≥ 0, or -1 for dynamic)")
             }
             known[input.name] = info
         }
@@ -36,6 +39,9 @@ public enum ShapeInference {
             for (index, name) in node.outputs.enumerated() where !name.isEmpty {
                 guard index < shapes.count else {
                     throw GraphValidationError(node: node, "output \(index) '\(name)' is not supported (expected at most \(shapes.count) outputs)")
+                }
+                guard Dim.elementCount(shapes[index].shape) != nil else {
+                    throw GraphValidationError(node: node, "output '\(name)' would have shape \(shapes[index].shape), which is too large")
                 }
                 guard known[name] == nil else {
                     throw GraphValidationError(node: node, "output '\(name)' is already defined (every value must be produced once)")
@@ -75,6 +81,22 @@ extension Graph {
 
 /// Arithmetic on dimensions where `-1` (dynamic) absorbs everything.
 enum Dim {
+    /// Largest size of one dimension or attribute value we accept; keeps all later arithmetic far from overflow.
+    static let limit = 1 << 31
+
+    /// Elements of one instance of `shape` (dynamic dims count as 1); nil when a size is out of range or the
+    /// product overflows. Shape inference checks every value with it, so other arithmetic on shapes is safe.
+    static func elementCount(_ shape: [Int]) -> Int? {
+        var count = 1
+        for dimension in shape {
+            guard dimension >= -1, dimension <= limit else { return nil }
+            let (product, overflow) = count.multipliedReportingOverflow(by: max(dimension, 1))
+            guard !overflow else { return nil }
+            count = product
+        }
+        return count
+    }
+
     static func product(_ dims: some Collection<Int>) -> Int {
         dims.contains(-1) ? -1 : dims.reduce(1, *)
     }
