@@ -41,12 +41,13 @@ struct ConvolutionOperator: FloatOperator {
         }
     }
 
-    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], context: ExecutionContext) throws -> [Tensor] {
+        let threads = context.threads
         let x = try inputs.required(0)
         let (batch, channels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let outH = geometry.outputHeight(inputHeight: height), outW = geometry.outputWidth(inputWidth: width)
         let outPlane = outH * outW
-        var output = [Float](repeating: 0, count: batch * outputChannels * outPlane)
+        var output = context.buffer(count: batch * outputChannels * outPlane, repeating: 0)
         // Start from the bias so the GEMM can accumulate into the output directly.
         for n in 0..<batch {
             for c in 0..<outputChannels {
@@ -63,7 +64,9 @@ struct ConvolutionOperator: FloatOperator {
                         let weights = Parallel.SharedPointer(weightBuffer.baseAddress!)
                         let g = geometry
                         let paddedHeight = height + g.padTop + g.padBottom, paddedWidth = width + g.padLeft + g.padRight
-                        Parallel.forEachChunk(count: batch * channels, threads: threads) { planes in
+                        // Small layers run on one thread: a hand-off costs more than it saves.
+                        let work = batch * channels * outPlane * g.kernelHeight * g.kernelWidth
+                        Parallel.forEachChunk(count: batch * channels, threads: work >= 262_144 ? threads : 1) { planes in
                             // One zero-bordered copy of the plane per worker: the tap loops then need no bounds checks.
                             withUnsafeTemporaryAllocation(of: Float.self, capacity: paddedHeight * paddedWidth) { padded in
                                 padded.initialize(repeating: 0)

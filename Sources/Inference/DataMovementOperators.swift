@@ -3,7 +3,7 @@ import Tensor
 
 /// Flatten, Reshape, Identity and Dropout (inference): the same elements with the inferred output shape.
 struct ReshapeOperator: FloatOperator {
-    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], context: ExecutionContext) throws -> [Tensor] {
         [try inputs.required(0).reshaped(outputShapes[0])]
     }
 }
@@ -12,7 +12,7 @@ struct ReshapeOperator: FloatOperator {
 struct ConcatOperator: FloatOperator {
     let axis: Int
 
-    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], context: ExecutionContext) throws -> [Tensor] {
         let shape = outputShapes[0]
         let axis = self.axis < 0 ? self.axis + shape.count : self.axis
         let outer = shape[..<axis].reduce(1, *), inner = shape[(axis + 1)...].reduce(1, *)
@@ -34,10 +34,10 @@ struct PadOperator: FloatOperator {
     let pads: [Int]
     let value: Float
 
-    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], context: ExecutionContext) throws -> [Tensor] {
         let x = try inputs.required(0)
         let shape = outputShapes[0], rank = shape.count
-        var output = [Float](repeating: value, count: shape.reduce(1, *))
+        var output = context.buffer(count: shape.reduce(1, *), repeating: value)
         guard x.count > 0 else { return [Tensor(shape: shape, data: output)] }
         let outStrides = rowMajorStrides(shape)
         let rowLength = x.shape[rank - 1]
@@ -68,7 +68,7 @@ struct AffineQuantizationOperator: FloatOperator {
     let zeroPointType: DataType
     let axis: Int
 
-    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], context: ExecutionContext) throws -> [Tensor] {
         var x = try inputs.take(0)
         let perAxis = scales.count > 1
         let length = perAxis ? x.shape[axis] : 1

@@ -7,7 +7,7 @@ struct ClampOperator: FloatOperator {
     let minimum: Float
     let maximum: Float
 
-    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], context: ExecutionContext) throws -> [Tensor] {
         var x = try inputs.take(0)
         let (low, high) = (minimum, maximum)
         x.data.withUnsafeMutableBufferPointer { buffer in
@@ -31,7 +31,7 @@ struct BatchNormalizationOperator: FloatOperator {
         shift = (0..<scale.count).map { offset[$0] - mean[$0] * scale[$0] / (variance[$0] + epsilon).squareRoot() }
     }
 
-    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], context: ExecutionContext) throws -> [Tensor] {
         var x = try inputs.take(0)
         let channels = x.shape[1]
         let spatial = x.shape.dropFirst(2).reduce(1, *)
@@ -52,7 +52,7 @@ struct BroadcastBinaryOperator: FloatOperator {
     enum Kind: Sendable { case add, multiply }
     let kind: Kind
 
-    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], context: ExecutionContext) throws -> [Tensor] {
         var a = try inputs.take(0)
         let b = try inputs.required(1)
         let shape = outputShapes[0]
@@ -71,7 +71,7 @@ struct BroadcastBinaryOperator: FloatOperator {
         }
         let stridesA = strides(a.shape), stridesB = strides(b.shape)
         let total = shape.reduce(1, *)
-        var out = [Float](repeating: 0, count: total)
+        var out = context.buffer(count: total, repeating: 0)
         guard total > 0 else { return [Tensor(shape: shape, data: out)] }
         let inner = rank == 0 ? 1 : shape[rank - 1]
         let innerA = rank == 0 ? 0 : stridesA[rank - 1], innerB = rank == 0 ? 0 : stridesB[rank - 1]
@@ -100,7 +100,7 @@ struct BroadcastBinaryOperator: FloatOperator {
 struct SoftmaxOperator: FloatOperator {
     let axis: Int
 
-    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], context: ExecutionContext) throws -> [Tensor] {
         var x = try inputs.take(0)
         let axis = self.axis < 0 ? self.axis + x.rank : self.axis
         let outer = x.shape[..<axis].reduce(1, *), length = x.shape[axis], inner = x.shape[(axis + 1)...].reduce(1, *)

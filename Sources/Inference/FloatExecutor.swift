@@ -27,9 +27,12 @@ public final class FloatExecutor: @unchecked Sendable {
     private let constants: [String: Tensor]
     /// For each node, the values whose last reader it is (freed after it runs to bound memory).
     private let releasedAfter: [[String]]
-    // `@unchecked Sendable` is sound because the only mutable state, the shape cache, is guarded by this lock.
-    private let shapeCacheLock = NSLock()
+    private let releasedNames: [Set<String>]
+    // `@unchecked Sendable` is sound because the only mutable state, the shape cache and the idle buffer pools, is guarded by this lock.
+    private let stateLock = NSLock()
     private var shapeCache: [[[Int]]: [String: ValueInfo]] = [:]
+    /// Buffer pools of finished runs, reused by the next runs (one per concurrent run).
+    private var idleContexts: [ExecutionContext] = []
 
     public init(graph: Graph, threads: Int = 2) throws {
         let validated: Graph
@@ -59,6 +62,7 @@ public final class FloatExecutor: @unchecked Sendable {
         var released = [[String]](repeating: [], count: validated.nodes.count)
         for (name, index) in lastUse where !keep.contains(name) && constants[name] == nil { released[index].append(name) }
         releasedAfter = released
+        releasedNames = released.map(Set.init)
     }
 
     /// Runs the graph on `inputs` (one tensor per graph input, any batch size) and returns every graph output.
@@ -82,6 +86,8 @@ public final class FloatExecutor: @unchecked Sendable {
             throw FloatExecutorError(message: "'\(name)' is not a graph input (inputs: \(graph.inputs.map(\.name)))")
         }
         let shapes = try concreteShapes(for: inputShapes)
+        let context = borrowContext()
+        defer { returnContext(context) }
 
         for (index, node) in graph.nodes.enumerated() {
             var operands: [Tensor?] = node.inputs.map { name in
@@ -92,20 +98,35 @@ public final class FloatExecutor: @unchecked Sendable {
             let outputShapes = node.outputs.map { shapes[$0]?.shape ?? [] }
             let results: [Tensor]
             do {
-                results = try operators[index].run(&operands, outputShapes: outputShapes, threads: threads)
+                results = try operators[index].run(&operands, outputShapes: outputShapes, context: context)
             } catch let failure as OperatorFailure {
                 throw FloatExecutorError(nodeName: node.name, op: node.op, message: failure.message)
             }
             for (name, result) in zip(node.outputs, results) where !name.isEmpty { values[name] = result }
+            for (operandIndex, name) in node.inputs.enumerated() where releasedNames[index].contains(name) {
+                if let finished = operands[operandIndex] { context.recycle(finished) }
+            }
         }
         var outputs: [String: Tensor] = [:]
         for output in graph.outputs { outputs[output.name] = values[output.name] ?? constants[output.name] }
         return outputs
     }
 
+    private func borrowContext() -> ExecutionContext {
+        stateLock.lock()
+        defer { stateLock.unlock() }
+        return idleContexts.popLast() ?? ExecutionContext(threads: threads)
+    }
+
+    private func returnContext(_ context: ExecutionContext) {
+        stateLock.lock()
+        defer { stateLock.unlock() }
+        idleContexts.append(context)
+    }
+
     private func concreteShapes(for inputShapes: [[Int]]) throws -> [String: ValueInfo] {
-        shapeCacheLock.lock()
-        defer { shapeCacheLock.unlock() }
+        stateLock.lock()
+        defer { stateLock.unlock() }
         if let cached = shapeCache[inputShapes] { return cached }
         var overrides: [String: [Int]] = [:]
         for (declared, shape) in zip(graph.inputs, inputShapes) { overrides[declared.name] = shape }

@@ -6,7 +6,7 @@ import Tensor
 /// shapes come from shape inference for the current batch size. `inputs` is `inout` so an operator can take a
 /// tensor that no later node reads and overwrite it in place instead of copying it.
 protocol FloatOperator: Sendable {
-    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor]
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], context: ExecutionContext) throws -> [Tensor]
 }
 
 /// A failure inside one operator; the executor adds which node it was.

@@ -33,11 +33,12 @@ struct GemmOperator: FloatOperator {
         }
     }
 
-    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], context: ExecutionContext) throws -> [Tensor] {
+        let threads = context.threads
         let a = try inputs.required(0)
         let (m, n) = (outputShapes[0][0], outputShapes[0][1])
         let k = transposeA ? a.shape[0] : a.shape[1]
-        var y = [Float](repeating: 0, count: m * n)
+        var y = context.buffer(count: m * n, repeating: 0)
         a.data.withUnsafeBufferPointer { aBuffer in
             y.withUnsafeMutableBufferPointer { yBuffer in
                 if let packedWeights {
@@ -70,7 +71,8 @@ struct GemmOperator: FloatOperator {
 
 /// MatMul with numpy semantics: 2-D, batched with broadcast batch dimensions, and 1-D operands.
 struct MatMulOperator: FloatOperator {
-    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], context: ExecutionContext) throws -> [Tensor] {
+        let threads = context.threads
         let a = try inputs.required(0), b = try inputs.required(1)
         let aShape = a.rank == 1 ? [1] + a.shape : a.shape
         let bShape = b.rank == 1 ? b.shape + [1] : b.shape
@@ -85,7 +87,7 @@ struct MatMulOperator: FloatOperator {
         }
         let stridesA = batchStrides(aShape, matrix: m * k), stridesB = batchStrides(bShape, matrix: k * n)
         let batches = batchShape.reduce(1, *)
-        var y = [Float](repeating: 0, count: batches * m * n)
+        var y = context.buffer(count: batches * m * n, repeating: 0)
         a.data.withUnsafeBufferPointer { aBuffer in
             b.data.withUnsafeBufferPointer { bBuffer in
                 y.withUnsafeMutableBufferPointer { yBuffer in

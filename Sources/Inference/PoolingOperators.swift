@@ -19,18 +19,20 @@ struct PoolingOperator: FloatOperator {
                                   padBottom: window.pads[2], padRight: window.pads[3])
     }
 
-    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], context: ExecutionContext) throws -> [Tensor] {
+        let threads = context.threads
         let x = try inputs.required(0)
         let (height, width) = (x.shape[2], x.shape[3])
         let g = geometry
         let outH = g.outputHeight(inputHeight: height), outW = g.outputWidth(inputWidth: width)
         let planes = x.shape[0] * x.shape[1]
-        var output = [Float](repeating: 0, count: planes * outH * outW)
+        var output = context.buffer(count: planes * outH * outW, repeating: 0)
         x.data.withUnsafeBufferPointer { inputBuffer in
             output.withUnsafeMutableBufferPointer { outputBuffer in
                 let source = Parallel.SharedPointer(inputBuffer.baseAddress!)
                 let destination = Parallel.SharedMutablePointer(outputBuffer.baseAddress!)
-                Parallel.forEach(count: planes, threads: threads) { plane in
+                let work = planes * outH * outW * g.kernelHeight * g.kernelWidth
+                Parallel.forEach(count: planes, threads: work >= 262_144 ? threads : 1) { plane in
                     let input = source.base + plane * height * width
                     let out = destination.base + plane * outH * outW
                     for oy in 0..<outH {
@@ -60,10 +62,10 @@ struct PoolingOperator: FloatOperator {
 
 /// GlobalAveragePool: the mean of every spatial plane.
 struct GlobalAveragePoolOperator: FloatOperator {
-    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], threads: Int) throws -> [Tensor] {
+    func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], context: ExecutionContext) throws -> [Tensor] {
         let x = try inputs.required(0)
         let planes = x.shape[0] * x.shape[1], spatial = x.shape.dropFirst(2).reduce(1, *)
-        var output = [Float](repeating: 0, count: planes)
+        var output = context.buffer(count: planes, repeating: 0)
         x.data.withUnsafeBufferPointer { buffer in
             for plane in 0..<planes {
                 var sum: Float = 0

@@ -42,7 +42,8 @@ public enum GEMM {
             return
         }
         let panels = (n + columnTile - 1) / columnTile
-        let workers = max(1, min(threads, panels, (m * n * k) / 65_536 + 1))
+        // A thread hand-off costs tens of microseconds: split only when each worker gets ≥ ~256K multiply-adds.
+        let workers = max(1, min(threads, panels, (m * n * k) / 262_144 + 1))
         if workers == 1 {
             multiplyColumns(packedA, columns: 0..<n, b: b, ldb: ldb, transposeB: transposeB,
                             c: c, ldc: ldc, accumulate: accumulate)
