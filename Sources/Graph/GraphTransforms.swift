@@ -15,6 +15,8 @@ public enum GraphTransforms {
         for (index, node) in graph.nodes.enumerated() { for name in node.outputs where !name.isEmpty { producerIndex[name] = index } }
 
         var removed = Set<Int>()
+        /// Initializers that folding may have left without readers (BN statistics, replaced conv weights).
+        var orphanCandidates = Set<String>()
         for (bnIndex, bn) in graph.nodes.enumerated() where bn.op == .batchNormalization {
             guard bn.inputs.count == 5, bn.outputs.count >= 1, bn.outputs.dropFirst().allSatisfy(\.isEmpty),
                   let convIndex = producerIndex[bn.inputs[0]], !removed.contains(convIndex) else { continue }
@@ -54,6 +56,8 @@ public enum GraphTransforms {
                 : uniqueName("\(conv.name).bias_folded", in: result)
             result.initializers[biasName] = Initializer(name: biasName, shape: [outChannels], storage: .float32(biasValues))
             if folded.inputs.count > 2 { folded.inputs[2] = biasName } else { folded.inputs.append(biasName) }
+            orphanCandidates.formUnion(conv.inputs.dropFirst().filter { !$0.isEmpty })
+            orphanCandidates.formUnion(bn.inputs.dropFirst())
             folded.outputs[0] = bn.outputs[0]
             result.nodes[convIndex] = folded
             result.valueInfo[convOutput] = nil
@@ -61,8 +65,7 @@ public enum GraphTransforms {
             for name in bn.inputs[1...4] { consumers[name, default: 1] -= 1 }
         }
         result.nodes = result.nodes.enumerated().filter { !removed.contains($0.offset) }.map(\.element)
-        removeUnreferencedInitializers(&result, candidates: Set(graph.nodes.enumerated()
-            .filter { removed.contains($0.offset) }.flatMap { $0.element.inputs.dropFirst() }))
+        removeUnreferencedInitializers(&result, candidates: orphanCandidates)
         return result
     }
 

@@ -24,8 +24,12 @@ final class ExecutionContext {
         }
         guard let best else { return [Float](repeating: value, count: count) }
         var buffer = free.remove(at: best)
-        buffer.removeAll(keepingCapacity: true)
-        buffer.append(contentsOf: repeatElement(value, count: count))
+        if buffer.count > count {
+            buffer.removeLast(buffer.count - count)
+        } else {
+            buffer.append(contentsOf: repeatElement(value, count: count - buffer.count))
+        }
+        buffer.withUnsafeMutableBufferPointer { $0.update(repeating: value) }
         return buffer
     }
 

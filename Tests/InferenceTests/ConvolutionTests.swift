@@ -43,6 +43,10 @@ final class ConvolutionTests: XCTestCase {
         try check(Case(input: [3, 6, 11, 9], outC: 6, kernel: [3, 3], group: 6, strides: [2, 2], pads: [1, 1, 1, 1]), seed: 10)
         try check(Case(input: [1, 5, 8, 12], outC: 5, kernel: [5, 3], group: 5, strides: [2, 1], pads: [2, 0, 1, 3]), seed: 11, threads: 1)
         try check(Case(input: [2, 3, 9, 9], outC: 3, kernel: [3, 3], group: 3, strides: [1, 2], pads: [2, 2, 2, 2], dilations: [2, 2]), seed: 12)
+        // Widths 21 (8+8+4+1 columns), 6 (4+2) and 3 (scalar only) cover every vector step of the stride-1 loop.
+        for (width, seed) in [(21, UInt64(30)), (6, 31), (3, 32)] {
+            try check(Case(input: [2, 4, 5, width], outC: 4, kernel: [3, 3], group: 4, strides: [1, 1], pads: [1, 1, 1, 1]), seed: seed)
+        }
     }
 
     func testLargerConvolutionSplitsGEMMAcrossThreads() throws {

@@ -79,6 +79,35 @@ final class GraphTransformTests: XCTestCase {
         XCTAssertEqual(actual["c1"], expected["c1"])
     }
 
+    func testSharedConvWeightsAreCopiedNotChanged() throws {
+        // Two convs read one weight tensor; each is followed by its own BN.
+        let w = floatInitializer("w", [4, 2, 3, 3], seed: 1)
+        var initializers = ["w": w]
+        func bn(_ prefix: String, seed: UInt64) -> [String] {
+            let parts = [floatInitializer("\(prefix).s", [4], seed: seed), floatInitializer("\(prefix).b", [4], seed: seed + 1),
+                         floatInitializer("\(prefix).m", [4], seed: seed + 2), floatInitializer("\(prefix).v", [4], seed: seed + 3, range: 0.5...1)]
+            for p in parts { initializers[p.name] = p }
+            return parts.map(\.name)
+        }
+        let nodes = [
+            Node(name: "a", op: .conv, inputs: ["x", "w"], outputs: ["ca"], attributes: ["pads": .ints([1, 1, 1, 1])]),
+            Node(name: "bna", op: .batchNormalization, inputs: ["ca"] + bn("bna", seed: 10), outputs: ["ya"]),
+            Node(name: "b", op: .conv, inputs: ["x", "w"], outputs: ["cb"]),
+            Node(name: "bnb", op: .batchNormalization, inputs: ["cb"] + bn("bnb", seed: 20), outputs: ["yb"]),
+        ]
+        let graph = Graph(name: "shared", inputs: [ValueInfo(name: "x", shape: [-1, 2, 6, 6])],
+                          outputs: [ValueInfo(name: "ya", shape: []), ValueInfo(name: "yb", shape: [])], nodes: nodes, initializers: initializers)
+        let folded = try GraphTransforms.foldBatchNormalization(graph)
+        XCTAssertEqual(folded.nodes.map(\.op), [.conv, .conv])
+        XCTAssertNil(folded.initializers["w"], "the original shared weights have no reader left")
+        XCTAssertNotEqual(folded.nodes[0].inputs[1], folded.nodes[1].inputs[1])
+        let x = randomTensor([2, 2, 6, 6], seed: 3)
+        let expected = try FloatExecutor(graph: graph).run(["x": x]), actual = try FloatExecutor(graph: folded).run(["x": x])
+        for name in ["ya", "yb"] {
+            XCTAssertLessThanOrEqual(try XCTUnwrap(actual[name]).maxAbsoluteDifference(try XCTUnwrap(expected[name])), 1e-4, name)
+        }
+    }
+
     func testBatchSizesAndThreadCountsAgree() throws {
         let graph = Self.smallNetwork()
         let x = randomTensor([4, 3, 15, 13], seed: 8)
