@@ -21,13 +21,14 @@ let package = Package(
         .target(name: "Inference", dependencies: ["Graph", "Tensor"]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .target(name: "Datasets", dependencies: ["CZlib"]),
+        .target(name: "Training", dependencies: ["Graph", "Tensor", "Datasets"]),
         .target(name: "Pipeline", dependencies: [
-            "Datasets",
+            "Graph", "ONNX", "Inference", "Datasets", "Tensor",
             "Yams",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "qatflow", dependencies: [
-            "Pipeline",
+            "Pipeline", "Graph", "Inference", "Datasets", "Tensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
@@ -35,6 +36,7 @@ let package = Package(
         .testTarget(name: "GraphTests", dependencies: ["Graph"]),
         .testTarget(name: "ONNXTests", dependencies: ["ONNX", "Inference"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Inference", "Graph"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -125,7 +125,7 @@ public struct Planner {
 
     /// Checks a value against its parameter type and normalises it (integers given for numbers become numbers,
     /// a single string given for a list becomes a list), so equal meanings give equal stage keys.
-    func checked(_ value: JSONValue, against spec: ParameterSpec, datasets: [String: DatasetSpec]) -> Result<JSONValue, ParameterError> {
+    public func checked(_ value: JSONValue, against spec: ParameterSpec, datasets: [String: DatasetSpec]) -> Result<JSONValue, ParameterError> {
         func fail(_ expected: String) -> Result<JSONValue, ParameterError> {
             .failure(ParameterError("expected \(expected), found \(value.typeName) \(value.canonical)"))
         }

@@ -1,0 +1,144 @@
+import Foundation
+import Datasets
+import Graph
+import Inference
+import Tensor
+
+/// Top-1/top-5 accuracy, per-class accuracy and the confusion matrix of a classifier on a labelled set.
+public struct ClassificationMetrics: Sendable {
+    public let images: Int
+    /// Percent.
+    public let top1: Double
+    /// Percent; equal to top-1 when the model has fewer than five classes.
+    public let top5: Double
+    /// Percent per class, in label order.
+    public let perClass: [Double]
+    /// `confusion[truth][predicted]` counts.
+    public let confusion: [[Int]]
+    public let classNames: [String]
+
+    public var json: JSONValue {
+        .object([
+            "images": .int(images),
+            "top1": .double(top1),
+            "top5": .double(top5),
+            "per_class": .object(Dictionary(uniqueKeysWithValues: zip(classNames, perClass.map(JSONValue.double)))),
+            "confusion": .array(confusion.map { .array($0.map(JSONValue.int)) }),
+        ])
+    }
+}
+
+/// Accumulates predictions batch by batch.
+struct ClassificationTally {
+    let classes: Int
+    private(set) var images = 0
+    private(set) var top1Hits = 0
+    private(set) var top5Hits = 0
+    private(set) var confusion: [[Int]]
+
+    init(classes: Int) {
+        self.classes = classes
+        confusion = Array(repeating: Array(repeating: 0, count: classes), count: classes)
+    }
+
+    /// `logits` holds `labels.count` rows of `classes` scores.
+    mutating func add(logits: [Float], labels: ArraySlice<Int>) {
+        for (row, label) in labels.enumerated() {
+            let scores = logits[row * classes..<(row + 1) * classes]
+            let ranked = scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
+            let predicted = ranked[0] - row * classes
+            confusion[label][predicted] += 1
+            if predicted == label { top1Hits += 1 }
+            if ranked.prefix(5).contains(label + row * classes) { top5Hits += 1 }
+            images += 1
+        }
+    }
+
+    func metrics(classNames: [String]) -> ClassificationMetrics {
+        let perClass = confusion.enumerated().map { label, row in
+            let total = row.reduce(0, +)
+            return total == 0 ? 0 : 100 * Double(row[label]) / Double(total)
+        }
+        let names = classNames.count == classes ? classNames : (0..<classes).map(String.init)
+        return ClassificationMetrics(images: images, top1: 100 * Double(top1Hits) / Double(max(images, 1)),
+                                     top5: 100 * Double(top5Hits) / Double(max(images, 1)),
+                                     perClass: perClass, confusion: confusion, classNames: names)
+    }
+}
+
+/// Runs a float model over a labelled set.
+public enum Evaluator {
+    public static func evaluate(_ graph: Graph, on data: LabeledImages, batch: Int, progress: ProgressReporter,
+                                label: String) throws -> ClassificationMetrics {
+        guard let input = graph.inputs.first, graph.inputs.count == 1 else {
+            throw StageFailure("model '\(graph.name)' has \(graph.inputs.count) inputs; evaluation needs exactly one image input")
+        }
+        let expected = Array(input.shape.dropFirst())
+        let given = [data.channels, data.height, data.width]
+        guard expected.count == 3, zip(expected, given).allSatisfy({ $0 == -1 || $0 == $1 }) else {
+            throw StageFailure("model input '\(input.name)' has shape \(formatShape(input.shape)), but the dataset gives N×\(given.map(String.init).joined(separator: "×")) images; check the dataset's pad/preprocessing")
+        }
+        let executor = try FloatExecutor(graph: graph)
+        guard let outputName = graph.outputs.first?.name else { throw StageFailure("model '\(graph.name)' has no output") }
+        var tally: ClassificationTally?
+        var pixels: [Float] = [], labels: [Int] = []
+        progress.begin("evaluate \(label)", total: data.count)
+        defer { progress.finish() }
+        for start in stride(from: 0, to: data.count, by: batch) {
+            let indices = start..<min(start + batch, data.count)
+            data.copyBatch(indices, pixels: &pixels, labels: &labels)
+            let outputs = try executor.run([input.name: Tensor(shape: [indices.count] + given, data: pixels)])
+            guard let logits = outputs[outputName] else { throw StageFailure("model produced no output '\(outputName)'") }
+            let classes = logits.count / indices.count
+            if tally == nil {
+                guard classes >= 2, logits.count == classes * indices.count else {
+                    throw StageFailure("model output '\(outputName)' has shape \(formatShape(logits.shape)); expected N×classes logits")
+                }
+                guard classes >= data.classNames.count else {
+                    throw StageFailure("model has \(classes) outputs but the dataset has \(data.classNames.count) classes")
+                }
+                tally = ClassificationTally(classes: classes)
+            }
+            tally!.add(logits: logits.data, labels: labels[...])
+            progress.advance(by: indices.count)
+        }
+        return (tally ?? ClassificationTally(classes: data.classNames.count)).metrics(classNames: data.classNames)
+    }
+
+    static func formatShape(_ shape: [Int]) -> String {
+        shape.map { $0 < 0 ? "N" : String($0) }.joined(separator: "×")
+    }
+}
+
+/// `evaluate`: accuracy of every upstream model on one dataset, side by side.
+public enum EvaluateStage {
+    public static let kind = StageKind(
+        name: "evaluate",
+        summary: "top-1/top-5, per-class accuracy and confusion matrix of each upstream model",
+        parameters: [
+            ParameterSpec("dataset", .dataset, default: .string("fashion-mnist:test"), help: "a dataset declared under 'datasets:' or NAME:SPLIT"),
+            ParameterSpec("batch", .int, default: .int(100), help: "images per forward pass"),
+        ],
+        inputs: .models,
+        run: run)
+
+    static func run(_ context: StageContext) throws -> StageResult {
+        let spec = try context.dataset("dataset")
+        let batch = try context.int("batch")
+        guard batch >= 1 else { throw StageFailure("stage '\(context.stageID)': batch must be ≥ 1") }
+        let data = try DatasetLoader.load(spec, projectDirectory: context.projectDirectory)
+        var metrics: [String: JSONValue] = ["images": .int(data.count)]
+        var details: [String: JSONValue] = [:]
+        for (stageID, url) in context.inputModels() {
+            let graph = try ModelLoader.load(url)
+            let result = try Evaluator.evaluate(graph, on: data, batch: batch, progress: context.progress, label: stageID)
+            metrics["top1/\(stageID)"] = .double(result.top1)
+            metrics["top5/\(stageID)"] = .double(result.top5)
+            details[stageID] = result.json
+        }
+        let report = context.outputDirectory.appendingPathComponent("evaluation.json")
+        try ArtifactStore.writeAtomically(Data(JSONValue.object(details).canonical.utf8), to: report)
+        metrics["models"] = .object(details)
+        return StageResult(artifacts: ["report": "evaluation.json"], metrics: metrics)
+    }
+}

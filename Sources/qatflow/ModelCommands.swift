@@ -1,0 +1,137 @@
+import ArgumentParser
+import Datasets
+import Foundation
+import Graph
+import Inference
+import Pipeline
+import Tensor
+
+struct ConvertCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "convert", abstract: "Convert an ONNX model to a qatflow model file.")
+
+    @Argument(help: "The ONNX model.") var model: String
+    @Option(name: .shortAndLong, help: "Where to write the qatflow model file.") var output: String
+    @Flag(name: .customLong("for-training"), help: "Keep BatchNormalization and Dropout trainable (do not fold BN).") var forTraining = false
+
+    func run() throws {
+        do {
+            let result = try DirectRun(kind: ConvertStage.kind).run(
+                parameters: ["model": .string(model), "for_training": .bool(forTraining)],
+                destinations: ["model": URL(fileURLWithPath: output)])
+            printLine("wrote \(output): \(MetricsFormatter.inline(result.metrics))")
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Print a model's layers, shapes, parameters, MACs and file size.")
+
+    @Argument(help: "A qatflow model file or an ONNX model.") var model: String
+
+    func run() throws {
+        do {
+            let url = URL(fileURLWithPath: model)
+            let graph = try ModelLoader.load(url, forTraining: true)
+            let size = (try FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int)
+            printLine(try GraphSummary(graph: graph, fileSize: size).text)
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct InferCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "infer", abstract: "Run a float model on an NPY input (float32, NCHW) and write the output as NPY.")
+
+    @Argument(help: "A qatflow model file or an ONNX model.") var model: String
+    @Option(help: "Input array (.npy, float32).") var input: String
+    @Option(help: "Where to write the first output (.npy).") var output: String
+
+    func run() throws {
+        do {
+            let graph = try ModelLoader.load(URL(fileURLWithPath: model))
+            guard let inputInfo = graph.inputs.first, graph.inputs.count == 1 else {
+                throw StageFailure("\(model) has \(graph.inputs.count) inputs; infer takes models with one input")
+            }
+            let array = try NPYArray.read(URL(fileURLWithPath: input))
+            let fits = array.shape.count == inputInfo.shape.count && zip(array.shape, inputInfo.shape).allSatisfy { $1 == -1 || $0 == $1 }
+            guard fits else {
+                throw StageFailure("\(input): shape \(array.shape) does not fit model input '\(inputInfo.name)' of shape \(inputInfo.shape.map { $0 < 0 ? "N" : String($0) })")
+            }
+            let outputs = try FloatExecutor(graph: graph).run([inputInfo.name: Tensor(shape: array.shape, data: array.values)])
+            guard let name = graph.outputs.first?.name, let result = outputs[name] else { throw StageFailure("model produced no output") }
+            try NPYArray.write(shape: result.shape, values: result.data, to: URL(fileURLWithPath: output))
+            printLine("wrote \(output): \(name) \(result.shape)")
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "eval", abstract: "Top-1/top-5 accuracy of a model on a dataset.")
+
+    @Argument(help: "A qatflow model file or an ONNX model.") var model: String
+    @Option(help: "NAME:SPLIT, e.g. fashion-mnist:test.") var dataset = "fashion-mnist:test"
+    @Option(help: "Evaluate only the first N images.") var images: Int?
+    @Option(help: "Images per forward pass.") var batch = 100
+    @Flag(help: "Print one JSON object (top1, top5, images, per_class, confusion).") var json = false
+    @Flag(help: "No progress line.") var quiet = false
+
+    func run() throws {
+        do {
+            var spec = try DatasetSpec(shorthand: dataset)
+            if let images { spec.limit = images }
+            let data = try DatasetLoader.load(spec, projectDirectory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
+            let graph = try ModelLoader.load(URL(fileURLWithPath: model))
+            let metrics = try Evaluator.evaluate(graph, on: data, batch: max(1, batch),
+                                                 progress: ProgressReporter(prefix: "eval", quiet: quiet || json), label: model)
+            if json {
+                printLine(metrics.json.canonical)
+            } else {
+                printLine(String(format: "%@ on %@: top-1 %.2f %%, top-5 %.2f %% (%d images)", model, dataset, metrics.top1, metrics.top5, metrics.images))
+            }
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bench", abstract: "Time a model's forward pass on random input (median and minimum over repeats).")
+
+    @Argument(help: "A qatflow model file or an ONNX model.") var model: String
+    @Option(help: "Images per forward pass.") var batch = 1
+    @Option(help: "Threads.") var threads = 1
+    @Option(help: "Timed forward passes (after 5 warm-up passes).") var repeats = 100
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() throws {
+        do {
+            let graph = try ModelLoader.load(URL(fileURLWithPath: model))
+            guard let input = graph.inputs.first else { throw StageFailure("\(model) has no input") }
+            let shape = [batch] + input.shape.dropFirst().map { $0 < 0 ? 1 : $0 }
+            var generator = SystemRandomNumberGenerator()
+            let tensor = Tensor(shape: shape, data: (0..<shape.reduce(1, *)).map { _ in Float.random(in: -1...1, using: &generator) })
+            let executor = try FloatExecutor(graph: graph, threads: max(1, threads))
+            for _ in 0..<5 { _ = try executor.run([input.name: tensor]) }
+            var samples: [Double] = []
+            for _ in 0..<max(1, repeats) {
+                let start = DispatchTime.now().uptimeNanoseconds
+                _ = try executor.run([input.name: tensor])
+                samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+            }
+            samples.sort()
+            let median = samples[samples.count / 2], minimum = samples[0]
+            if json {
+                printLine(JSONValue.object(["median_ms": .double(median), "min_ms": .double(minimum), "batch": .int(batch), "threads": .int(threads)]).canonical)
+            } else {
+                printLine(String(format: "%@: batch %d, %d thread(s): median %.3f ms, min %.3f ms, %.0f img/s", model, batch, threads, median, minimum, Double(batch) * 1000 / median))
+            }
+        } catch {
+            throw fail(error)
+        }
+    }
+}
