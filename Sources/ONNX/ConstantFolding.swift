@@ -9,6 +9,12 @@ struct ConstantFolding {
     /// Ops folded when every input is known at import time (otherwise they become IR nodes).
     static let foldableOps: Set<String> = foldOnlyOps.union(["Identity", "Concat", "Add", "Mul"])
 
+    /// Inputs each folded op needs before it can be evaluated (a corrupt file must not index past them).
+    private static let requiredInputs: [String: Int] = [
+        "Identity": 1, "Shape": 1, "Gather": 2, "Unsqueeze": 1, "Squeeze": 1, "Concat": 1, "Cast": 1, "Slice": 1,
+        "Add": 2, "Sub": 2, "Mul": 2, "Div": 2,
+    ]
+
     let node: Onnx_NodeProto
     let name: String
     let attributes: ONNXAttributes
@@ -24,6 +30,10 @@ struct ConstantFolding {
     func fold(into context: inout ImportContext) throws(NodeConversionError) {
         guard let output = node.output.first, !output.isEmpty else {
             throw .graph(name, node.opType, "has no output")
+        }
+        let required = Self.requiredInputs[node.opType] ?? 0
+        guard node.input.count >= required, node.input.prefix(required).allSatisfy({ !$0.isEmpty }) else {
+            throw .graph(name, node.opType, "expected at least \(required) input(s), got \(node.input.count)")
         }
         let value: FoldedValue
         switch node.opType {
@@ -79,7 +89,7 @@ struct ConstantFolding {
             throw .graph(name, "Gather", "only Gather on a constant or shape vector along axis 0 with constant indices can be folded")
         }
         var picked: [ShapeElement] = []
-        for index in indices.storage.floats.map({ Int($0) }) {
+        for index in Self.integerValues(indices.storage).map({ Int($0) }) {
             let position = index < 0 ? index + data.elements.count : index
             guard data.elements.indices.contains(position) else {
                 throw .graph(name, "Gather", "index \(index) out of range for \(data.elements.count) elements")
@@ -151,7 +161,7 @@ struct ConstantFolding {
         let floats = storage.floats
         switch target {
         case 1: return .constant(shape: shape, storage: .float32(floats))
-        case 6: return .constant(shape: shape, storage: .int32(floats.map { Int32($0) }))
+        case 6: return .constant(shape: shape, storage: .int32(Self.integerValues(storage).map { Int32(clamping: $0) }))
         case 7: return .constant(shape: shape, storage: .int64(Self.integerValues(storage)))
         default: throw .attribute(name, "Cast", "cast to \(TensorProtoCodec.elementTypeName(Int32(target))) is not supported")
         }
@@ -232,7 +242,9 @@ struct ConstantFolding {
         case .int32(let values): return values.map { Int64($0) }
         case .int8(let values): return values.map { Int64($0) }
         case .uint8(let values): return values.map { Int64($0) }
-        case .float32(let values): return values.map { Int64($0) }
+        case .float32(let values):
+            // Clamped: a corrupt or odd constant (NaN, 1e30) must not trap the conversion.
+            return values.map { $0.isNaN ? 0 : Int64(max(min($0, 9.2e18), -9.2e18)) }
         }
     }
 

@@ -22,6 +22,8 @@ struct ImportContext {
     var folded: [String: FoldedValue] = [:]
     /// Static shapes of runtime values (graph inputs and node outputs); -1 marks a dynamic dimension.
     var runtimeShapes: [String: [Int]?] = [:]
+    /// Shapes the file itself declares in `value_info`: a fallback when the importer cannot infer one.
+    var declaredShapes: [String: [Int]] = [:]
     /// Initializers of the IR graph: only constants that an emitted node reads, so folded-away shape tensors and
     /// PyTorch's unused exports do not linger.
     var initializers: [String: Initializer] = [:]
@@ -47,7 +49,7 @@ struct ImportContext {
     func shape(of name: String) -> [Int]? {
         if let constant = constant(name) { return constant.shape }
         if case .symbolic(let isScalar, let elements)? = folded[name] { return isScalar ? [] : [elements.count] }
-        return runtimeShapes[name] ?? nil
+        return (runtimeShapes[name] ?? nil) ?? declaredShapes[name]
     }
 
     /// Makes a constant available to run-time nodes as an IR initializer (keeping its ONNX name).
@@ -86,8 +88,7 @@ struct ImportContext {
 
     /// A unique, non-empty node name (ONNX allows empty and duplicate names; the IR's transforms key on them).
     mutating func uniqueNodeName(_ proposed: String, op: String) -> String {
-        var base = proposed.isEmpty ? "\(op)_\(nodes.count)" : proposed
-        if base.isEmpty { base = op }
+        let base = proposed.isEmpty ? "\(op)_\(nodes.count)" : proposed
         var name = base
         var suffix = 1
         while usedNodeNames.contains(name) {

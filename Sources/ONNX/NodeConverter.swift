@@ -89,7 +89,9 @@ struct NodeConverter {
                 inputs = [inputs[0], inputs[1], zeroPoint]
             }
             if attributes["axis"] == nil { attributes.set("axis", .int(1)) }
-        case .relu, .add, .mul, .globalAveragePool, .matMul, .flatten, .identity, .concat:
+        case .add, .mul, .matMul:
+            try requireInputs(2)
+        case .relu, .globalAveragePool, .flatten, .identity, .concat:
             break
         }
         // Any other constant operand (Add with a bias vector, MatMul weights, Concat with a constant) is an initializer.
@@ -104,8 +106,12 @@ struct NodeConverter {
 
     /// Dilations, auto_pad and window rank, checked for Conv, AveragePool and MaxPool.
     private mutating func validateWindow(kernel: [Int]) throws(NodeConversionError) {
-        guard kernel.count == 2 else {
-            throw .attribute(name, node.opType, "only 2-D windows are supported, got kernel \(kernel)")
+        guard kernel.count == 2, kernel.allSatisfy({ DimensionLimits.isValidSize($0) && $0 > 0 }) else {
+            throw .attribute(name, node.opType, "only 2-D windows of positive size are supported, got kernel \(kernel)")
+        }
+        if let strides = attributes["strides"]?.ints,
+           strides.count != 2 || !strides.allSatisfy({ DimensionLimits.isValidSize($0) && $0 > 0 }) {
+            throw .attribute(name, node.opType, "expected 2 positive strides, got \(strides)")
         }
         if let dilations = attributes["dilations"]?.ints, dilations.contains(where: { $0 != 1 }) {
             throw .attribute(name, node.opType, "dilations \(dilations) are not supported (expected all 1)")
@@ -121,8 +127,8 @@ struct NodeConverter {
             throw .attribute(name, node.opType, "auto_pad '\(mode)' is not supported (expected NOTSET with explicit pads)")
         }
         attributes.remove("auto_pad")
-        if let pads = attributes["pads"]?.ints, pads.count != 4 {
-            throw .attribute(name, node.opType, "expected 4 pads [top, left, bottom, right], got \(pads)")
+        if let pads = attributes["pads"]?.ints, pads.count != 4 || !pads.allSatisfy(DimensionLimits.isValidSize) {
+            throw .attribute(name, node.opType, "expected 4 non-negative pads [top, left, bottom, right], got \(pads)")
         }
     }
 
@@ -180,12 +186,15 @@ struct NodeConverter {
             var full = Array(repeating: 0, count: 2 * rank)
             for (position, axis) in axes.enumerated() {
                 let normalized = axis < 0 ? axis + rank : axis
+                guard (0..<rank).contains(normalized) else {
+                    throw .attribute(name, "Pad", "axis \(axis) out of range for rank \(rank)")
+                }
                 full[normalized] = pads[position]
                 full[normalized + rank] = pads[position + axes.count]
             }
             pads = full
         }
-        guard !pads.isEmpty, pads.allSatisfy({ $0 >= 0 }) else {
+        guard !pads.isEmpty, pads.count % 2 == 0, pads.allSatisfy(DimensionLimits.isValidSize) else {
             throw .attribute(name, "Pad", "expected non-negative constant pads, got \(pads)")
         }
         attributes.set("pads", .ints(pads))
@@ -232,6 +241,9 @@ struct NodeConverter {
         for (position, element) in shape.elements.enumerated() {
             switch element {
             case .known(let value):
+                guard value == -1 || DimensionLimits.isValidSize(value) else {
+                    throw .attribute(name, "Reshape", "shape value \(value) is out of range")
+                }
                 result.append(value)
             case .dimension(_, let axis) where axis == position:
                 result.append(0)

@@ -88,6 +88,9 @@ struct GraphBuilder {
         for input in inputs {
             context.runtimeShapes[input.name] = .some(input.shape)
         }
+        for declared in onnxGraph.valueInfo {
+            if let info = try? valueInfo(declared) { context.declaredShapes[declared.name] = info.shape }
+        }
 
         for onnxNode in onnxGraph.node {
             try wrap(opset) { () throws(NodeConversionError) in
@@ -176,6 +179,9 @@ struct GraphBuilder {
         let shape = tensorType.shape.dim.map { dimension -> Int in
             if case .dimValue(let value)? = dimension.value, value >= 0 { return Int(value) }
             return -1
+        }
+        guard shape.allSatisfy({ $0 == -1 || DimensionLimits.isValidSize($0) }) else {
+            throw ONNXImportError(kind: .unsupportedTensor, file: file, message: "value '\(proto.name)' has an invalid shape \(shape)")
         }
         return ValueInfo(name: proto.name, dataType: dataType, shape: shape)
     }

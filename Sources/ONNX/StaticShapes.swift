@@ -1,5 +1,25 @@
 import Graph
 
+/// Bounds on sizes read from a file. Why: a corrupt or hostile file can hold any int64, and shape arithmetic on
+/// such values would overflow and trap; every size, pad and stride is checked against this before use.
+enum DimensionLimits {
+    static let maximumSize = Int(Int32.max)
+
+    static func isValidSize(_ value: Int) -> Bool { value >= 0 && value <= maximumSize }
+
+    /// The element count of a shape, or nil when a dimension is negative or the product overflows.
+    static func elementCount(_ shape: [Int]) -> Int? {
+        var count = 1
+        for dimension in shape {
+            guard dimension >= 0 else { return nil }
+            let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
+            guard !overflow else { return nil }
+            count = product
+        }
+        return count
+    }
+}
+
 /// Output shapes of imported nodes, computed while importing so that `Shape` ops can be folded into constants.
 ///
 /// Why the importer has its own: PyTorch exports `x.view(x.size(0), -1)` as Shape→Gather→Unsqueeze→Concat, and
@@ -59,7 +79,7 @@ enum StaticShapes {
 
     /// Product of dimensions; dynamic if any is dynamic.
     static func product<C: Collection>(_ dims: C) -> Int where C.Element == Int {
-        dims.contains(-1) ? -1 : dims.reduce(1, *)
+        dims.contains(-1) ? -1 : DimensionLimits.elementCount(Array(dims)) ?? -1
     }
 
     static func broadcast(_ a: [Int], _ b: [Int]) -> [Int] {
@@ -87,7 +107,9 @@ enum StaticShapes {
             if target[index] == 0 && index < input.count {
                 remainingInput[index] = 1
             } else {
-                known *= result[index]
+                let (product, overflow) = known.multipliedReportingOverflow(by: result[index])
+                guard !overflow else { return nil }
+                known = product
             }
         }
         let total = product(remainingInput)

@@ -37,10 +37,9 @@ enum TensorProtoCodec {
     /// exporter scalars (Dropout's training_mode, Clip bounds) that the importer folds away.
     static func decode(_ tensor: Onnx_TensorProto, what: String) throws(NodeConversionError) -> (shape: [Int], storage: TensorStorage) {
         let shape = tensor.dims.map { Int($0) }
-        guard shape.allSatisfy({ $0 >= 0 }) else {
-            throw .tensor("\(what): negative dimension in \(shape)")
+        guard shape.allSatisfy(DimensionLimits.isValidSize), let count = DimensionLimits.elementCount(shape) else {
+            throw .tensor("\(what): invalid dimensions \(shape)")
         }
-        let count = shape.reduce(1, *)
         let raw = tensor.hasRawData ? tensor.rawData : nil
         let storage: TensorStorage
         switch tensor.dataType {

@@ -101,6 +101,29 @@ final class ONNXImportErrorTests: XCTestCase {
         print("byte flips: \(rejected) of 100 rejected, the rest decoded")
     }
 
+    /// Every byte of a small model with nodes, attributes, Constant tensors and a shape chain, corrupted in turn:
+    /// sizes, attribute values and tags all get hit, and none may trap (overflow, out-of-range index).
+    func testEveryByteOfASmallModelCorruptedNeverCrashes() throws {
+        let original = try Data(contentsOf: URL(fileURLWithPath: try ONNXTestCases.shared().named("mixed_pytorch_style").file))
+        var generator = SplitMix64(seed: 5)
+        var outcomes = (imported: 0, rejected: 0)
+        for position in 0..<original.count {
+            for flip: UInt8 in [0xff, UInt8(truncatingIfNeeded: generator.next() | 1)] {
+                var corrupted = original
+                corrupted[position] ^= flip
+                for forTraining in [true, false] {
+                    do {
+                        _ = try ONNXImporter.importModel(data: corrupted, name: "flipped.onnx", forTraining: forTraining)
+                        outcomes.imported += 1
+                    } catch {
+                        outcomes.rejected += 1
+                    }
+                }
+            }
+        }
+        print("small-model byte corruption (\(original.count) bytes × 2 flips × 2 forms): \(outcomes.rejected) rejected, \(outcomes.imported) imported")
+    }
+
     func testMissingFileIsAnImportError() {
         XCTAssertThrowsError(try ONNXImporter.importModel(at: URL(fileURLWithPath: "/nonexistent/model.onnx"), forTraining: true)) { error in
             XCTAssertTrue("\(error)".contains("/nonexistent/model.onnx"), "\(error)")
