@@ -154,9 +154,16 @@ private struct GraphProtoWriter {
             break
         }
         proto.input = inputs
+        for name in Self.floatAttributes {
+            // An engine may store a whole-number float as .int; ONNX Runtime rejects an INT where FLOAT is declared.
+            if case .int(let value)? = attributes[name] { attributes[name] = .float(Float(value)) }
+        }
         proto.attribute = attributes.keys.sorted().map { attributeProto(name: $0, value: attributes[$0]!) }
         return proto
     }
+
+    /// Attributes ONNX declares as FLOAT on the ops the IR has.
+    private static let floatAttributes = ["epsilon", "momentum", "alpha", "beta"]
 
     /// Adds a constant initializer under an unused name (the IR node name plus a role).
     private mutating func addConstant(_ proposed: String, shape: [Int], storage: TensorStorage) -> String {

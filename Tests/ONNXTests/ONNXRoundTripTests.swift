@@ -17,6 +17,11 @@ final class ONNXRoundTripTests: XCTestCase {
         try checkRoundTrip(forTraining: false, subdirectory: "roundtrip-inference")
     }
 
+    /// The newest opset the exporter writes (Pad's optional axes, BN without training outputs): same function.
+    func testRoundTripAtOpset18MatchesONNXRuntime() throws {
+        try checkRoundTrip(forTraining: true, subdirectory: "roundtrip-opset18", opset: 18)
+    }
+
     func testExportWritesDynamicBatchAsDimParamAndKeepsNames() throws {
         let fixture = try ONNXTestCases.shared()
         let graph = try ONNXImporter.importModel(at: URL(fileURLWithPath: try fixture.named("mixed_pytorch_style").file), forTraining: true)
@@ -56,13 +61,13 @@ final class ONNXRoundTripTests: XCTestCase {
         XCTAssertNoThrow(try ONNXExporter.export(graph, opset: 18))
     }
 
-    private func checkRoundTrip(forTraining: Bool, subdirectory: String) throws {
+    private func checkRoundTrip(forTraining: Bool, subdirectory: String, opset: Int = 13) throws {
         let fixture = try ONNXTestCases.shared()
         let exportDirectory = fixture.directory.appendingPathComponent(subdirectory)
         try FileManager.default.createDirectory(at: exportDirectory, withIntermediateDirectories: true)
         for model in fixture.models {
             let graph = try ONNXImporter.importModel(at: URL(fileURLWithPath: model.file), forTraining: forTraining)
-            try ONNXExporter.write(graph, to: exportDirectory.appendingPathComponent(model.name + ".onnx"))
+            try ONNXExporter.write(graph, to: exportDirectory.appendingPathComponent(model.name + ".onnx"), opset: opset)
         }
         try PythonScript.run(["run", fixture.directory.path, exportDirectory.path])
         let resultsData = try Data(contentsOf: exportDirectory.appendingPathComponent("results.json"))
@@ -84,7 +89,7 @@ final class ONNXRoundTripTests: XCTestCase {
             }
             report.append("\(model.name): max |diff| \(worst)")
         }
-        print("round trip (forTraining: \(forTraining)), import → export → ONNX Runtime vs ONNX Runtime:\n  " + report.joined(separator: "\n  "))
+        print("round trip (forTraining: \(forTraining), export opset \(opset)), import → export → ONNX Runtime vs ONNX Runtime:\n  " + report.joined(separator: "\n  "))
     }
 
     private struct RunResult: Decodable {

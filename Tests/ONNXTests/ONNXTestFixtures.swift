@@ -59,11 +59,11 @@ struct ONNXTestCases: Sendable {
         } catch {
             throw FixtureError("cannot create \(directory.path): \(error)")
         }
-        var arguments = ["build", directory.path]
-        if FileManager.default.fileExists(atPath: TestPaths.pytorchModel.path) {
-            arguments += ["--pytorch-model", TestPaths.pytorchModel.path]
+        // The real export is part of what must match ONNX Runtime, so a missing file fails rather than shrinks the suite.
+        guard FileManager.default.fileExists(atPath: TestPaths.pytorchModel.path) else {
+            throw FixtureError("\(TestPaths.pytorchModel.path) not found (set QATFLOW_PYTORCH_ONNX or QATFLOW_MODELS)")
         }
-        try PythonScript.run(arguments)
+        try PythonScript.run(["build", directory.path, "--pytorch-model", TestPaths.pytorchModel.path])
         do {
             let data = try Data(contentsOf: directory.appendingPathComponent("manifest.json"))
             let manifest = try JSONDecoder().decode(Manifest.self, from: data)
@@ -84,9 +84,24 @@ enum TestPaths {
     static let repositoryRoot = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static let script = repositoryRoot.appendingPathComponent("Tests/ONNXTests/Scripts/make_models.py")
-    static let python = repositoryRoot.appendingPathComponent(".venv/bin/python")
-    static let pytorchModel = URL(fileURLWithPath: ProcessInfo.processInfo.environment["QATFLOW_PYTORCH_ONNX"]
-        ?? repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared/models/mobilenetv2-fmnist-pytorch.onnx").path)
+    /// The venv Python; `make test` passes QATFLOW_PYTHON.
+    static let python = URL(fileURLWithPath: ProcessInfo.processInfo.environment["QATFLOW_PYTHON"]
+        ?? repositoryRoot.appendingPathComponent(".venv/bin/python").path)
+    /// The real PyTorch export: QATFLOW_PYTORCH_ONNX, else $QATFLOW_MODELS/, the repository's models/, or the
+    /// shared models directory next to the checkout.
+    static let pytorchModel: URL = {
+        let fileName = "mobilenetv2-fmnist-pytorch.onnx"
+        let environment = ProcessInfo.processInfo.environment
+        var candidates = [repositoryRoot.appendingPathComponent("models/\(fileName)"),
+                          repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared/models/\(fileName)")]
+        if let directory = environment["QATFLOW_MODELS"] {
+            candidates.insert(URL(fileURLWithPath: directory).appendingPathComponent(fileName), at: 0)
+        }
+        if let file = environment["QATFLOW_PYTORCH_ONNX"] {
+            candidates.insert(URL(fileURLWithPath: file), at: 0)
+        }
+        return candidates.first { FileManager.default.fileExists(atPath: $0.path) } ?? candidates[0]
+    }()
 }
 
 /// Runs Scripts/make_models.py with the project's venv Python (onnx, onnxruntime, numpy).
