@@ -30,10 +30,11 @@ public struct GraphSummary: Sendable, CustomStringConvertible {
 
     public init(graph: Graph, fileSize: Int? = nil) throws {
         let dynamicShapes = try ShapeInference.infer(graph)
-        // One image: a dynamic leading dimension becomes 1.
+        // One image: the leading (batch) dimension becomes 1. A graph that hard-codes its batch (a Reshape to
+        // [4, -1], say) may not allow that; its declared shapes are used instead.
         var singleImage: [String: [Int]] = [:]
-        for input in graph.inputs where input.shape.first == -1 { singleImage[input.name] = [1] + input.shape.dropFirst() }
-        let shapes = try ShapeInference.infer(graph, inputShapes: singleImage)
+        for input in graph.inputs where !input.shape.isEmpty { singleImage[input.name] = [1] + input.shape.dropFirst() }
+        let shapes = (try? ShapeInference.infer(graph, inputShapes: singleImage)) ?? dynamicShapes
 
         var counted = Set<String>()
         var rows: [Row] = []
@@ -63,7 +64,7 @@ public struct GraphSummary: Sendable, CustomStringConvertible {
     }
 
     static func multiplyAccumulates(_ node: Node, shapes: [String: ValueInfo]) -> Int {
-        func shape(_ name: String) -> [Int] { shapes[name]?.shape ?? [] }
+        func shape(_ name: String) -> [Int] { (shapes[name]?.shape ?? []).map { max($0, 1) } }
         switch node.op {
         case .conv:
             let out = shape(node.outputs[0]), weights = shape(node.inputs[1])

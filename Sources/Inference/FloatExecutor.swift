@@ -25,9 +25,9 @@ public final class FloatExecutor: @unchecked Sendable {
     public let threads: Int
     private let operators: [FloatOperator]
     private let constants: [String: Tensor]
-    /// For each node, the values whose last reader it is (freed after it runs to bound memory).
-    private let releasedAfter: [[String]]
-    private let releasedNames: [Set<String>]
+    /// For each node, the values whose last reader it is: dropped from the value store before the node runs (so it
+    /// may reuse their buffers) and recycled after it, which bounds memory to the live values.
+    private let releasedAfter: [Set<String>]
     // `@unchecked Sendable` is sound because the only mutable state, the shape cache and the idle buffer pools, is guarded by this lock.
     private let stateLock = NSLock()
     private var shapeCache: [[[Int]]: [String: ValueInfo]] = [:]
@@ -59,10 +59,9 @@ public final class FloatExecutor: @unchecked Sendable {
         var lastUse: [String: Int] = [:]
         for (index, node) in validated.nodes.enumerated() { for name in node.inputs where !name.isEmpty { lastUse[name] = index } }
         let keep = Set(validated.outputs.map(\.name))
-        var released = [[String]](repeating: [], count: validated.nodes.count)
-        for (name, index) in lastUse where !keep.contains(name) && constants[name] == nil { released[index].append(name) }
+        var released = [Set<String>](repeating: [], count: validated.nodes.count)
+        for (name, index) in lastUse where !keep.contains(name) && constants[name] == nil { released[index].insert(name) }
         releasedAfter = released
-        releasedNames = released.map(Set.init)
     }
 
     /// Runs the graph on `inputs` (one tensor per graph input, any batch size) and returns every graph output.
@@ -76,8 +75,8 @@ public final class FloatExecutor: @unchecked Sendable {
             let compatible = tensor.shape.count == declared.shape.count && tensor.shape.enumerated().allSatisfy { axis, size in
                 declared.shape[axis] == -1 || declared.shape[axis] == size || axis == 0
             } && tensor.shape.first.map { $0 >= 1 } ?? true
-            guard compatible else {
-                throw FloatExecutorError(message: "input '\(declared.name)' has shape \(tensor.shape), expected \(declared.shape) (any batch in dimension 0)")
+            guard compatible, tensor.shape.allSatisfy({ $0 >= 0 }), tensor.shape.reduce(1, *) == tensor.data.count else {
+                throw FloatExecutorError(message: "input '\(declared.name)' has shape \(tensor.shape) with \(tensor.data.count) values, expected \(declared.shape) (any batch in dimension 0)")
             }
             values[declared.name] = tensor
             inputShapes.append(tensor.shape)
@@ -103,7 +102,10 @@ public final class FloatExecutor: @unchecked Sendable {
                 throw FloatExecutorError(nodeName: node.name, op: node.op, message: failure.message)
             }
             for (name, result) in zip(node.outputs, results) where !name.isEmpty { values[name] = result }
-            for (operandIndex, name) in node.inputs.enumerated() where releasedNames[index].contains(name) {
+            // Buffers still shared (an aliasing Reshape output, the caller's input) are safe in the pool: copy on
+            // write keeps them intact; recycle each name once so one buffer is not pooled twice.
+            var recycled = Set<String>()
+            for (operandIndex, name) in node.inputs.enumerated() where releasedAfter[index].contains(name) && recycled.insert(name).inserted {
                 if let finished = operands[operandIndex] { context.recycle(finished) }
             }
         }
