@@ -46,3 +46,43 @@ extension Node {
         return axis < 0 ? axis + rank : axis
     }
 }
+
+/// The attribute kinds each op understands (ONNX names). A known attribute of the wrong kind is an error rather
+/// than silently replaced by its default; unknown attributes are ignored, as importers may carry extras along.
+enum AttributeSchema {
+    enum Kind: String { case int, float, ints, floats, string }
+
+    static let window: [String: Kind] = ["kernel_shape": .ints, "strides": .ints, "pads": .ints, "dilations": .ints, "auto_pad": .string]
+
+    static func kinds(of op: OpType) -> [String: Kind] {
+        switch op {
+        case .conv: return window.merging(["group": .int]) { $1 }
+        case .averagePool, .maxPool:
+            return window.merging(["ceil_mode": .int, "count_include_pad": .int, "storage_order": .int]) { $1 }
+        case .batchNormalization: return ["epsilon": .float, "momentum": .float, "training_mode": .int]
+        case .clip: return ["min": .float, "max": .float]
+        case .gemm: return ["transA": .int, "transB": .int, "alpha": .float, "beta": .float]
+        case .flatten, .concat, .softmax, .quantizeLinear, .dequantizeLinear: return ["axis": .int, "saturate": .int]
+        case .reshape: return ["shape": .ints, "allowzero": .int]
+        case .pad: return ["pads": .ints, "value": .float, "mode": .string]
+        case .dropout: return ["ratio": .float, "seed": .int, "training_mode": .int]
+        case .relu, .add, .mul, .globalAveragePool, .matMul, .identity: return [:]
+        }
+    }
+
+    static func check(_ node: Node) throws {
+        let expected = kinds(of: node.op)
+        for (name, value) in node.attributes.sorted(by: { $0.key < $1.key }) {
+            guard let kind = expected[name] else { continue }
+            let matches: Bool
+            switch (kind, value) {
+            case (.int, .int), (.ints, .ints), (.floats, .floats), (.string, .string): matches = true
+            case (.float, .float), (.float, .int): matches = true
+            default: matches = false
+            }
+            guard matches else {
+                throw GraphValidationError(node: node, "attribute '\(name)' must be \(kind.rawValue), got \(value)")
+            }
+        }
+    }
+}

@@ -28,6 +28,7 @@ enum OperatorShapes {
             guard info.shape.count == rank else { throw fail("\(role) '\(info.name)' must have rank \(rank), got shape \(info.shape)") }
         }
 
+        try AttributeSchema.check(node)
         switch node.op {
         case .conv:
             try requireInputCount(2...3)

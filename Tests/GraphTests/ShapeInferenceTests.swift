@@ -87,6 +87,11 @@ final class ShapeInferenceTests: XCTestCase {
         graph.nodes[0].attributes["auto_pad"] = .string("SAME_UPPER")
         XCTAssertThrowsError(try graph.validated())
         graph = GraphFixtures.network()
+        graph.nodes[0].attributes["group"] = .float(1)
+        XCTAssertThrowsError(try graph.validated()) { error in
+            XCTAssertEqual("\(error)", "node 'conv' (Conv): attribute 'group' must be int, got float(1.0)")
+        }
+        graph = GraphFixtures.network()
         graph.nodes[5].outputs = ["r"]
         XCTAssertThrowsError(try graph.validated()) { error in XCTAssertTrue("\(error)".contains("already defined"), "\(error)") }
         graph = GraphFixtures.network()
