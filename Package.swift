@@ -16,6 +16,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "Tensor"),
+        .target(name: "CKernels"),
+        .target(name: "Kernels", dependencies: ["CKernels", "Tensor"]),
         .target(name: "Graph", dependencies: ["Tensor"]),
         .target(name: "ONNX", dependencies: ["Graph", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .target(name: "Inference", dependencies: ["Graph", "Tensor"]),
@@ -31,7 +33,9 @@ let package = Package(
             "Pipeline", "Graph", "Inference", "Datasets", "Tensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        .executableTarget(name: "kernel-bench", dependencies: ["Kernels"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets"]),
         .testTarget(name: "GraphTests", dependencies: ["Graph"]),
         .testTarget(name: "ONNXTests", dependencies: ["ONNX", "Inference"]),

@@ -1,0 +1,15 @@
+// Offsets inside one packed GEMM panel (layout documented in qf_kernels.h). Private header.
+#ifndef QF_GEMM_LAYOUT_H
+#define QF_GEMM_LAYOUT_H
+
+#include <stddef.h>
+#include "qf_kernels.h"
+
+// Rows of the int32 header, each QF_GEMM_PANEL_COLUMNS wide (64 bytes).
+enum { QF_HEADER_BIAS = 0, QF_HEADER_MULTIPLIER = 1, QF_HEADER_LEFT_SHIFT = 2, QF_HEADER_RIGHT_SHIFT = 3 };
+#define QF_PANEL_HEADER_BYTES (4 * QF_GEMM_PANEL_COLUMNS * 4)
+
+// Depth is consumed four bytes at a time (one vpdpbusd lane); a partial last group is zero-padded.
+static inline size_t qf_gemm_depth_groups(size_t k) { return (k + 3) / 4; }
+
+#endif

@@ -1,0 +1,38 @@
+import CKernels
+
+/// The instruction-set level a kernel runs at. Every `Kernels` operation has one implementation per level, all
+/// computing bit-identical results; `best` is what this CPU supports, detected once at run time (the C target is
+/// built without global ISA flags, so the same binary runs on a CPU without AVX-512 or AVX2).
+public enum KernelISA: String, CaseIterable, Sendable, CustomStringConvertible {
+    /// Plain C, any CPU.
+    case portable
+    /// AVX2 (x86-64-v3).
+    case avx2
+    /// AVX-512 F/BW/VL + VNNI: the GEMM uses `vpdpbusd` (64 u8·s8 multiply-adds per instruction).
+    case avx512vnni
+
+    /// Whether this CPU can execute the level.
+    public var isSupported: Bool {
+        switch self {
+        case .portable: return true
+        case .avx2: return KernelISA.cpuHasAVX2
+        case .avx512vnni: return KernelISA.cpuHasAVX512VNNI
+        }
+    }
+
+    /// The fastest level this CPU supports.
+    public static let best: KernelISA = allCases.last(where: \.isSupported) ?? .portable
+
+    /// Every level this CPU supports, slowest first.
+    public static var supported: [KernelISA] { allCases.filter(\.isSupported) }
+
+    public var description: String { rawValue }
+
+    private static let cpuHasAVX2 = qf_cpu_has_avx2() != 0
+    private static let cpuHasAVX512VNNI = qf_cpu_has_avx512vnni() != 0
+
+    /// Traps with a clear message instead of letting the CPU raise an illegal instruction.
+    func requireSupported() {
+        precondition(isSupported, "kernel ISA \(rawValue) is not supported by this CPU")
+    }
+}

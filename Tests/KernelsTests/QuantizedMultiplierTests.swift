@@ -1,0 +1,20 @@
+import Kernels
+import XCTest
+
+final class QuantizedMultiplierTests: XCTestCase {
+    func testConversionMatchesTFLite() {
+        // 0.5 = 2^30 · 2^(0-31)
+        XCTAssertEqual(QuantizedMultiplier(0.5), QuantizedMultiplier(multiplier: 1 << 30, shift: 0))
+        XCTAssertEqual(QuantizedMultiplier(1.0), QuantizedMultiplier(multiplier: 1 << 30, shift: 1))
+        XCTAssertEqual(QuantizedMultiplier(0.0), QuantizedMultiplier(multiplier: 0, shift: 0))
+        XCTAssertEqual(QuantizedMultiplier(1e-12).multiplier, 0)
+        // A fraction that rounds up to 1.0 moves to the next exponent.
+        let almostOne = QuantizedMultiplier(0.999_999_999_9)
+        XCTAssertEqual(almostOne, QuantizedMultiplier(multiplier: 1 << 30, shift: 1))
+        for real in [0.000_123, 0.0037, 0.25, 0.7, 1.3, 17.0] {
+            let q = QuantizedMultiplier(real)
+            XCTAssertGreaterThanOrEqual(q.multiplier, 1 << 30)
+            XCTAssertEqual(q.realValue, real, accuracy: real * 1e-9)
+        }
+    }
+}
