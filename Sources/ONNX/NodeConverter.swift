@@ -33,8 +33,12 @@ struct NodeConverter {
             guard let weights = context.constant(inputs[1]), weights.shape.count == 4 else {
                 throw .attribute(name, opName, "only 2-D convolutions (rank-4 weights) are supported")
             }
-            try validateWindow(kernel: Array(weights.shape[2...]))
-            if attributes["kernel_shape"] == nil { attributes.set("kernel_shape", .ints(Array(weights.shape[2...]))) }
+            let kernel = Array(weights.shape[2...])
+            if let declared = attributes["kernel_shape"]?.ints, declared != kernel {
+                throw .attribute(name, opName, "kernel_shape \(declared) does not match the weights' \(kernel)")
+            }
+            try validateWindow(kernel: kernel)
+            attributes.set("kernel_shape", .ints(kernel))
         case .averagePool, .maxPool:
             guard let kernel = attributes["kernel_shape"]?.ints else {
                 throw .attribute(name, opName, "missing kernel_shape")
@@ -231,13 +235,15 @@ struct NodeConverter {
     }
 
     /// Folds Reshape's shape input into static values. A runtime dimension (the dynamic batch, from PyTorch's
-    /// `x.size(0)`) becomes 0 (copy the input dimension) when it sits at the same axis, otherwise the one -1.
+    /// `x.size(0)`) becomes 0 (copy the data's dimension) when it sits at the same axis and the data's dimension
+    /// there is dynamic too — the batch flows through a CNN unchanged; anywhere else it becomes the one -1.
     private func reshapeTarget(shapeInput: String, data: String, context: ImportContext) throws(NodeConversionError) -> [Int] {
         guard let shape = ConstantFolding.integers(shapeInput, context), !shape.isScalar else {
             throw .attribute(name, "Reshape", "the shape input '\(shapeInput)' must be a constant or a foldable shape computation")
         }
         var result: [Int] = []
         var hasInferred = shape.elements.contains(.known(-1))
+        let dataShape = context.shape(of: data)
         for (position, element) in shape.elements.enumerated() {
             switch element {
             case .known(let value):
@@ -245,7 +251,8 @@ struct NodeConverter {
                     throw .attribute(name, "Reshape", "shape value \(value) is out of range")
                 }
                 result.append(value)
-            case .dimension(_, let axis) where axis == position:
+            case .dimension(let value, let axis) where axis == position && (value == data || dataShape?[safe: position] == -1):
+                // The same runtime dimension at the same axis of the data: copy it.
                 result.append(0)
             case .dimension(let value, let axis):
                 guard !hasInferred else {
@@ -269,4 +276,8 @@ struct NodeConverter {
         }
         return [first]
     }
+}
+
+private extension Array {
+    subscript(safe index: Int) -> Element? { indices.contains(index) ? self[index] : nil }
 }
