@@ -1,3 +1,4 @@
+import Foundation
 import Graph
 import Inference
 import Tensor
@@ -118,6 +119,21 @@ final class GraphTransformTests: XCTestCase {
         let single = Tensor(shape: [1, 3, 15, 13], data: Array(x.data[(2 * 585)..<(3 * 585)]))
         let alone = try FloatExecutor(graph: graph).run(["x": single])["y"]!
         XCTAssertLessThanOrEqual(alone.maxAbsoluteDifference(Tensor(shape: [1, 5], data: Array(two.data[10..<15]))), 1e-5)
+    }
+
+    func testConcurrentRunsOnOneExecutorAgree() throws {
+        let executor = try FloatExecutor(graph: Self.smallNetwork())
+        let inputs = (0..<6).map { randomTensor([1 + $0 % 3, 3, 15, 13], seed: 50 + UInt64($0)) }
+        let expected = try inputs.map { try XCTUnwrap(executor.run(["x": $0])["y"]) }
+        let lock = NSLock()
+        nonisolated(unsafe) var results = [Tensor?](repeating: nil, count: inputs.count)
+        DispatchQueue.concurrentPerform(iterations: inputs.count) { index in
+            let output = try? executor.run(["x": inputs[index]])["y"]
+            lock.lock()
+            results[index] = output
+            lock.unlock()
+        }
+        for index in inputs.indices { XCTAssertEqual(results[index], expected[index], "run \(index)") }
     }
 
     func testErrorsNameTheNode() throws {
