@@ -1,0 +1,172 @@
+import Kernels
+import XCTest
+
+/// `QuantizedGEMM` against a naive int64 GEMM + the reference requantization, on every ISA path.
+final class QuantizedGEMMTests: XCTestCase {
+    /// (rows M, output channels N, depth K): nothing a multiple of the tiles, K from 1 to 1280.
+    static let shapes: [(m: Int, n: Int, k: Int)] = [
+        (1, 1, 1), (3, 5, 3), (7, 17, 17), (9, 33, 96), (13, 8, 1280), (33, 47, 5), (17, 100, 96),
+        (8, 16, 4), (16, 32, 64), (23, 31, 2), (2, 160, 480), (41, 19, 1280), (64, 48, 16), (5, 1, 1280),
+    ]
+
+    func testPortable() throws { try checkAllCases(isa: .portable) }
+    func testAVX2() throws { try checkAllCases(isa: .avx2) }
+    func testAVX512VNNI() throws { try checkAllCases(isa: .avx512vnni) }
+
+    func testThreadedRunsMatchSingleThreaded() throws {
+        var random = SeededRandom(seed: 7)
+        for (m, n, k) in [(300, 96, 96), (16, 1280, 160), (1024, 16, 96), (7, 200, 300)] {
+            let test = randomCase(n: n, k: k, weightBits: 8, inputZeroPoint: 128,
+                                  output: OutputQuantization(zeroPoint: 0).relu(), random: &random)
+            let a = random.bytes(m * k)
+            let single = test.run(a, rows: m, isa: .best, threads: 1)
+            let threaded = test.run(a, rows: m, isa: .best, threads: 2)
+            XCTAssertNil(firstMismatch(threaded, single), "threads 2, M=\(m) N=\(n) K=\(k)")
+            XCTAssertNil(firstMismatch(single, test.reference(a, rows: m)), "M=\(m) N=\(n) K=\(k)")
+        }
+    }
+
+    /// Exact halves at both rounding steps: multiplier ½ (2^30·2^-31) makes SRDHM round x/2 half up, and the
+    /// right shift then rounds half away from zero. One channel per accumulator −600…600 (bias, K = 1, weight 0).
+    func testRoundingTiesOnEveryPath() throws {
+        let accumulators = Array(Int32(-600)...600)
+        for isa in KernelISA.supported {
+            for shift in Int32(-4)...0 {
+                let multiplier = QuantizedMultiplier(multiplier: 1 << 30, shift: shift)
+                let test = Case(n: accumulators.count, k: 1, weights: [Int8](repeating: 0, count: accumulators.count),
+                                bias: accumulators, multipliers: [multiplier], inputZeroPoint: 0,
+                                output: OutputQuantization(zeroPoint: 128))
+                let actual = test.run([7], rows: 1, isa: isa)
+                XCTAssertNil(firstMismatch(actual, test.reference([7], rows: 1)), "\(isa) shift \(shift)")
+                // Spot checks against hand-computed values: −3/2 → −1 (half up), then −1 / 2 → −1 (away from 0).
+                if shift == -1 {
+                    XCTAssertEqual(actual[600 - 3], 127, "\(isa): -3 · ½ = -1.5 → -1 (half up), then -1 / 2 = -0.5 → -1 (away from zero)")
+                    XCTAssertEqual(actual[600 + 2], 129, "\(isa): 2 · ½ · ½ = 0.5 → 1 (half away from zero)")
+                    XCTAssertEqual(actual[600 - 2], 127, "\(isa): -2 · ½ · ½ = -0.5 → -1 (half away from zero)")
+                }
+            }
+        }
+    }
+
+    /// Row strides larger than the rows: bytes between rows are neither read into the result nor written.
+    func testRowStrides() throws {
+        var random = SeededRandom(seed: 11)
+        for isa in KernelISA.supported {
+            let (m, n, k, lda, ldc) = (11, 21, 19, 27, 30)
+            let test = randomCase(n: n, k: k, weightBits: 8, inputZeroPoint: 3,
+                                  output: OutputQuantization(zeroPoint: 9), random: &random)
+            let packedA = random.bytes(m * lda)
+            var dense = [UInt8](repeating: 0, count: m * k)
+            for i in 0..<m { for j in 0..<k { dense[i * k + j] = packedA[i * lda + j] } }
+            var c = [UInt8](repeating: 0xEE, count: m * ldc)
+            packedA.withUnsafeBufferPointer { aBuffer in
+                c.withUnsafeMutableBufferPointer { cBuffer in
+                    test.gemm.run(input: aBuffer, rows: m, inputRowStride: lda, output: cBuffer, outputRowStride: ldc,
+                             isa: isa)
+                }
+            }
+            let expected = test.reference(dense, rows: m)
+            for i in 0..<m {
+                XCTAssertEqual(Array(c[(i * ldc)..<(i * ldc + n)]), Array(expected[(i * n)..<(i * n + n)]),
+                               "\(isa) row \(i)")
+                XCTAssertTrue(c[(i * ldc + n)..<(i * ldc + ldc)].allSatisfy { $0 == 0xEE }, "\(isa) row \(i) gap")
+            }
+        }
+    }
+
+    private func checkAllCases(isa: KernelISA) throws {
+        try requireISA(isa)
+        var random = SeededRandom(seed: 1)
+        var cases = 0
+        for (m, n, k) in Self.shapes {
+            for inputZeroPoint: UInt8 in [0, 128, 255] {
+                for bits in 2...8 {
+                    // Weight and activation widths vary independently; the activation range sets the clamp.
+                    let weightBits = (bits + inputZeroPoint.trailingZeroBitCount) % 7 + 2
+                    let output = random.outputQuantization(bits: bits)
+                    let test = randomCase(n: n, k: k, weightBits: weightBits, inputZeroPoint: inputZeroPoint,
+                                          output: output, random: &random)
+                    let a = random.bytes(m * k, in: 0...UInt8((1 << bits) - 1))
+                    let actual = test.run(a, rows: m, isa: isa)
+                    let expected = test.reference(a, rows: m)
+                    if let problem = firstMismatch(actual, expected) {
+                        XCTFail("\(isa) M=\(m) N=\(n) K=\(k) zp=\(inputZeroPoint) bits=\(bits) w\(weightBits): \(problem)")
+                        return
+                    }
+                    cases += 1
+                }
+            }
+        }
+        // Weights all at the narrow-range extremes with the activations at their extremes: the largest
+        // accumulators the scheme allows.
+        for bits in 2...8 {
+            let limit = Int8((1 << (bits - 1)) - 1)
+            for (m, n, k) in [(9, 17, 1280), (3, 33, 96)] {
+                for sign: Int8 in [1, -1] {
+                    let weights = [Int8](repeating: sign * limit, count: n * k)
+                    // Scale so the largest |accumulator| maps to about 128 codes around the zero point 128.
+                    let multiplier = QuantizedMultiplier(128.0 / Double(k * 255 * Int(limit)))
+                    let test = Case(n: n, k: k, weights: weights, bias: [Int32](repeating: 0, count: n),
+                                    multipliers: [multiplier], inputZeroPoint: 0,
+                                    output: OutputQuantization(zeroPoint: 128))
+                    let a = (0..<(m * k)).map { UInt8(($0 % 2) * 255) }
+                    XCTAssertNil(firstMismatch(test.run(a, rows: m, isa: isa), test.reference(a, rows: m)),
+                                 "\(isa) extremes bits=\(bits) K=\(k) sign=\(sign)")
+                }
+            }
+        }
+        XCTAssertEqual(cases, Self.shapes.count * 3 * 7)
+    }
+
+    // MARK: - helpers
+
+    /// A GEMM together with the unpacked values it was built from, for the reference.
+    private struct Case {
+        let gemm: QuantizedGEMM
+        let weights: [Int8]
+        let bias: [Int32]
+        let multipliers: [QuantizedMultiplier]
+
+        init(n: Int, k: Int, weights: [Int8], bias: [Int32], multipliers: [QuantizedMultiplier],
+             inputZeroPoint: UInt8, output: OutputQuantization) {
+            self.weights = weights
+            self.bias = bias
+            self.multipliers = multipliers.count == 1 ? Array(repeating: multipliers[0], count: n) : multipliers
+            gemm = QuantizedGEMM(outputChannels: n, depth: k, weights: weights, bias: bias,
+                                 multipliers: multipliers, inputZeroPoint: inputZeroPoint, output: output)
+        }
+
+        /// Naive GEMM in int64: Σ (a − z_a)·w + bias, then the reference requantization.
+        func reference(_ a: [UInt8], rows: Int) -> [UInt8] {
+            let n = gemm.outputChannels, k = gemm.depth
+            var c = [UInt8](repeating: 0, count: rows * n)
+            for i in 0..<rows {
+                for j in 0..<n {
+                    var acc = Int64(bias[j])
+                    for d in 0..<k {
+                        acc += (Int64(a[i * k + d]) - Int64(gemm.inputZeroPoint)) * Int64(weights[j * k + d])
+                    }
+                    c[i * n + j] = Reference.requantize(acc, multipliers[j], gemm.output)
+                }
+            }
+            return c
+        }
+
+        func run(_ a: [UInt8], rows: Int, isa: KernelISA, threads: Int = 1) -> [UInt8] {
+            var c = [UInt8](repeating: 0, count: rows * gemm.outputChannels)
+            a.withUnsafeBufferPointer { aBuffer in
+                c.withUnsafeMutableBufferPointer { cBuffer in
+                    gemm.run(input: aBuffer, rows: rows, output: cBuffer, isa: isa, threads: threads)
+                }
+            }
+            return c
+        }
+    }
+
+    private func randomCase(n: Int, k: Int, weightBits: Int, inputZeroPoint: UInt8, output: OutputQuantization,
+                            random: inout SeededRandom) -> Case {
+        Case(n: n, k: k, weights: random.weights(n * k, bits: weightBits), bias: random.bias(n),
+             multipliers: random.multipliers(n, depth: k, weightBits: weightBits), inputZeroPoint: inputZeroPoint,
+             output: output)
+    }
+}
