@@ -18,3 +18,23 @@ final class QuantizedMultiplierTests: XCTestCase {
         }
     }
 }
+
+final class OutputQuantizationTests: XCTestCase {
+    func testActivationRangesFoldIntoTheClamp() {
+        for bits in 2...8 {
+            let range = OutputQuantization(zeroPoint: 1, bits: bits)
+            XCTAssertEqual(range.min, 0)
+            XCTAssertEqual(range.max, Int32((1 << bits) - 1))
+            XCTAssertEqual(range.relu().min, 1)
+        }
+        // ReLU6 with scale 6/255 and zero point 0 is the full 8-bit range; with scale 0.1 it stops at code 60.
+        XCTAssertEqual(OutputQuantization(zeroPoint: 0).relu6(scale: 6.0 / 255).max, 255)
+        XCTAssertEqual(OutputQuantization(zeroPoint: 10).relu6(scale: 0.1), OutputQuantization(zeroPoint: 10, min: 10, max: 70))
+    }
+
+    func testBestISAIsSupported() {
+        XCTAssertTrue(KernelISA.best.isSupported)
+        XCTAssertTrue(KernelISA.portable.isSupported)
+        XCTAssertEqual(KernelISA.supported.last, KernelISA.best)
+    }
+}

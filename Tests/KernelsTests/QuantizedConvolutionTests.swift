@@ -1,0 +1,215 @@
+import Kernels
+import XCTest
+
+/// Depthwise 3×3 and general (im2col) convolutions against naive NHWC loops in int64, on every ISA path.
+final class QuantizedConvolutionTests: XCTestCase {
+    func testDepthwisePortable() throws { try checkDepthwise(isa: .portable) }
+    func testDepthwiseAVX2() throws { try checkDepthwise(isa: .avx2) }
+    func testDepthwiseAVX512VNNI() throws { try checkDepthwise(isa: .avx512vnni) }
+    func testConvolutionPortable() throws { try checkConvolution(isa: .portable) }
+    func testConvolutionAVX2() throws { try checkConvolution(isa: .avx2) }
+    func testConvolutionAVX512VNNI() throws { try checkConvolution(isa: .avx512vnni) }
+
+    func testDepthwiseThreadsAndOutputSize() throws {
+        var random = SeededRandom(seed: 5)
+        let conv = DepthwiseCase(channels: 96, stride: 2, weightBits: 8, inputZeroPoint: 128,
+                                 output: OutputQuantization(zeroPoint: 0).relu(), random: &random)
+        XCTAssertTrue(conv.op.outputSize(height: 32, width: 31) == (16, 16))
+        XCTAssertTrue(conv.op.outputSize(height: 1, width: 2) == (1, 1))
+        let input = random.bytes(3 * 32 * 31 * 96)
+        let single = conv.run(input, batch: 3, height: 32, width: 31, isa: .best, threads: 1)
+        XCTAssertNil(firstMismatch(conv.run(input, batch: 3, height: 32, width: 31, isa: .best, threads: 2), single))
+        XCTAssertNil(firstMismatch(single, conv.reference(input, batch: 3, height: 32, width: 31)))
+    }
+
+    private func checkDepthwise(isa: KernelISA) throws {
+        try requireISA(isa)
+        var random = SeededRandom(seed: 3)
+        // Channel counts around the 16-lane groups and the 8-lane AVX2 halves; images down to 1×1.
+        let shapes: [(batch: Int, height: Int, width: Int, channels: Int)] = [
+            (1, 1, 1, 1), (1, 3, 5, 3), (2, 4, 4, 16), (1, 7, 6, 17), (1, 5, 9, 40), (2, 6, 7, 96), (1, 2, 3, 8),
+        ]
+        for (batch, height, width, channels) in shapes {
+            for stride in [1, 2] {
+                for inputZeroPoint: UInt8 in [0, 128, 255] {
+                    for bits in 2...8 {
+                        let conv = DepthwiseCase(channels: channels, stride: stride, weightBits: 10 - bits,
+                                                 inputZeroPoint: inputZeroPoint,
+                                                 output: random.outputQuantization(bits: bits), random: &random)
+                        let input = random.bytes(batch * height * width * channels)
+                        let actual = conv.run(input, batch: batch, height: height, width: width, isa: isa)
+                        let expected = conv.reference(input, batch: batch, height: height, width: width)
+                        if let problem = firstMismatch(actual, expected) {
+                            XCTFail("\(isa) dw \(batch)×\(height)×\(width)×\(channels) s\(stride) zp=\(inputZeroPoint) bits=\(bits): \(problem)")
+                            return
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    private func checkConvolution(isa: KernelISA) throws {
+        try requireISA(isa)
+        var random = SeededRandom(seed: 4)
+        typealias Geometry = QuantizedConvolution.Geometry
+        // The stem (3×3, one input channel, any stride, padding 1), RGB stems, asymmetric kernels and padding.
+        let cases: [(inC: Int, outC: Int, g: Geometry, height: Int, width: Int)] = [
+            (1, 16, Geometry(kernelHeight: 3, kernelWidth: 3, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1), 9, 8),
+            (1, 16, Geometry(kernelHeight: 3, kernelWidth: 3, strideHeight: 2, strideWidth: 2,
+                             padTop: 1, padLeft: 1, padBottom: 1, padRight: 1), 9, 8),
+            (1, 5, Geometry(kernelHeight: 3, kernelWidth: 3, strideHeight: 3, strideWidth: 3,
+                            padTop: 1, padLeft: 1, padBottom: 1, padRight: 1), 10, 7),
+            (3, 32, Geometry(kernelHeight: 3, kernelWidth: 3, strideHeight: 2, strideWidth: 2,
+                             padTop: 0, padLeft: 0, padBottom: 1, padRight: 1), 11, 12),
+            (2, 7, Geometry(kernelHeight: 5, kernelWidth: 3, strideHeight: 1, strideWidth: 2,
+                            padTop: 2, padLeft: 0, padBottom: 1, padRight: 3), 6, 5),
+            (4, 3, Geometry(kernelHeight: 1, kernelWidth: 1), 3, 3),
+        ]
+        for (inC, outC, geometry, height, width) in cases {
+            for inputZeroPoint: UInt8 in [0, 128, 255] {
+                for bits in [2, 5, 8] {
+                    let conv = ConvolutionCase(inputChannels: inC, outputChannels: outC, geometry: geometry,
+                                               weightBits: bits, inputZeroPoint: inputZeroPoint,
+                                               output: random.outputQuantization(bits: 10 - bits), random: &random)
+                    for batch in [1, 2] {
+                        let input = random.bytes(batch * height * width * inC)
+                        let actual = conv.run(input, batch: batch, height: height, width: width, isa: isa, threads: 1)
+                        let expected = conv.reference(input, batch: batch, height: height, width: width)
+                        if let problem = firstMismatch(actual, expected) {
+                            XCTFail("\(isa) conv \(geometry) in \(inC) out \(outC) zp=\(inputZeroPoint): \(problem)")
+                            return
+                        }
+                    }
+                }
+            }
+        }
+        // Several tiles of patches spread over two threads.
+        let stem = ConvolutionCase(inputChannels: 1, outputChannels: 16,
+                                   geometry: Geometry(kernelHeight: 3, kernelWidth: 3,
+                                                      padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+                                   weightBits: 8, inputZeroPoint: 42, output: OutputQuantization(zeroPoint: 0).relu(),
+                                   random: &random)
+        let images = random.bytes(4 * 32 * 32)
+        let threaded = stem.run(images, batch: 4, height: 32, width: 32, isa: isa, threads: 2)
+        XCTAssertNil(firstMismatch(threaded, stem.reference(images, batch: 4, height: 32, width: 32)), "\(isa) stem")
+    }
+}
+
+/// A depthwise convolution with the values it was built from.
+private struct DepthwiseCase {
+    let op: QuantizedDepthwiseConvolution3x3
+    let weights: [Int8]
+    let bias: [Int32]
+    let multipliers: [QuantizedMultiplier]
+
+    init(channels: Int, stride: Int, weightBits: Int, inputZeroPoint: UInt8, output: OutputQuantization,
+         random: inout SeededRandom) {
+        weights = random.weights(channels * 9, bits: weightBits)
+        bias = random.bias(channels)
+        multipliers = random.multipliers(channels, depth: 9, weightBits: weightBits)
+        op = QuantizedDepthwiseConvolution3x3(channels: channels, stride: stride, weights: weights, bias: bias,
+                                              multipliers: multipliers, inputZeroPoint: inputZeroPoint,
+                                              output: output)
+    }
+
+    func run(_ input: [UInt8], batch: Int, height: Int, width: Int, isa: KernelISA, threads: Int = 1) -> [UInt8] {
+        let (oh, ow) = op.outputSize(height: height, width: width)
+        var y = [UInt8](repeating: 0, count: batch * oh * ow * op.channels)
+        input.withUnsafeBufferPointer { x in
+            y.withUnsafeMutableBufferPointer { y in
+                op.run(input: x, batch: batch, height: height, width: width, output: y, isa: isa, threads: threads)
+            }
+        }
+        return y
+    }
+
+    /// Out-of-image taps are skipped: they would read the zero point, contributing (z − z)·w = 0.
+    func reference(_ input: [UInt8], batch: Int, height: Int, width: Int) -> [UInt8] {
+        let c = op.channels, s = op.stride, z = Int64(op.inputZeroPoint)
+        let oh = (height - 1) / s + 1, ow = (width - 1) / s + 1
+        var y = [UInt8](repeating: 0, count: batch * oh * ow * c)
+        for n in 0..<batch {
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    for ch in 0..<c {
+                        var acc = Int64(bias[ch])
+                        for ky in 0..<3 {
+                            for kx in 0..<3 {
+                                let iy = oy * s - 1 + ky, ix = ox * s - 1 + kx
+                                guard iy >= 0, iy < height, ix >= 0, ix < width else { continue }
+                                let x = Int64(input[((n * height + iy) * width + ix) * c + ch])
+                                acc += (x - z) * Int64(weights[ch * 9 + ky * 3 + kx])
+                            }
+                        }
+                        y[((n * oh + oy) * ow + ox) * c + ch] = Reference.requantize(acc, multipliers[ch], op.output)
+                    }
+                }
+            }
+        }
+        return y
+    }
+}
+
+/// A general convolution with the values it was built from (weights in ONNX `[O, I, kH, kW]` order).
+private struct ConvolutionCase {
+    let op: QuantizedConvolution
+    let weights: [Int8]
+    let bias: [Int32]
+    let multipliers: [QuantizedMultiplier]
+
+    init(inputChannels: Int, outputChannels: Int, geometry: QuantizedConvolution.Geometry, weightBits: Int,
+         inputZeroPoint: UInt8, output: OutputQuantization, random: inout SeededRandom) {
+        let depth = inputChannels * geometry.kernelHeight * geometry.kernelWidth
+        weights = random.weights(outputChannels * depth, bits: weightBits)
+        bias = random.bias(outputChannels)
+        multipliers = random.multipliers(outputChannels, depth: depth, weightBits: weightBits)
+        op = QuantizedConvolution(inputChannels: inputChannels, outputChannels: outputChannels, geometry: geometry,
+                                  weights: weights, bias: bias, multipliers: multipliers,
+                                  inputZeroPoint: inputZeroPoint, output: output)
+    }
+
+    func run(_ input: [UInt8], batch: Int, height: Int, width: Int, isa: KernelISA, threads: Int) -> [UInt8] {
+        let (oh, ow) = op.outputSize(height: height, width: width)
+        var y = [UInt8](repeating: 0, count: batch * oh * ow * op.outputChannels)
+        var scratch = [UInt8](repeating: 0, count: op.scratchByteCount(threads: threads))
+        input.withUnsafeBufferPointer { x in
+            y.withUnsafeMutableBufferPointer { y in
+                scratch.withUnsafeMutableBufferPointer { scratch in
+                    op.run(input: x, batch: batch, height: height, width: width, output: y, scratch: scratch,
+                           isa: isa, threads: threads)
+                }
+            }
+        }
+        return y
+    }
+
+    func reference(_ input: [UInt8], batch: Int, height: Int, width: Int) -> [UInt8] {
+        let g = op.geometry, inC = op.inputChannels, outC = op.outputChannels, z = Int64(op.gemm.inputZeroPoint)
+        let (oh, ow) = op.outputSize(height: height, width: width)
+        var y = [UInt8](repeating: 0, count: batch * oh * ow * outC)
+        for n in 0..<batch {
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    for o in 0..<outC {
+                        var acc = Int64(bias[o])
+                        for i in 0..<inC {
+                            for ky in 0..<g.kernelHeight {
+                                for kx in 0..<g.kernelWidth {
+                                    let iy = oy * g.strideHeight + ky - g.padTop
+                                    let ix = ox * g.strideWidth + kx - g.padLeft
+                                    guard iy >= 0, iy < height, ix >= 0, ix < width else { continue }
+                                    let x = Int64(input[((n * height + iy) * width + ix) * inC + i])
+                                    let w = weights[((o * inC + i) * g.kernelHeight + ky) * g.kernelWidth + kx]
+                                    acc += (x - z) * Int64(w)
+                                }
+                            }
+                        }
+                        y[((n * oh + oy) * ow + ox) * outC + o] = Reference.requantize(acc, multipliers[o], op.gemm.output)
+                    }
+                }
+            }
+        }
+        return y
+    }
+}

@@ -1,0 +1,103 @@
+import Kernels
+import XCTest
+
+/// Quantized Add and global average pooling against the reference integer arithmetic (exact) and against float
+/// arithmetic (within one output step), on every ISA path.
+final class QuantizedElementwiseTests: XCTestCase {
+    func testAddPortable() throws { try checkAdd(isa: .portable) }
+    func testAddAVX2() throws { try checkAdd(isa: .avx2) }
+    func testAddAVX512VNNI() throws { try checkAdd(isa: .avx512vnni) }
+    func testGlobalAveragePoolPortable() throws { try checkPool(isa: .portable) }
+    func testGlobalAveragePoolAVX2() throws { try checkPool(isa: .avx2) }
+    func testGlobalAveragePoolAVX512VNNI() throws { try checkPool(isa: .avx512vnni) }
+
+    private func checkAdd(isa: KernelISA) throws {
+        try requireISA(isa)
+        var random = SeededRandom(seed: 9)
+        for count in [1, 7, 8, 15, 16, 17, 100, 1000, 140_001] {
+            for zeroPoints: (UInt8, UInt8) in [(0, 0), (128, 255), (255, 3)] {
+                for bits in [2, 4, 6, 8] {
+                    let aScale = Double.random(in: 0.01...0.2, using: &random)
+                    let bScale = aScale * Double.random(in: 0.25...4, using: &random)
+                    let outputScale = (aScale + bScale) * Double.random(in: 0.7...2, using: &random) * 256 /
+                        Double(1 << bits)
+                    let output = random.outputQuantization(bits: bits)
+                    let add = QuantizedAdd(aScale: aScale, aZeroPoint: zeroPoints.0, bScale: bScale,
+                                           bZeroPoint: zeroPoints.1, outputScale: outputScale, output: output)
+                    let a = random.bytes(count), b = random.bytes(count)
+                    var y = [UInt8](repeating: 0, count: count)
+                    a.withUnsafeBufferPointer { a in
+                        b.withUnsafeBufferPointer { b in
+                            y.withUnsafeMutableBufferPointer { y in
+                                add.run(a, b, count: count, output: y, isa: isa, threads: count > 50_000 ? 2 : 1)
+                            }
+                        }
+                    }
+                    var expected = [UInt8](repeating: 0, count: count)
+                    var worstFloatError = 0.0
+                    for i in 0..<count {
+                        let shift = QuantizedAdd.inputLeftShift
+                        let aShifted = (Int32(a[i]) - Int32(add.aZeroPoint)) << shift
+                        let bShifted = (Int32(b[i]) - Int32(add.bZeroPoint)) << shift
+                        let sum = Reference.multiply(aShifted, by: add.aMultiplier) +
+                            Reference.multiply(bShifted, by: add.bMultiplier)
+                        expected[i] = Reference.requantize(Int64(sum), add.outputMultiplier, output)
+                        let real = aScale * (Double(a[i]) - Double(zeroPoints.0)) +
+                            bScale * (Double(b[i]) - Double(zeroPoints.1))
+                        let ideal = min(max((real / outputScale).rounded() + Double(output.zeroPoint),
+                                            Double(output.min)), Double(output.max))
+                        worstFloatError = max(worstFloatError, abs(Double(y[i]) - ideal))
+                    }
+                    if let problem = firstMismatch(y, expected) {
+                        XCTFail("\(isa) add count \(count) zp \(zeroPoints) bits \(bits): \(problem)")
+                        return
+                    }
+                    XCTAssertLessThanOrEqual(worstFloatError, 1, "\(isa) add vs float, count \(count)")
+                }
+            }
+        }
+    }
+
+    private func checkPool(isa: KernelISA) throws {
+        try requireISA(isa)
+        var random = SeededRandom(seed: 10)
+        for pixels in [1, 16, 49, 64] {
+            for channels in [1, 7, 8, 16, 17, 96, 1280] {
+                for inputZeroPoint: UInt8 in [0, 128, 255] {
+                    let bits = [2, 5, 8][channels % 3]
+                    let batch = 1 + channels % 3
+                    let inputScale = Double.random(in: 0.01...0.1, using: &random)
+                    let outputScale = inputScale * Double.random(in: 0.3...1.5, using: &random) * 256 /
+                        Double(1 << bits)
+                    let output = random.outputQuantization(bits: bits)
+                    let pool = QuantizedGlobalAveragePool(pixels: pixels, inputScale: inputScale,
+                                                          inputZeroPoint: inputZeroPoint, outputScale: outputScale,
+                                                          output: output)
+                    let x = random.bytes(batch * pixels * channels)
+                    var y = [UInt8](repeating: 0, count: batch * channels)
+                    x.withUnsafeBufferPointer { x in
+                        y.withUnsafeMutableBufferPointer { y in
+                            pool.run(input: x, batch: batch, channels: channels, output: y, isa: isa)
+                        }
+                    }
+                    var expected = [UInt8](repeating: 0, count: batch * channels)
+                    for n in 0..<batch {
+                        for c in 0..<channels {
+                            var sum: Int64 = 0
+                            for p in 0..<pixels { sum += Int64(x[(n * pixels + p) * channels + c]) - Int64(inputZeroPoint) }
+                            expected[n * channels + c] = Reference.requantize(sum, pool.multiplier, output)
+                            let mean = inputScale * Double(sum) / Double(pixels)
+                            let ideal = min(max((mean / outputScale).rounded() + Double(output.zeroPoint),
+                                                Double(output.min)), Double(output.max))
+                            XCTAssertLessThanOrEqual(abs(Double(y[n * channels + c]) - ideal), 1, "\(isa) pool vs float")
+                        }
+                    }
+                    if let problem = firstMismatch(y, expected) {
+                        XCTFail("\(isa) pool pixels \(pixels) channels \(channels) zp \(inputZeroPoint): \(problem)")
+                        return
+                    }
+                }
+            }
+        }
+    }
+}
