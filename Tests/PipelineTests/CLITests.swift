@@ -5,14 +5,16 @@ import Pipeline
 /// End-to-end tests of the `qatflow` binary built next to this test bundle: real manifests, the real converted
 /// model, the real dataset, and `kill -9` in the middle of a stage.
 final class CLITests: XCTestCase {
+    /// `swift test` builds the executable product into the same directory as the test runner.
     var binary: URL {
         get throws {
-            let directory = Bundle.main.bundleURL.deletingLastPathComponent()
-            for candidate in [directory.appendingPathComponent("qatflow"), Bundle(for: CLITests.self).bundleURL.deletingLastPathComponent().appendingPathComponent("qatflow")]
-            where FileManager.default.isExecutableFile(atPath: candidate.path) {
-                return candidate
+            let runner = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent(), runner]
+                .map { $0.appendingPathComponent("qatflow") }
+            guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
+                throw CLITestError("qatflow binary not found at \(candidates.map(\.path)); build it with `swift build -c release` or run `make test`")
             }
-            throw XCTSkip("qatflow binary not built next to the test bundle (\(directory.path)); run through `make test`")
+            return found
         }
     }
 
@@ -49,8 +51,8 @@ final class CLITests: XCTestCase {
     func testBadManifestsPrintLocationsAndExitNonZero() throws {
         let project = try project()
         let cases: [(String, String)] = [
-            ("stages:\n  convert: {uses: convert, wiht: {model: models/m.onnx}}\n", "bad.yaml:2:29: error: unknown key 'wiht'"),
-            ("stages:\n  convert: {uses: convert, with: {model: models/m.onnx, for_training: maybe}}\n", "bad.yaml:2:67: error: stage 'convert', parameter 'for_training': expected true or false"),
+            ("stages:\n  convert: {uses: convert, wiht: {model: models/m.onnx}}\n", "bad.yaml:2:28: error: unknown key 'wiht'"),
+            ("stages:\n  convert: {uses: convert, with: {model: models/m.onnx, for_training: maybe}}\n", "bad.yaml:2:71: error: stage 'convert', parameter 'for_training': expected true or false"),
             ("stages:\n  a: {uses: evaluate, needs: b}\n  b: {uses: evaluate, needs: a}\n", "bad.yaml:2:3: error: dependency cycle: a -> b -> a"),
             ("stages:\n  a: {uses: evaluate, needs: [convrt]}\n", "bad.yaml:2:31: error: stage 'a' needs 'convrt'"),
             ("stages:\n  a: {uses: quantize}\n", "bad.yaml:2:13: error: unknown stage kind 'quantize'"),
@@ -122,9 +124,11 @@ final class CLITests: XCTestCase {
     func testKilledRunResumesWithoutCorruption() throws {
         let project = try project()
         try project.write("""
+            datasets:
+              half: {source: fashion-mnist, split: test, limit: 5000}
             stages:
               convert: {uses: convert, with: {model: models/m.onnx}}
-              evaluate: {uses: evaluate, needs: convert, with: {batch: 50}}
+              evaluate: {uses: evaluate, needs: convert, with: {dataset: half, batch: 50}}
             """, to: "p.yaml")
         let process = Process()
         process.executableURL = try binary
@@ -160,4 +164,9 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(lines.contains { $0.contains("ran") && $0.contains("evaluate") }, rerun.stdout)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: store.temporaryDirectory.path), [])
     }
+}
+
+struct CLITestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -138,6 +138,7 @@ public final class Runner: @unchecked Sendable {
                 try restoreOutputs(of: instance, cached.outputs)
                 return record(.cached, outputs: cached.outputs, metrics: cached.metrics)
             }
+            if !options.quiet { print("      → running \(instance.name) (key \(stageKey.prefix(10)))") }
             let scratch = try store.makeScratchDirectory(prefix: instance.name)
             defer { try? FileManager.default.removeItem(at: scratch) }
             let output = scratch.appendingPathComponent("out")
