@@ -61,19 +61,29 @@ struct PadOperator: FloatOperator {
 
 /// QuantizeLinear / DequantizeLinear, per tensor or per axis. Quantize rounds half to even and saturates to the
 /// zero point's type (ONNX); quantized values are carried as floats holding integers.
+/// qatflow's `bits` attribute (docs/quantization.md) narrows the range: `[0, 2^b − 1]` for uint8 and the
+/// narrow symmetric `[−(2^(b−1) − 1), 2^(b−1) − 1]` for int8 when b < 8; with b = 8 the ONNX ranges hold.
 struct AffineQuantizationOperator: FloatOperator {
     let quantize: Bool
     let scales: [Float]
     let zeroPoints: [Float]
     let zeroPointType: DataType
     let axis: Int
+    let bits: Int
+
+    var range: (Float, Float) {
+        if zeroPointType == .int8 {
+            return bits >= 8 ? (-128, 127) : (-Float((1 << (bits - 1)) - 1), Float((1 << (bits - 1)) - 1))
+        }
+        return (0, Float((1 << min(bits, 8)) - 1))
+    }
 
     func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], context: ExecutionContext) throws -> [Tensor] {
         var x = try inputs.take(0)
         let perAxis = scales.count > 1
         let length = perAxis ? x.shape[axis] : 1
         let inner = perAxis ? x.shape[(axis + 1)...].reduce(1, *) : max(x.count, 1)
-        let (low, high): (Float, Float) = zeroPointType == .int8 ? (-128, 127) : (0, 255)
+        let (low, high) = range
         let quantize = self.quantize
         for i in 0..<x.count {
             let channel = perAxis ? (i / inner) % length : 0

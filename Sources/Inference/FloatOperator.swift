@@ -83,7 +83,8 @@ enum FloatOperatorFactory {
                 quantize: node.op == .quantizeLinear, scales: scale.storage.floats,
                 zeroPoints: zeroPoint?.storage.floats ?? [Float](repeating: 0, count: scale.storage.count),
                 zeroPointType: zeroPoint?.storage.dataType ?? .uint8,
-                axis: axis < 0 ? axis + inputRank : axis)
+                axis: axis < 0 ? axis + inputRank : axis,
+                bits: node.int("bits", default: 8))
         }
     }
 }
