@@ -11,6 +11,40 @@ enum { QF_DW_BIAS = 0, QF_DW_MULTIPLIER = 1, QF_DW_LEFT_SHIFT = 2, QF_DW_RIGHT_S
 #define QF_DW_HEADER_BYTES (4 * QF_DWCONV_GROUP_CHANNELS * 4)
 #define QF_DW_GROUP_BYTES (QF_DW_HEADER_BYTES + 9 * QF_DWCONV_GROUP_CHANNELS)
 
+// Generic region (16-channel groups, used by the portable and AVX2 kernels), padded to a multiple of 64 bytes.
+static inline size_t qf_dw_generic_bytes(size_t channels) {
+    const size_t bytes = (channels + QF_DWCONV_GROUP_CHANNELS - 1) / QF_DWCONV_GROUP_CHANNELS * QF_DW_GROUP_BYTES;
+    return (bytes + 63) / 64 * 64;
+}
+
+// VNNI region, after the generic one: blocks of 64 channels for vpdpbusd, which multiplies four u8·s8 pairs per
+// 32-bit lane, so four taps of one channel must share a lane. The kernel loads one tap of 64 channels per zmm
+// and interleaves four taps with unpack instructions, which work inside 128-bit lanes: afterwards register
+// R_j (j = 0..3) holds in lane i the four taps of channel 16·(i/4) + 4·j + i%4. Everything per channel (weights,
+// bias, requantization constants) is stored in that order, and the final pack instructions (also in-lane)
+// restore the natural channel order for the store. Taps 0-3 and 4-7 form quads 0 and 1; quad 2 is tap 8 alone
+// (weight bytes 1-3 zero).
+enum {
+    QF_DWV_BIAS = 0,
+    QF_DWV_MULTIPLIER = 1,
+    QF_DWV_MULTIPLIER_ODD = 2,  // lane 2i: the multiplier of lane 2i+1 (vpmuldq reads even lanes)
+    QF_DWV_LEFT_SHIFT = 3,
+    QF_DWV_RIGHT_SHIFT = 4,
+    QF_DWV_ROUNDING = 5,        // (1 << right_shift) >> 1
+    QF_DWV_HEADER_ROWS = 6
+};
+#define QF_DWV_BLOCK_CHANNELS 64
+#define QF_DWV_HEADER_BYTES (4 * QF_DWV_HEADER_ROWS * 64)  // [j][row][16 lanes] int32
+#define QF_DWV_WEIGHT_BYTES (3 * 4 * 64)                  // [quad][j][16 lanes][4 taps] int8
+#define QF_DWV_BLOCK_BYTES (QF_DWV_HEADER_BYTES + QF_DWV_WEIGHT_BYTES)
+
+static inline size_t qf_dwv_blocks(size_t channels) {
+    return (channels + QF_DWV_BLOCK_CHANNELS - 1) / QF_DWV_BLOCK_CHANNELS;
+}
+
+// The channel (within its 64-channel block) in lane i of register R_j.
+static inline size_t qf_dwv_channel(size_t j, size_t i) { return 16 * (i / 4) + 4 * j + i % 4; }
+
 // The nine input pixels one output pixel reads (row-major taps). A tap outside the image is NULL: it reads the
 // input zero point, and since the packed bias already subtracts zero_point·Σ(all 9 weights), the kernels add
 // zero_point·w for such a tap so that it contributes exactly nothing.

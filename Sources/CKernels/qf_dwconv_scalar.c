@@ -5,7 +5,38 @@
 #include "qf_requant.h"
 
 size_t qf_dwconv3x3_u8s8_packed_size(size_t channels) {
-    return (channels + QF_DWCONV_GROUP_CHANNELS - 1) / QF_DWCONV_GROUP_CHANNELS * QF_DW_GROUP_BYTES;
+    return qf_dw_generic_bytes(channels) + qf_dwv_blocks(channels) * QF_DWV_BLOCK_BYTES;
+}
+
+// The VNNI region (layout in qf_dwconv_layout.h).
+static void qf_dwconv3x3_pack_vnni(size_t channels, const int8_t* weights, const int32_t* bias,
+                                   const int32_t* multiplier, const int32_t* shift, int32_t input_zero_point,
+                                   uint8_t* region) {
+    for (size_t block = 0; block < qf_dwv_blocks(channels); block++) {
+        uint8_t* base = region + block * QF_DWV_BLOCK_BYTES;
+        int32_t* header = (int32_t*)base;
+        int8_t* w = (int8_t*)(base + QF_DWV_HEADER_BYTES);
+        for (size_t j = 0; j < 4; j++) {
+            int32_t* rows = header + j * QF_DWV_HEADER_ROWS * 16;
+            for (size_t i = 0; i < 16; i++) {
+                const size_t c = block * QF_DWV_BLOCK_CHANNELS + qf_dwv_channel(j, i);
+                if (c >= channels) continue;  // padding channels: zero weights, zero multiplier
+                int32_t weight_sum = 0;
+                for (int t = 0; t < 9; t++) {
+                    const size_t quad = (size_t)t / 4, position = (size_t)t % 4;
+                    w[(quad * 4 + j) * 64 + i * 4 + position] = weights[c * 9 + t];
+                    weight_sum += weights[c * 9 + t];
+                }
+                const int32_t right = shift[c] < 0 ? -shift[c] : 0;
+                rows[QF_DWV_BIAS * 16 + i] = (bias ? bias[c] : 0) - input_zero_point * weight_sum;
+                rows[QF_DWV_MULTIPLIER * 16 + i] = multiplier[c];
+                if (i % 2 == 1) rows[QF_DWV_MULTIPLIER_ODD * 16 + i - 1] = multiplier[c];
+                rows[QF_DWV_LEFT_SHIFT * 16 + i] = shift[c] > 0 ? shift[c] : 0;
+                rows[QF_DWV_RIGHT_SHIFT * 16 + i] = right;
+                rows[QF_DWV_ROUNDING * 16 + i] = (int32_t)((UINT32_C(1) << right) >> 1);
+            }
+        }
+    }
 }
 
 void qf_dwconv3x3_u8s8_pack(size_t channels, const int8_t* weights, const int32_t* bias, const int32_t* multiplier,
@@ -27,6 +58,8 @@ void qf_dwconv3x3_u8s8_pack(size_t channels, const int8_t* weights, const int32_
         header[QF_DW_LEFT_SHIFT * QF_DWCONV_GROUP_CHANNELS + j] = shift[c] > 0 ? shift[c] : 0;
         header[QF_DW_RIGHT_SHIFT * QF_DWCONV_GROUP_CHANNELS + j] = shift[c] < 0 ? -shift[c] : 0;
     }
+    qf_dwconv3x3_pack_vnni(channels, weights, bias, multiplier, shift, input_zero_point,
+                           (uint8_t*)packed + qf_dw_generic_bytes(channels));
 }
 
 void qf_dwconv3x3_u8s8_scalar(const qf_dwconv_shape* s, const uint8_t* input, const void* packed,

@@ -1,7 +1,7 @@
-// 3×3 depthwise convolution, AVX-512 and AVX2. Channels are the vector lanes (NHWC keeps them contiguous):
-// per tap, 16 (8) input bytes are zero-extended and 16 (8) weights sign-extended to int32 and multiplied with
-// vpmulld. The AVX-512 path is compiled for the same AVX-512 VNNI target as the GEMM (one dispatch level) but
-// needs only AVX-512 F/BW.
+// 3×3 depthwise convolution, AVX-512 VNNI and AVX2. Channels are the vector lanes (NHWC keeps them contiguous).
+// AVX-512 VNNI: 64 channels per step, four taps per vpdpbusd after an in-register interleave (layout in
+// qf_dwconv_layout.h). AVX2: 8 channels per step, inputs zero-extended and weights sign-extended to int32 and
+// multiplied with vpmulld, one tap at a time.
 #include <string.h>
 
 #include "qf_dwconv_layout.h"
@@ -9,12 +9,66 @@
 
 #if QF_X86
 
+// Four taps (64 channels each) → R_0..R_3 of the VNNI layout: byte-interleave taps (0,1) and (2,3) into
+// 16-bit pairs, then the pairs into 4-byte quads. Both steps stay inside 128-bit lanes (see qf_dwconv_layout.h).
+QF_TARGET_AVX512VNNI static inline void qf_dwv_interleave(__m512i t0, __m512i t1, __m512i t2, __m512i t3,
+                                                         __m512i r[4]) {
+    const __m512i lo01 = _mm512_unpacklo_epi8(t0, t1), hi01 = _mm512_unpackhi_epi8(t0, t1);
+    const __m512i lo23 = _mm512_unpacklo_epi8(t2, t3), hi23 = _mm512_unpackhi_epi8(t2, t3);
+    r[0] = _mm512_unpacklo_epi16(lo01, lo23);
+    r[1] = _mm512_unpackhi_epi16(lo01, lo23);
+    r[2] = _mm512_unpacklo_epi16(hi01, hi23);
+    r[3] = _mm512_unpackhi_epi16(hi01, hi23);
+}
+
+// 64 channels of one output pixel with vpdpbusd: 12 multiply-accumulate instructions for 9 taps × 64 channels.
+QF_TARGET_AVX512VNNI static inline void qf_dwv_pixel(const uint8_t* const taps[9], size_t c0, __mmask64 mask,
+                                                    __m512i zero_vector, const uint8_t* block, uint8_t* dst,
+                                                    __m512i lo, __m512i hi, __m512i zero_point) {
+    const int32_t* header = (const int32_t*)block;
+    const uint8_t* w = block + QF_DWV_HEADER_BYTES;
+    __m512i x[9];
+    for (int t = 0; t < 9; t++) x[t] = taps[t] ? _mm512_maskz_loadu_epi8(mask, taps[t] + c0) : zero_vector;
+    __m512i acc[4], r[4];
+    for (int j = 0; j < 4; j++) acc[j] = _mm512_loadu_si512(header + (j * QF_DWV_HEADER_ROWS + QF_DWV_BIAS) * 16);
+    qf_dwv_interleave(x[0], x[1], x[2], x[3], r);
+    for (int j = 0; j < 4; j++) acc[j] = _mm512_dpbusd_epi32(acc[j], r[j], _mm512_loadu_si512(w + (0 * 4 + j) * 64));
+    qf_dwv_interleave(x[4], x[5], x[6], x[7], r);
+    for (int j = 0; j < 4; j++) acc[j] = _mm512_dpbusd_epi32(acc[j], r[j], _mm512_loadu_si512(w + (1 * 4 + j) * 64));
+    // Tap 8 alone: vpshufb moves byte 4j+k of each 128-bit lane to byte 0 of dword k and zeroes the rest.
+    for (int j = 0; j < 4; j++) {
+        const int b = 4 * j;
+        const __m512i pick = _mm512_set4_epi32((int32_t)(0x80808000u | (uint32_t)(b + 3)),
+                                               (int32_t)(0x80808000u | (uint32_t)(b + 2)),
+                                               (int32_t)(0x80808000u | (uint32_t)(b + 1)),
+                                               (int32_t)(0x80808000u | (uint32_t)b));
+        acc[j] = _mm512_dpbusd_epi32(acc[j], _mm512_shuffle_epi8(x[8], pick),
+                                     _mm512_loadu_si512(w + (2 * 4 + j) * 64));
+    }
+    __m512i y[4];
+    for (int j = 0; j < 4; j++) {
+        const int32_t* rows = header + j * QF_DWV_HEADER_ROWS * 16;
+        const __m512i left = _mm512_loadu_si512(rows + QF_DWV_LEFT_SHIFT * 16);
+        const __m512i right = _mm512_loadu_si512(rows + QF_DWV_RIGHT_SHIFT * 16);
+        __m512i v = acc[j];
+        if (_mm512_test_epi32_mask(left, left)) v = _mm512_sllv_epi32(v, left);
+        v = qf_srdhm_split_avx512(v, _mm512_loadu_si512(rows + QF_DWV_MULTIPLIER * 16),
+                                  _mm512_loadu_si512(rows + QF_DWV_MULTIPLIER_ODD * 16));
+        v = qf_rounding_shift_avx512(v, right, _mm512_loadu_si512(rows + QF_DWV_ROUNDING * 16),
+                                     _mm512_test_epi32_mask(right, right));
+        y[j] = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), zero_point);
+    }
+    // In-lane packs undo the interleave: lane L of the result holds channels 16L..16L+15 in order.
+    const __m512i bytes = _mm512_packus_epi16(_mm512_packs_epi32(y[0], y[1]), _mm512_packs_epi32(y[2], y[3]));
+    _mm512_mask_storeu_epi8(dst + c0, mask, bytes);
+}
+
 QF_TARGET_AVX512VNNI void qf_dwconv3x3_u8s8_avx512vnni(const qf_dwconv_shape* s, const uint8_t* input,
                                                        const void* packed, size_t row_begin, size_t row_end,
                                                        uint8_t* output, const qf_output_params* out) {
     const size_t C = s->channels;
-    const size_t groups = (C + QF_DWCONV_GROUP_CHANNELS - 1) / QF_DWCONV_GROUP_CHANNELS;
-    const __m512i input_zero = _mm512_set1_epi32(s->input_zero_point);
+    const uint8_t* region = (const uint8_t*)packed + qf_dw_generic_bytes(C);
+    const __m512i zero_vector = _mm512_set1_epi8((char)s->input_zero_point);
     const __m512i zero_point = _mm512_set1_epi32(out->zero_point);
     const __m512i lo = _mm512_set1_epi32(out->qmin - out->zero_point);
     const __m512i hi = _mm512_set1_epi32(out->qmax - out->zero_point);
@@ -25,26 +79,11 @@ QF_TARGET_AVX512VNNI void qf_dwconv3x3_u8s8_avx512vnni(const qf_dwconv_shape* s,
             const uint8_t* taps[9];
             qf_dwconv_taps(s, image_base, oy, ox, taps);
             uint8_t* dst = output + (r * s->out_width + ox) * C;
-            for (size_t g = 0; g < groups; g++) {
-                const size_t c0 = g * QF_DWCONV_GROUP_CHANNELS;
-                // Masked loads/stores for the last group never touch bytes past the pixel's channels.
-                const size_t valid = C - c0 < 16 ? C - c0 : 16;
-                const __mmask16 mask = (__mmask16)((1u << valid) - 1u);
-                const uint8_t* group = (const uint8_t*)packed + g * QF_DW_GROUP_BYTES;
-                const int32_t* header = (const int32_t*)group;
-                const int8_t* w = (const int8_t*)(group + QF_DW_HEADER_BYTES);
-                __m512i acc = _mm512_loadu_si512(header + QF_DW_BIAS * 16);
-                for (int t = 0; t < 9; t++) {
-                    const __m512i x = taps[t] ? _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, taps[t] + c0))
-                                              : input_zero;
-                    const __m512i wt = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(w + t * 16)));
-                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(x, wt));
-                }
-                const __m512i y = qf_requantize_avx512(acc, _mm512_loadu_si512(header + QF_DW_MULTIPLIER * 16),
-                                                       _mm512_loadu_si512(header + QF_DW_LEFT_SHIFT * 16),
-                                                       _mm512_loadu_si512(header + QF_DW_RIGHT_SHIFT * 16), lo, hi,
-                                                       zero_point);
-                _mm_mask_storeu_epi8(dst + c0, mask, _mm512_cvtepi32_epi8(y));
+            for (size_t c0 = 0; c0 < C; c0 += QF_DWV_BLOCK_CHANNELS) {
+                const size_t valid = C - c0 < 64 ? C - c0 : 64;
+                const __mmask64 mask = valid == 64 ? ~(__mmask64)0 : (((__mmask64)1 << valid) - 1);
+                qf_dwv_pixel(taps, c0, mask, zero_vector, region + (c0 / 64) * QF_DWV_BLOCK_BYTES, dst, lo, hi,
+                             zero_point);
             }
         }
     }

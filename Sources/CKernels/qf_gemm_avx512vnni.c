@@ -69,15 +69,24 @@ qf_gemm_tile_avx512vnni(size_t mr, int panels, size_t columns, size_t k, const u
     const __m512i lo = _mm512_set1_epi32(out->qmin - out->zero_point);
     const __m512i hi = _mm512_set1_epi32(out->qmax - out->zero_point);
     for (int p = 0; p < panels; p++) {
+        // The per-channel constants are loaded once per tile and reused for its 8 rows.
         const int32_t* header = (const int32_t*)(panel0 + p * panel_size);
-        const __m512i mult = _mm512_loadu_si512(header + QF_HEADER_MULTIPLIER * QF_GEMM_PANEL_COLUMNS);
+        const __m512i m_even = _mm512_loadu_si512(header + QF_HEADER_MULTIPLIER * QF_GEMM_PANEL_COLUMNS);
+        const __m512i m_odd = _mm512_loadu_si512(header + QF_HEADER_MULTIPLIER_ODD * QF_GEMM_PANEL_COLUMNS);
         const __m512i left = _mm512_loadu_si512(header + QF_HEADER_LEFT_SHIFT * QF_GEMM_PANEL_COLUMNS);
         const __m512i right = _mm512_loadu_si512(header + QF_HEADER_RIGHT_SHIFT * QF_GEMM_PANEL_COLUMNS);
+        const __m512i rounding = _mm512_loadu_si512(header + QF_HEADER_ROUNDING * QF_GEMM_PANEL_COLUMNS);
+        const __mmask16 rounds = _mm512_test_epi32_mask(right, right);
+        const int shifts_left = _mm512_test_epi32_mask(left, left) != 0;  // only multipliers ≥ 1 shift left
         const size_t valid = columns - (size_t)p * 16 < 16 ? columns - (size_t)p * 16 : 16;
         const __mmask16 store_mask = (__mmask16)((1u << valid) - 1u);
         for (int i = 0; i < QF_MR; i++) {
             if (i >= (int)mr) break;
-            const __m512i y = qf_requantize_avx512(acc[i][p], mult, left, right, lo, hi, zero_point);
+            __m512i y = acc[i][p];
+            if (shifts_left) y = _mm512_sllv_epi32(y, left);
+            y = qf_srdhm_split_avx512(y, m_even, m_odd);
+            y = qf_rounding_shift_avx512(y, right, rounding, rounds);
+            y = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(y, lo), hi), zero_point);
             _mm_mask_storeu_epi8(c + (size_t)i * ldc + (size_t)p * 16, store_mask, _mm512_cvtepi32_epi8(y));
         }
     }

@@ -54,11 +54,12 @@ static inline uint8_t qf_requantize_scalar(int32_t acc, int32_t m, int32_t left_
 
 #if QF_X86
 // ---- AVX-512: 16 lanes ----
-QF_TARGET_AVX512VNNI static inline __m512i qf_srdhm_avx512(__m512i x, __m512i m) {
+// SRDHM on 16 lanes. vpmuldq multiplies the even 32-bit lanes into signed 64-bit products, so the odd lanes of
+// x are moved down first; `m_odd` holds the odd lanes' multipliers in even positions (see qf_srdhm_avx512).
+QF_TARGET_AVX512VNNI static inline __m512i qf_srdhm_split_avx512(__m512i x, __m512i m_even, __m512i m_odd) {
     const __m512i nudge = _mm512_set1_epi64(INT64_C(1) << 30);
-    // vpmuldq multiplies the even 32-bit lanes as signed 64-bit products; the odd lanes are moved down first.
-    __m512i even = _mm512_add_epi64(_mm512_mul_epi32(x, m), nudge);
-    __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(m, 32)), nudge);
+    __m512i even = _mm512_add_epi64(_mm512_mul_epi32(x, m_even), nudge);
+    __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), m_odd), nudge);
     // Bits 31..62 of each sum are the 32-bit result (it fits in int32, so a logical shift gives the same low
     // bits as an arithmetic one): shift even sums down into the low half, odd sums up into the high half.
     even = _mm512_srli_epi64(even, 31);
@@ -66,15 +67,25 @@ QF_TARGET_AVX512VNNI static inline __m512i qf_srdhm_avx512(__m512i x, __m512i m)
     return _mm512_mask_blend_epi32((__mmask16)0xAAAA, even, odd);
 }
 
+QF_TARGET_AVX512VNNI static inline __m512i qf_srdhm_avx512(__m512i x, __m512i m) {
+    return qf_srdhm_split_avx512(x, m, _mm512_srli_epi64(m, 32));
+}
+
+// RoundingDivideByPOT without gemmlowp's remainder/threshold compare: for exponent r ≥ 1, rounding half away
+// from zero is (y − [y < 0] + 2^(r−1)) >> r; for r = 0 nothing changes. `rounding` = (1 << r) >> 1 and `rounds`
+// (lanes with r > 0) are per-channel constants the GEMM precomputes. Exact for |y| < 2^30 (checked exhaustively
+// around 0 and on 64M random values per exponent); y comes from SRDHM(x, m) with |y| ≤ |x|, and accumulators
+// stay far below 2^30 (K · 255 · 127 < 2^30 for K up to 33,000).
+QF_TARGET_AVX512VNNI static inline __m512i qf_rounding_shift_avx512(__m512i y, __m512i exponent, __m512i rounding,
+                                                                   __mmask16 rounds) {
+    const __mmask16 negative = _mm512_mask_cmplt_epi32_mask(rounds, y, _mm512_setzero_si512());
+    y = _mm512_mask_sub_epi32(y, negative, y, _mm512_set1_epi32(1));
+    return _mm512_srav_epi32(_mm512_add_epi32(y, rounding), exponent);
+}
+
 QF_TARGET_AVX512VNNI static inline __m512i qf_rounding_divide_by_pot_avx512(__m512i x, __m512i exponent) {
-    const __m512i one = _mm512_set1_epi32(1);
-    const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, exponent), one);
-    const __m512i remainder = _mm512_and_si512(x, mask);
-    // threshold = mask/2 + (x < 0): srai(x, 31) is -1 for negative x.
-    const __m512i threshold = _mm512_sub_epi32(_mm512_srli_epi32(mask, 1), _mm512_srai_epi32(x, 31));
-    const __m512i quotient = _mm512_srav_epi32(x, exponent);
-    const __mmask16 round_up = _mm512_cmpgt_epi32_mask(remainder, threshold);
-    return _mm512_mask_add_epi32(quotient, round_up, quotient, one);
+    const __m512i rounding = _mm512_srli_epi32(_mm512_sllv_epi32(_mm512_set1_epi32(1), exponent), 1);
+    return qf_rounding_shift_avx512(x, exponent, rounding, _mm512_test_epi32_mask(exponent, exponent));
 }
 
 // acc (int32) → clamped int32 in [qmin, qmax] (already offset by the zero point).
@@ -97,14 +108,13 @@ QF_TARGET_AVX2 static inline __m256i qf_srdhm_avx2(__m256i x, __m256i m) {
     return _mm256_blend_epi32(even, odd, 0xAA);
 }
 
-QF_TARGET_AVX2 static inline __m256i qf_rounding_divide_by_pot_avx2(__m256i x, __m256i exponent) {
+// The same rounding shift as qf_rounding_shift_avx512 (exact for |y| < 2^30).
+QF_TARGET_AVX2 static inline __m256i qf_rounding_divide_by_pot_avx2(__m256i y, __m256i exponent) {
     const __m256i one = _mm256_set1_epi32(1);
-    const __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, exponent), one);
-    const __m256i remainder = _mm256_and_si256(x, mask);
-    const __m256i threshold = _mm256_sub_epi32(_mm256_srli_epi32(mask, 1), _mm256_srai_epi32(x, 31));
-    const __m256i quotient = _mm256_srav_epi32(x, exponent);
-    // cmpgt gives -1 where the remainder rounds up; subtracting it adds one.
-    return _mm256_sub_epi32(quotient, _mm256_cmpgt_epi32(remainder, threshold));
+    const __m256i rounding = _mm256_srli_epi32(_mm256_sllv_epi32(one, exponent), 1);
+    // −1 where y < 0 and the exponent is non-zero (srai gives −1 for negative y; cmpgt −1 for r > 0).
+    const __m256i adjust = _mm256_and_si256(_mm256_srai_epi32(y, 31), _mm256_cmpgt_epi32(exponent, _mm256_setzero_si256()));
+    return _mm256_srav_epi32(_mm256_add_epi32(_mm256_add_epi32(y, adjust), rounding), exponent);
 }
 
 QF_TARGET_AVX2 static inline __m256i qf_requantize_avx2(__m256i acc, __m256i m, __m256i left, __m256i right,

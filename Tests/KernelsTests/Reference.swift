@@ -75,6 +75,10 @@ extension SeededRandom {
     mutating func multipliers(_ count: Int, depth: Int, weightBits: Int) -> [QuantizedMultiplier] {
         let weightScale = Double((1 << (weightBits - 1)) - 1)
         return (0..<count).map { _ in
+            // One channel in eight gets a multiplier ≥ 1 (a left shift), which the kernels handle separately.
+            if Int.random(in: 0..<8, using: &self) == 0 {
+                return QuantizedMultiplier(Double.random(in: 1...4, using: &self))
+            }
             let typical = Double(depth).squareRoot() * weightScale * 70 + 1
             return QuantizedMultiplier(Double.random(in: 8...80, using: &self) / typical)
         }

@@ -43,6 +43,7 @@ typedef struct {
 //   int32 multiplier[16]      fixed-point multiplier per output channel
 //   int32 left_shift[16]      max(shift, 0)
 //   int32 right_shift[16]     max(-shift, 0)
+//   int32 multiplier_odd[16], rounding[16]   derived from the above for the SIMD epilogues (qf_gemm_layout.h)
 //   int8  weights[ceil(k/4)][16][4]   four consecutive k of one channel in one 32-bit lane (vpdpbusd's layout),
 //                                     k padded with zeros to a multiple of 4, channels padded with zero weights.
 // Every panel is a multiple of 64 bytes, so the panels of a 64-byte aligned buffer stay aligned.
