@@ -40,9 +40,9 @@ public struct QuantizedAdd: Sendable {
         isa.requireSupported()
         let sharedA = Parallel.SharedPointer(a.baseAddress!), sharedB = Parallel.SharedPointer(b.baseAddress!)
         let sharedY = Parallel.SharedMutablePointer(destination.baseAddress!)
-        // Whole 64-element blocks per worker; about 64K elements make a thread hand-off worth it.
+        // Whole 64-element blocks per worker.
         let blocks = (count + 63) / 64
-        let workers = max(1, min(threads, count / 65_536))
+        let workers = Threading.workers(threads: threads, work: count, kind: .elementwise, isa: isa, parallelism: blocks)
         let frozen = qf_add_params(
             a_zero_point: Int32(aZeroPoint), b_zero_point: Int32(bZeroPoint), left_shift: Self.inputLeftShift,
             a_multiplier: aMultiplier.multiplier, a_shift: aMultiplier.shift,

@@ -81,7 +81,8 @@ public struct QuantizedConvolution: Sendable {
         precondition(destination.count >= batch * outHeight * outWidth * outputChannels, "convolution output too small")
         let rows = batch * outHeight * outWidth
         let tiles = (rows + Self.tileRows - 1) / Self.tileRows
-        let workers = max(1, min(threads, tiles, rows * outputChannels * gemm.depth / 262_144))
+        let workers = Threading.workers(threads: threads, work: rows * outputChannels * gemm.depth, kind: .gemm,
+                                        isa: isa, parallelism: tiles)
         precondition(scratch.count >= scratchByteCount(threads: workers), "convolution scratch too small")
         guard rows > 0 else { return }
         isa.requireSupported()

@@ -54,8 +54,8 @@ public struct QuantizedDepthwiseConvolution3x3: Sendable {
                                     out_height: outHeight, out_width: outWidth,
                                     input_zero_point: Int32(inputZeroPoint))
         let rows = batch * outHeight
-        let work = rows * outWidth * channels * 9
-        let workers = max(1, min(threads, rows, work / 131_072))
+        let workers = Threading.workers(threads: threads, work: rows * outWidth * channels * 9, kind: .depthwise,
+                                        isa: isa, parallelism: rows)
         let sharedInput = Parallel.SharedPointer(input.baseAddress!)
         let sharedOutput = Parallel.SharedMutablePointer(destination.baseAddress!)
         Parallel.forEachChunk(count: rows, threads: workers) { rowRange in

@@ -65,9 +65,7 @@ public struct QuantizedGEMM: Sendable {
     func runUnchecked(input: UnsafePointer<UInt8>, rows: Int, lda: Int, output destination: UnsafeMutablePointer<UInt8>,
                       ldc: Int, isa: KernelISA, threads: Int) {
         let panels = (outputChannels + 15) / 16
-        let work = rows * outputChannels * depth
-        // A thread hand-off costs tens of microseconds: split only when each worker gets ≥ ~256K multiply-adds.
-        let workers = max(1, min(threads, work / 262_144))
+        let workers = Threading.workers(threads: threads, work: rows * outputChannels * depth, kind: .gemm, isa: isa)
         if workers == 1 {
             kernel(isa: isa, rows: rows, firstPanel: 0, columns: outputChannels, input: input, lda: lda,
                    output: destination, ldc: ldc)

@@ -16,10 +16,10 @@ final class QuantizedConvolutionTests: XCTestCase {
                                  output: OutputQuantization(zeroPoint: 0).relu(), random: &random)
         XCTAssertTrue(conv.op.outputSize(height: 32, width: 31) == (16, 16))
         XCTAssertTrue(conv.op.outputSize(height: 1, width: 2) == (1, 1))
-        let input = random.bytes(3 * 32 * 31 * 96)
-        let single = conv.run(input, batch: 3, height: 32, width: 31, isa: .best, threads: 1)
-        XCTAssertNil(firstMismatch(conv.run(input, batch: 3, height: 32, width: 31, isa: .best, threads: 2), single))
-        XCTAssertNil(firstMismatch(single, conv.reference(input, batch: 3, height: 32, width: 31)))
+        let input = random.bytes(16 * 32 * 31 * 96)  // enough work to be split over two threads
+        let single = conv.run(input, batch: 16, height: 32, width: 31, isa: .best, threads: 1)
+        XCTAssertNil(firstMismatch(conv.run(input, batch: 16, height: 32, width: 31, isa: .best, threads: 2), single))
+        XCTAssertNil(firstMismatch(single, conv.reference(input, batch: 16, height: 32, width: 31)))
     }
 
     private func checkDepthwise(isa: KernelISA) throws {
@@ -90,9 +90,9 @@ final class QuantizedConvolutionTests: XCTestCase {
                                                       padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
                                    weightBits: 8, inputZeroPoint: 42, output: OutputQuantization(zeroPoint: 0).relu(),
                                    random: &random)
-        let images = random.bytes(4 * 32 * 32)
-        let threaded = stem.run(images, batch: 4, height: 32, width: 32, isa: isa, threads: 2)
-        XCTAssertNil(firstMismatch(threaded, stem.reference(images, batch: 4, height: 32, width: 32)), "\(isa) stem")
+        let images = random.bytes(128 * 32 * 32)
+        let threaded = stem.run(images, batch: 128, height: 32, width: 32, isa: isa, threads: 2)
+        XCTAssertNil(firstMismatch(threaded, stem.reference(images, batch: 128, height: 32, width: 32)), "\(isa) stem")
     }
 }
 

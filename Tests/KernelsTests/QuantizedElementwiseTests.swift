@@ -14,7 +14,7 @@ final class QuantizedElementwiseTests: XCTestCase {
     private func checkAdd(isa: KernelISA) throws {
         try requireISA(isa)
         var random = SeededRandom(seed: 9)
-        for count in [1, 7, 8, 15, 16, 17, 100, 1000, 140_001] {
+        for count in [1, 7, 8, 15, 16, 17, 100, 1000, 450_001] {
             for zeroPoints: (UInt8, UInt8) in [(0, 0), (128, 255), (255, 3)] {
                 for bits in [2, 4, 6, 8] {
                     let aScale = Double.random(in: 0.01...0.2, using: &random)
@@ -29,7 +29,7 @@ final class QuantizedElementwiseTests: XCTestCase {
                     a.withUnsafeBufferPointer { a in
                         b.withUnsafeBufferPointer { b in
                             y.withUnsafeMutableBufferPointer { y in
-                                add.run(a, b, count: count, output: y, isa: isa, threads: count > 50_000 ? 2 : 1)
+                                add.run(a, b, count: count, output: y, isa: isa, threads: count > 400_000 ? 2 : 1)
                             }
                         }
                     }
