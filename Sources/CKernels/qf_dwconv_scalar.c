@@ -70,7 +70,7 @@ void qf_dwconv3x3_u8s8_scalar(const qf_dwconv_shape* s, const uint8_t* input, co
         const uint8_t* image_base = input + image * s->height * s->width * C;
         for (size_t ox = 0; ox < s->out_width; ox++) {
             const uint8_t* taps[9];
-            qf_dwconv_taps(s, image_base, oy, ox, taps);
+            qf_dwconv_taps_fast(s, image_base, oy, ox, taps);
             uint8_t* dst = output + (r * s->out_width + ox) * C;
             for (size_t c = 0; c < C; c++) {
                 const uint8_t* group = (const uint8_t*)packed + (c / QF_DWCONV_GROUP_CHANNELS) * QF_DW_GROUP_BYTES;

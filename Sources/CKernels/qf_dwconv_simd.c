@@ -77,7 +77,7 @@ QF_TARGET_AVX512VNNI void qf_dwconv3x3_u8s8_avx512vnni(const qf_dwconv_shape* s,
         const uint8_t* image_base = input + image * s->height * s->width * C;
         for (size_t ox = 0; ox < s->out_width; ox++) {
             const uint8_t* taps[9];
-            qf_dwconv_taps(s, image_base, oy, ox, taps);
+            qf_dwconv_taps_fast(s, image_base, oy, ox, taps);
             uint8_t* dst = output + (r * s->out_width + ox) * C;
             for (size_t c0 = 0; c0 < C; c0 += QF_DWV_BLOCK_CHANNELS) {
                 const size_t valid = C - c0 < 64 ? C - c0 : 64;
@@ -102,7 +102,7 @@ QF_TARGET_AVX2 void qf_dwconv3x3_u8s8_avx2(const qf_dwconv_shape* s, const uint8
         const uint8_t* image_base = input + image * s->height * s->width * C;
         for (size_t ox = 0; ox < s->out_width; ox++) {
             const uint8_t* taps[9];
-            qf_dwconv_taps(s, image_base, oy, ox, taps);
+            qf_dwconv_taps_fast(s, image_base, oy, ox, taps);
             uint8_t* dst = output + (r * s->out_width + ox) * C;
             for (size_t c0 = 0; c0 < C; c0 += 8) {
                 const size_t valid = C - c0 < 8 ? C - c0 : 8;

@@ -77,8 +77,11 @@ void qf_im2col_u8_scalar(const qf_conv_shape* shape, const uint8_t* input, uint8
                          size_t row_end, uint8_t* patches);
 
 // ---- 3×3 depthwise convolution, padding 1, stride 1 or 2, u8 × s8 → u8 (NHWC) ----
-// Packed per group of 16 channels: int32 bias_adjusted[16], multiplier[16], left_shift[16], right_shift[16],
-// int8 weights[9][16] (tap-major so one tap of 16 channels is one 16-byte load). Channels padded with zeros.
+// The packed buffer holds two layouts of the same weights (a few KiB per layer):
+//   generic (portable, AVX2): per group of 16 channels int32 bias_adjusted[16], multiplier[16], left_shift[16],
+//     right_shift[16], int8 weights[9][16] (tap-major: one tap of 16 channels is one load);
+//   VNNI, after it: per block of 64 channels the taps grouped in fours for vpdpbusd (qf_dwconv_layout.h).
+// bias_adjusted = bias - input_zero_point · Σ(9 weights); padding taps read the zero point, so they add nothing.
 #define QF_DWCONV_GROUP_CHANNELS 16
 size_t qf_dwconv3x3_u8s8_packed_size(size_t channels);
 // weights: channels × 9 int8 (ONNX [C][1][3][3]).
