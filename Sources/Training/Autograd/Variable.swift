@@ -1,0 +1,38 @@
+import Tensor
+
+/// A value on the autograd tape: a float32 tensor plus, once backward reaches it, the gradient of the loss with
+/// respect to it (same element count, row-major like `value`).
+///
+/// A class because the tape's backward closures must see gradients that later steps accumulate into.
+public final class Variable {
+    /// Settable for inputs and parameters between steps; changing a value already recorded on a tape would
+    /// make that tape's backward use the new value.
+    public var value: Tensor
+    /// Empty until some backward step adds to it (then `value.count` elements).
+    public internal(set) var gradient: [Float] = []
+    /// False for data (images); true for parameters and anything computed from them.
+    public let requiresGradient: Bool
+
+    public init(_ value: Tensor, requiresGradient: Bool = false) {
+        self.value = value
+        self.requiresGradient = requiresGradient
+    }
+
+    public var shape: [Int] { value.shape }
+
+    /// Whether backward reached this value.
+    public var hasGradient: Bool { !gradient.isEmpty }
+
+    /// Runs `body` on the gradient buffer, zero-filling it first if backward has not reached this value yet.
+    /// Backward steps *add* into it: a value read by several nodes (a residual branch) sums their gradients.
+    @inline(__always)
+    func accumulateGradient<Result>(_ body: (UnsafeMutablePointer<Float>) throws -> Result) rethrows -> Result {
+        if gradient.isEmpty { gradient = [Float](repeating: 0, count: value.count) }
+        return try gradient.withUnsafeMutableBufferPointer { try body($0.baseAddress!) }
+    }
+
+    /// Forgets the gradient (parameters between steps).
+    public func zeroGradient() {
+        gradient = []
+    }
+}

@@ -1,0 +1,139 @@
+import Foundation
+import Tensor
+
+/// Running statistics of a BatchNorm layer, updated by training-mode forward passes.
+public struct BatchNormalizationStatistics: Sendable, Equatable {
+    public var mean: [Float]
+    public var variance: [Float]
+
+    public init(mean: [Float], variance: [Float]) {
+        precondition(mean.count == variance.count, "BN statistics: \(mean.count) means, \(variance.count) variances")
+        self.mean = mean
+        self.variance = variance
+    }
+}
+
+/// BatchNorm over NCHW (per channel). Training mode normalises with the batch statistics and moves the running
+/// statistics towards them (`running = (1 − momentum)·running + momentum·batch`, PyTorch's convention, with the
+/// unbiased batch variance as PyTorch does); evaluation mode uses the running statistics.
+enum BatchNormalization {
+    static func forward(_ x: Variable, scale: Variable, shift: Variable, statistics: inout BatchNormalizationStatistics,
+                        momentum: Float, epsilon: Float, context: ForwardContext) -> Variable {
+        let (batch, channels) = (x.shape[0], x.shape[1])
+        let plane = x.shape.dropFirst(2).reduce(1, *)
+        let elements = batch * plane
+        // Per channel: the centre and 1/σ used to normalise (batch or running statistics).
+        var center = [Float](repeating: 0, count: channels)
+        var inverseDeviation = [Float](repeating: 0, count: channels)
+        if context.isTraining {
+            var batchVariance = [Float](repeating: 0, count: channels)
+            x.value.data.withUnsafeBufferPointer { input in
+                center.withUnsafeMutableBufferPointer { centerBuffer in
+                    batchVariance.withUnsafeMutableBufferPointer { varianceBuffer in
+                        let source = Parallel.SharedPointer(input.baseAddress!)
+                        let means = Parallel.SharedMutablePointer(centerBuffer.baseAddress!)
+                        let variances = Parallel.SharedMutablePointer(varianceBuffer.baseAddress!)
+                        Parallel.forEach(count: channels, threads: context.threads) { c in
+                            var total: Double = 0
+                            for n in 0..<batch { total += Double(VectorMath.sum(source.base + (n * channels + c) * plane, count: plane)) }
+                            let mean = Float(total / Double(elements))
+                            var squares: Double = 0
+                            for n in 0..<batch {
+                                squares += Double(VectorMath.squaredDeviation(source.base + (n * channels + c) * plane, count: plane, center: mean))
+                            }
+                            means.base[c] = mean
+                            variances.base[c] = Float(squares / Double(elements))
+                        }
+                    }
+                }
+            }
+            let unbiasing = elements > 1 ? Float(elements) / Float(elements - 1) : 1
+            for c in 0..<channels {
+                inverseDeviation[c] = 1 / (batchVariance[c] + epsilon).squareRoot()
+                statistics.mean[c] = (1 - momentum) * statistics.mean[c] + momentum * center[c]
+                statistics.variance[c] = (1 - momentum) * statistics.variance[c] + momentum * batchVariance[c] * unbiasing
+            }
+        } else {
+            center = statistics.mean
+            for c in 0..<channels { inverseDeviation[c] = 1 / (statistics.variance[c] + epsilon).squareRoot() }
+        }
+        // y = x·a + b per channel.
+        let gamma = scale.value.data, beta = shift.value.data
+        var multiplier = [Float](repeating: 0, count: channels), offset = [Float](repeating: 0, count: channels)
+        for c in 0..<channels {
+            multiplier[c] = gamma[c] * inverseDeviation[c]
+            offset[c] = beta[c] - center[c] * multiplier[c]
+        }
+        var output = [Float](repeating: 0, count: x.value.count)
+        x.value.data.withUnsafeBufferPointer { input in
+            output.withUnsafeMutableBufferPointer { out in
+                let source = Parallel.SharedPointer(input.baseAddress!), target = Parallel.SharedMutablePointer(out.baseAddress!)
+                Parallel.forEach(count: batch * channels, threads: context.threads) { [multiplier, offset] index in
+                    let c = index % channels, a = multiplier[c], b = offset[c]
+                    let from = source.base + index * plane, to = target.base + index * plane
+                    for i in 0..<plane { to[i] = from[i] * a + b }
+                }
+            }
+        }
+        let result = Variable(Tensor(shape: x.shape, data: output), requiresGradient: context.needsGradient(x, scale, shift))
+        guard result.requiresGradient else { return result }
+        let usedBatchStatistics = context.isTraining
+        context.record(result) { [threads = context.threads, center, inverseDeviation, multiplier] in
+            // Per channel: Σdy and Σdy·x̂.
+            var sumGradient = [Float](repeating: 0, count: channels), sumGradientNormalized = [Float](repeating: 0, count: channels)
+            x.value.data.withUnsafeBufferPointer { input in
+                result.gradient.withUnsafeBufferPointer { outputGradient in
+                    sumGradient.withUnsafeMutableBufferPointer { sums in
+                        sumGradientNormalized.withUnsafeMutableBufferPointer { normalizedSums in
+                            let source = Parallel.SharedPointer(input.baseAddress!), dY = Parallel.SharedPointer(outputGradient.baseAddress!)
+                            let s = Parallel.SharedMutablePointer(sums.baseAddress!), sn = Parallel.SharedMutablePointer(normalizedSums.baseAddress!)
+                            Parallel.forEach(count: channels, threads: threads) { [center, inverseDeviation] c in
+                                var dySum: Double = 0, dyxSum: Double = 0
+                                for n in 0..<batch {
+                                    let offset = (n * channels + c) * plane
+                                    dySum += Double(VectorMath.sum(dY.base + offset, count: plane))
+                                    dyxSum += Double(VectorMath.dot(dY.base + offset, source.base + offset, count: plane))
+                                }
+                                s.base[c] = Float(dySum)
+                                // Σ dy·(x − centre)·invσ = invσ·(Σ dy·x − centre·Σ dy)
+                                sn.base[c] = Float((dyxSum - Double(center[c]) * dySum) * Double(inverseDeviation[c]))
+                            }
+                        }
+                    }
+                }
+            }
+            if scale.requiresGradient {
+                scale.accumulateGradient { for c in 0..<channels { $0[c] += sumGradientNormalized[c] } }
+            }
+            if shift.requiresGradient {
+                shift.accumulateGradient { for c in 0..<channels { $0[c] += sumGradient[c] } }
+            }
+            guard x.requiresGradient else { return }
+            // dx = a·dy + k1·x + k0 per channel, with a = γ·invσ and, in training mode,
+            // k1 = −a·invσ·Σdyx̂/M, k0 = −a·Σdy/M − k1·centre.
+            let count = Float(elements)
+            var k1 = [Float](repeating: 0, count: channels), k0 = [Float](repeating: 0, count: channels)
+            if usedBatchStatistics {
+                for c in 0..<channels {
+                    k1[c] = -multiplier[c] * inverseDeviation[c] * sumGradientNormalized[c] / count
+                    k0[c] = -multiplier[c] * sumGradient[c] / count - k1[c] * center[c]
+                }
+            }
+            x.accumulateGradient { inputGradient in
+                x.value.data.withUnsafeBufferPointer { input in
+                    result.gradient.withUnsafeBufferPointer { outputGradient in
+                        let source = Parallel.SharedPointer(input.baseAddress!), dY = Parallel.SharedPointer(outputGradient.baseAddress!)
+                        let dX = Parallel.SharedMutablePointer(inputGradient)
+                        Parallel.forEach(count: batch * channels, threads: threads) { [multiplier, k1, k0] index in
+                            let c = index % channels, a = multiplier[c], b1 = k1[c], b0 = k0[c]
+                            let offset = index * plane
+                            let xs = source.base + offset, dys = dY.base + offset, dxs = dX.base + offset
+                            for i in 0..<plane { dxs[i] += a * dys[i] + b1 * xs[i] + b0 }
+                        }
+                    }
+                }
+            }
+        }
+        return result
+    }
+}

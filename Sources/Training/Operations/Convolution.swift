@@ -1,0 +1,204 @@
+import Tensor
+
+/// 2-D convolution (NCHW input, OIHW weights, groups, stride, padding, dilation) with its gradients.
+///
+/// Forward and backward both run im2col + the packed `GEMM`, one image per worker; depthwise convolutions (one
+/// input channel per group, one output per group) use the direct kernels in `DepthwiseConvolution` instead.
+/// Backward: `dW_g += dY_g · colsᵀ`, `dCols = W_gᵀ · dY_g` folded back with col2im, `dB = Σ dY`.
+enum Convolution {
+    static func isDepthwise(weightShape: [Int], inputChannels: Int, groups: Int) -> Bool {
+        weightShape[1] == 1 && groups == inputChannels && weightShape[0] == inputChannels && groups > 1
+    }
+
+    static func forward(_ x: Variable, weight: Variable, bias: Variable?, geometry: WindowGeometry, groups: Int,
+                        context: ForwardContext) -> Variable {
+        let (batch, channels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let outputChannels = weight.shape[0]
+        precondition(channels == weight.shape[1] * groups, "convolution: \(channels) input channels, weights \(weight.shape), groups \(groups)")
+        if isDepthwise(weightShape: weight.shape, inputChannels: channels, groups: groups) {
+            return DepthwiseConvolution.forward(x, weight: weight, bias: bias, geometry: geometry, context: context)
+        }
+        let outH = geometry.outputHeight(inputHeight: height), outW = geometry.outputWidth(inputWidth: width)
+        let plane = outH * outW
+        let rows = outputChannels / groups
+        let depth = weight.shape[1] * geometry.kernelHeight * geometry.kernelWidth
+        let channelsPerGroup = weight.shape[1]
+        let groupInput = channelsPerGroup * height * width
+        let imageInput = channels * height * width, imageOutput = outputChannels * plane
+        let packed = packRows(weight.value.data, groups: groups, rows: rows, depth: depth, transposed: false)
+        var output = [Float](unsafeUninitializedCapacity: batch * imageOutput) { buffer, initialized in
+            let biasValues = bias?.value.data
+            for n in 0..<batch {
+                for o in 0..<outputChannels {
+                    (buffer.baseAddress! + n * imageOutput + o * plane).initialize(repeating: biasValues?[o] ?? 0, count: plane)
+                }
+            }
+            initialized = batch * imageOutput
+        }
+        let pointwise = geometry.isPointwise
+        let workers = min(context.threads, batch)
+        let innerThreads = workers == 1 ? context.threads : 1
+        x.value.data.withUnsafeBufferPointer { input in
+            output.withUnsafeMutableBufferPointer { out in
+                let source = Parallel.SharedPointer(input.baseAddress!), target = Parallel.SharedMutablePointer(out.baseAddress!)
+                Parallel.forEachChunk(count: batch, threads: workers) { images in
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: pointwise ? 1 : depth * plane) { columns in
+                        for n in images {
+                            for g in 0..<groups {
+                                let image = source.base + n * imageInput + g * groupInput
+                                var matrix = image
+                                if !pointwise {
+                                    Im2col.unfold(input: image, channels: channelsPerGroup, height: height, width: width,
+                                                  geometry: geometry, output: columns.baseAddress!)
+                                    matrix = UnsafePointer(columns.baseAddress!)
+                                }
+                                GEMM.multiply(packedA: packed[g], n: plane, b: matrix, ldb: plane,
+                                              c: target.base + n * imageOutput + g * rows * plane, ldc: plane,
+                                              accumulate: true, threads: innerThreads)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let result = Variable(Tensor(shape: [batch, outputChannels, outH, outW], data: output),
+                              requiresGradient: context.needsGradient(x, weight, bias))
+        guard result.requiresGradient else { return result }
+        context.record(result) { [threads = context.threads] in
+            if let bias, bias.requiresGradient {
+                reduceBias(result.gradient, batch: batch, channels: outputChannels, plane: plane, into: bias)
+            }
+            let needInput = x.requiresGradient, needWeight = weight.requiresGradient
+            guard needInput || needWeight else { return }
+            let transposedWeights = needInput
+                ? packRows(weight.value.data, groups: groups, rows: rows, depth: depth, transposed: true) : []
+            let workers = min(threads, batch)
+            let innerThreads = workers == 1 ? threads : 1
+            let weightCount = weight.value.count
+            // One private weight-gradient buffer per worker, summed in worker order afterwards (deterministic).
+            var partialWeights = [Float](repeating: 0, count: needWeight ? workers * weightCount : 0)
+            func backwardPass(_ inputGradientBase: UnsafeMutablePointer<Float>?) {
+                x.value.data.withUnsafeBufferPointer { input in
+                    result.gradient.withUnsafeBufferPointer { outputGradient in
+                        partialWeights.withUnsafeMutableBufferPointer { partial in
+                            let source = Parallel.SharedPointer(input.baseAddress!)
+                            let dY = Parallel.SharedPointer(outputGradient.baseAddress!)
+                            let dX = inputGradientBase.map { Parallel.SharedMutablePointer($0) }
+                            let dW = needWeight ? Parallel.SharedMutablePointer(partial.baseAddress!) : nil
+                            Parallel.forEach(count: workers, threads: workers) { worker in
+                                let images = Parallel.chunk(worker, of: workers, count: batch)
+                                let scratch = pointwise ? 1 : depth * plane
+                                withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * scratch) { buffers in
+                                    let columns = buffers.baseAddress!, columnGradient = buffers.baseAddress! + scratch
+                                    for n in images {
+                                        for g in 0..<groups {
+                                            let image = source.base + n * imageInput + g * groupInput
+                                            let gradientOut = dY.base + n * imageOutput + g * rows * plane
+                                            if let dW {
+                                                var matrix = image
+                                                if !pointwise {
+                                                    Im2col.unfold(input: image, channels: channelsPerGroup, height: height, width: width,
+                                                                  geometry: geometry, output: columns)
+                                                    matrix = UnsafePointer(columns)
+                                                }
+                                                GEMM.multiply(m: rows, n: depth, k: plane, a: gradientOut, lda: plane,
+                                                              b: matrix, ldb: plane, transposeB: true,
+                                                              c: dW.base + worker * weightCount + g * rows * depth, ldc: depth,
+                                                              accumulate: true, threads: innerThreads)
+                                            }
+                                            if let dX {
+                                                let gradientIn = dX.base + n * imageInput + g * groupInput
+                                                if pointwise {
+                                                    GEMM.multiply(packedA: transposedWeights[g], n: plane, b: gradientOut, ldb: plane,
+                                                                  c: gradientIn, ldc: plane, accumulate: true, threads: innerThreads)
+                                                } else {
+                                                    GEMM.multiply(packedA: transposedWeights[g], n: plane, b: gradientOut, ldb: plane,
+                                                                  c: columnGradient, ldc: plane, accumulate: false, threads: innerThreads)
+                                                    Col2im.foldAdding(columns: columnGradient, channels: channelsPerGroup,
+                                                                      height: height, width: width, geometry: geometry, into: gradientIn)
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if needInput {
+                x.accumulateGradient { backwardPass($0) }
+            } else {
+                backwardPass(nil)
+            }
+            if needWeight {
+                weight.accumulateGradient { gradient in
+                    for worker in 0..<workers {
+                        let base = worker * weightCount
+                        for i in 0..<weightCount { gradient[i] += partialWeights[base + i] }
+                    }
+                }
+            }
+        }
+        return result
+    }
+
+    /// One packed GEMM left operand per group: `W_g` (rows × depth) or, `transposed`, `W_gᵀ` (depth × rows).
+    static func packRows(_ weights: [Float], groups: Int, rows: Int, depth: Int, transposed: Bool) -> [PackedMatrixA] {
+        weights.withUnsafeBufferPointer { buffer in
+            (0..<groups).map { g in
+                let base = buffer.baseAddress! + g * rows * depth
+                return transposed
+                    ? PackedMatrixA(rows: depth, depth: rows, a: base, lda: depth, transposed: true)
+                    : PackedMatrixA(rows: rows, depth: depth, a: base, lda: depth)
+            }
+        }
+    }
+
+    /// `dB[o] += Σ_{n,p} dY[n, o, p]`.
+    static func reduceBias(_ outputGradient: [Float], batch: Int, channels: Int, plane: Int, into bias: Variable) {
+        bias.accumulateGradient { gradient in
+            outputGradient.withUnsafeBufferPointer { dY in
+                for o in 0..<channels {
+                    var total: Float = 0
+                    for n in 0..<batch { total += VectorMath.sum(dY.baseAddress! + (n * channels + o) * plane, count: plane) }
+                    gradient[o] += total
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of `Im2col.unfold`: adds each column-matrix entry back onto the image pixel it was read from.
+enum Col2im {
+    static func foldAdding(columns: UnsafePointer<Float>, channels: Int, height: Int, width: Int,
+                           geometry g: WindowGeometry, into image: UnsafeMutablePointer<Float>) {
+        let outH = g.outputHeight(inputHeight: height), outW = g.outputWidth(inputWidth: width)
+        var row = columns
+        for c in 0..<channels {
+            let plane = image + c * height * width
+            for ky in 0..<g.kernelHeight {
+                for kx in 0..<g.kernelWidth {
+                    let offsetY = ky * g.dilationHeight - g.padTop, offsetX = kx * g.dilationWidth - g.padLeft
+                    for oy in 0..<outH {
+                        let y = oy * g.strideHeight + offsetY
+                        guard y >= 0 && y < height else { continue }
+                        let source = row + oy * outW, destination = plane + y * width
+                        if g.strideWidth == 1 {
+                            let first = max(0, -offsetX), last = min(outW, width - offsetX)
+                            if last > first {
+                                for ox in first..<last { destination[ox + offsetX] += source[ox] }
+                            }
+                        } else {
+                            for ox in 0..<outW {
+                                let xx = ox * g.strideWidth + offsetX
+                                if xx >= 0 && xx < width { destination[xx] += source[ox] }
+                            }
+                        }
+                    }
+                    row += outH * outW
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+import Tensor
+
+/// Depthwise convolution (one input and one output channel per group) computed directly: im2col would copy
+/// every input pixel kH·kW times for a GEMM of a single row. Each worker owns whole channels, so the weight
+/// gradient needs no reduction across threads.
+enum DepthwiseConvolution {
+    static func forward(_ x: Variable, weight: Variable, bias: Variable?, geometry g: WindowGeometry,
+                        context: ForwardContext) -> Variable {
+        let (batch, channels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let outH = g.outputHeight(inputHeight: height), outW = g.outputWidth(inputWidth: width)
+        let plane = outH * outW, taps = g.kernelHeight * g.kernelWidth
+        let paddedH = height + g.padTop + g.padBottom, paddedW = width + g.padLeft + g.padRight
+        var output = [Float](repeating: 0, count: batch * channels * plane)
+        let biasValues = bias?.value.data ?? [Float](repeating: 0, count: channels)
+        x.value.data.withUnsafeBufferPointer { input in
+            weight.value.data.withUnsafeBufferPointer { weights in
+                output.withUnsafeMutableBufferPointer { out in
+                    let source = Parallel.SharedPointer(input.baseAddress!), target = Parallel.SharedMutablePointer(out.baseAddress!)
+                    let w = Parallel.SharedPointer(weights.baseAddress!)
+                    Parallel.forEachChunk(count: batch * channels, threads: context.threads) { planes in
+                        withUnsafeTemporaryAllocation(of: Float.self, capacity: paddedH * paddedW) { padded in
+                            padded.initialize(repeating: 0)
+                            for index in planes {
+                                let c = index % channels
+                                copyIntoPadded(source.base + index * height * width, height: height, width: width,
+                                               geometry: g, padded: padded.baseAddress!, paddedWidth: paddedW)
+                                let y = target.base + index * plane
+                                y.update(repeating: biasValues[c], count: plane)
+                                forwardPlane(padded: padded.baseAddress!, paddedWidth: paddedW, weights: w.base + c * taps,
+                                             output: y, outH: outH, outW: outW, geometry: g)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let result = Variable(Tensor(shape: [batch, channels, outH, outW], data: output),
+                              requiresGradient: context.needsGradient(x, weight, bias))
+        guard result.requiresGradient else { return result }
+        context.record(result) { [threads = context.threads] in
+            if let bias, bias.requiresGradient {
+                Convolution.reduceBias(result.gradient, batch: batch, channels: channels, plane: plane, into: bias)
+            }
+            let needInput = x.requiresGradient, needWeight = weight.requiresGradient
+            guard needInput || needWeight else { return }
+            var weightGradient = [Float](repeating: 0, count: channels * taps)
+            func backwardPass(_ inputGradientBase: UnsafeMutablePointer<Float>?) {
+                x.value.data.withUnsafeBufferPointer { input in
+                    weight.value.data.withUnsafeBufferPointer { weights in
+                        result.gradient.withUnsafeBufferPointer { outputGradient in
+                            weightGradient.withUnsafeMutableBufferPointer { dWBuffer in
+                                let source = Parallel.SharedPointer(input.baseAddress!), w = Parallel.SharedPointer(weights.baseAddress!)
+                                let dY = Parallel.SharedPointer(outputGradient.baseAddress!)
+                                let dW = Parallel.SharedMutablePointer(dWBuffer.baseAddress!)
+                                let dX = inputGradientBase.map { Parallel.SharedMutablePointer($0) }
+                                Parallel.forEachChunk(count: channels, threads: threads) { channelRange in
+                                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * paddedH * paddedW) { buffers in
+                                        let padded = buffers.baseAddress!, paddedGradient = buffers.baseAddress! + paddedH * paddedW
+                                        padded.initialize(repeating: 0, count: paddedH * paddedW)
+                                        for c in channelRange {
+                                            for n in 0..<batch {
+                                                let index = n * channels + c
+                                                if needWeight {
+                                                    copyIntoPadded(source.base + index * height * width, height: height, width: width,
+                                                                   geometry: g, padded: padded, paddedWidth: paddedW)
+                                                }
+                                                if dX != nil { paddedGradient.initialize(repeating: 0, count: paddedH * paddedW) }
+                                                backwardPlane(padded: padded, paddedGradient: dX == nil ? nil : paddedGradient,
+                                                              paddedWidth: paddedW, weights: w.base + c * taps,
+                                                              weightGradient: needWeight ? dW.base + c * taps : nil,
+                                                              outputGradient: dY.base + index * plane, outH: outH, outW: outW, geometry: g)
+                                                if let dX {
+                                                    let target = dX.base + index * height * width
+                                                    for yy in 0..<height {
+                                                        VectorMath.add(paddedGradient + (yy + g.padTop) * paddedW + g.padLeft,
+                                                                       into: target + yy * width, count: width)
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if needInput {
+                x.accumulateGradient { backwardPass($0) }
+            } else {
+                backwardPass(nil)
+            }
+            if needWeight {
+                weight.accumulateGradient { gradient in
+                    for i in 0..<weightGradient.count { gradient[i] += weightGradient[i] }
+                }
+            }
+        }
+        return result
+    }
+
+    /// Copies one plane into the interior of a zero-bordered buffer (borders are never written, so they stay 0).
+    @inline(__always)
+    static func copyIntoPadded(_ plane: UnsafePointer<Float>, height: Int, width: Int, geometry g: WindowGeometry,
+                               padded: UnsafeMutablePointer<Float>, paddedWidth: Int) {
+        for y in 0..<height {
+            (padded + (y + g.padTop) * paddedWidth + g.padLeft).update(from: plane + y * width, count: width)
+        }
+    }
+
+    /// `y[oy, ox] += Σ w[ky, kx] · padded[oy·s + ky·d, ox·s + kx·d]`.
+    @inline(__always)
+    static func forwardPlane(padded: UnsafePointer<Float>, paddedWidth: Int, weights: UnsafePointer<Float>,
+                             output: UnsafeMutablePointer<Float>, outH: Int, outW: Int, geometry g: WindowGeometry) {
+        for oy in 0..<outH {
+            let row = output + oy * outW
+            for ky in 0..<g.kernelHeight {
+                let inputRow = padded + (oy * g.strideHeight + ky * g.dilationHeight) * paddedWidth
+                for kx in 0..<g.kernelWidth {
+                    let weight = weights[ky * g.kernelWidth + kx]
+                    let source = inputRow + kx * g.dilationWidth
+                    if g.strideWidth == 1 {
+                        for ox in 0..<outW { row[ox] += weight * source[ox] }
+                    } else {
+                        for ox in 0..<outW { row[ox] += weight * source[ox * g.strideWidth] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds this plane's share of `dW` (correlation of the input with `dY`) and, when `paddedGradient` is given,
+    /// scatters `w · dY` onto the padded input gradient.
+    @inline(__always)
+    static func backwardPlane(padded: UnsafePointer<Float>, paddedGradient: UnsafeMutablePointer<Float>?, paddedWidth: Int,
+                              weights: UnsafePointer<Float>, weightGradient: UnsafeMutablePointer<Float>?,
+                              outputGradient: UnsafePointer<Float>, outH: Int, outW: Int, geometry g: WindowGeometry) {
+        for oy in 0..<outH {
+            let dyRow = outputGradient + oy * outW
+            for ky in 0..<g.kernelHeight {
+                let rowOffset = (oy * g.strideHeight + ky * g.dilationHeight) * paddedWidth
+                for kx in 0..<g.kernelWidth {
+                    let tap = ky * g.kernelWidth + kx
+                    let offset = rowOffset + kx * g.dilationWidth
+                    if g.strideWidth == 1 {
+                        if let weightGradient {
+                            weightGradient[tap] += VectorMath.dot(dyRow, padded + offset, count: outW)
+                        }
+                        if let paddedGradient {
+                            let weight = weights[tap], target = paddedGradient + offset
+                            for ox in 0..<outW { target[ox] += weight * dyRow[ox] }
+                        }
+                    } else {
+                        if let weightGradient {
+                            var acc: Float = 0
+                            let source = padded + offset
+                            for ox in 0..<outW { acc += dyRow[ox] * source[ox * g.strideWidth] }
+                            weightGradient[tap] += acc
+                        }
+                        if let paddedGradient {
+                            let weight = weights[tap], target = paddedGradient + offset
+                            for ox in 0..<outW { target[ox * g.strideWidth] += weight * dyRow[ox] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
