@@ -65,6 +65,7 @@ public final class Trainer {
         self.loss = loss
         self.threads = max(1, threads)
         self.random = SeededRandom(seed: seed).derived(0xD20)
+        _ = AllocatorTuning.applied
     }
 
     /// One step on `batch`. Throws `TrainingDivergedError` (and leaves the weights untouched) when the loss or the

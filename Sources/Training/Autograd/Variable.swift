@@ -31,6 +31,34 @@ public final class Variable {
         return try gradient.withUnsafeMutableBufferPointer { try body($0.baseAddress!) }
     }
 
+    /// Runs `body` on the gradient buffer; `fresh` tells whether it is uninitialised (backward had not reached
+    /// this value: `body` must *store* every element) or holds earlier contributions (`body` must *add*).
+    /// Saves the zero-fill and the read of `accumulateGradient` for the first (usually only) contribution.
+    @inline(__always)
+    func writeGradient(_ body: (UnsafeMutablePointer<Float>, _ fresh: Bool) -> Void) {
+        if gradient.isEmpty {
+            gradient = [Float](unsafeUninitializedCapacity: value.count) { buffer, initialized in
+                body(buffer.baseAddress!, true)
+                initialized = buffer.count
+            }
+        } else {
+            gradient.withUnsafeMutableBufferPointer { body($0.baseAddress!, false) }
+        }
+    }
+
+    /// Adds `contribution` (same element count) to the gradient, sharing its storage when this is the first
+    /// contribution (copy-on-write makes a later addition copy first), so pass-through ops cost nothing.
+    func addGradient(_ contribution: [Float]) {
+        precondition(contribution.count == value.count, "gradient of \(contribution.count) values for \(value.count)")
+        if gradient.isEmpty {
+            gradient = contribution
+        } else {
+            gradient.withUnsafeMutableBufferPointer { target in
+                contribution.withUnsafeBufferPointer { VectorMath.add($0.baseAddress!, into: target.baseAddress!, count: $0.count) }
+            }
+        }
+    }
+
     /// Forgets the gradient (parameters between steps).
     public func zeroGradient() {
         gradient = []

@@ -119,7 +119,7 @@ enum BatchNormalization {
                     k0[c] = -multiplier[c] * sumGradient[c] / count - k1[c] * center[c]
                 }
             }
-            x.accumulateGradient { inputGradient in
+            x.writeGradient { inputGradient, fresh in
                 x.value.data.withUnsafeBufferPointer { input in
                     result.gradient.withUnsafeBufferPointer { outputGradient in
                         let source = Parallel.SharedPointer(input.baseAddress!), dY = Parallel.SharedPointer(outputGradient.baseAddress!)
@@ -128,7 +128,11 @@ enum BatchNormalization {
                             let c = index % channels, a = multiplier[c], b1 = k1[c], b0 = k0[c]
                             let offset = index * plane
                             let xs = source.base + offset, dys = dY.base + offset, dxs = dX.base + offset
-                            for i in 0..<plane { dxs[i] += a * dys[i] + b1 * xs[i] + b0 }
+                            if fresh {
+                                for i in 0..<plane { dxs[i] = a * dys[i] + b1 * xs[i] + b0 }
+                            } else {
+                                for i in 0..<plane { dxs[i] += a * dys[i] + b1 * xs[i] + b0 }
+                            }
                         }
                     }
                 }

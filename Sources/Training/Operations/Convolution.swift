@@ -77,7 +77,8 @@ enum Convolution {
             let weightCount = weight.value.count
             // One private weight-gradient buffer per worker, summed in worker order afterwards (deterministic).
             var partialWeights = [Float](repeating: 0, count: needWeight ? workers * weightCount : 0)
-            func backwardPass(_ inputGradientBase: UnsafeMutablePointer<Float>?) {
+            // `overwrite`: the input gradient is fresh and the pointwise GEMM stores into it instead of adding.
+            func backwardPass(_ inputGradientBase: UnsafeMutablePointer<Float>?, overwrite: Bool) {
                 x.value.data.withUnsafeBufferPointer { input in
                     result.gradient.withUnsafeBufferPointer { outputGradient in
                         partialWeights.withUnsafeMutableBufferPointer { partial in
@@ -110,7 +111,7 @@ enum Convolution {
                                                 let gradientIn = dX.base + n * imageInput + g * groupInput
                                                 if pointwise {
                                                     GEMM.multiply(packedA: transposedWeights[g], n: plane, b: gradientOut, ldb: plane,
-                                                                  c: gradientIn, ldc: plane, accumulate: true, threads: innerThreads)
+                                                                  c: gradientIn, ldc: plane, accumulate: !overwrite, threads: innerThreads)
                                                 } else {
                                                     GEMM.multiply(packedA: transposedWeights[g], n: plane, b: gradientOut, ldb: plane,
                                                                   c: columnGradient, ldc: plane, accumulate: false, threads: innerThreads)
@@ -127,9 +128,13 @@ enum Convolution {
                 }
             }
             if needInput {
-                x.accumulateGradient { backwardPass($0) }
+                x.writeGradient { gradient, fresh in
+                    // col2im adds overlapping windows, so a fresh buffer starts from zero on that path.
+                    if fresh && !pointwise { gradient.initialize(repeating: 0, count: x.value.count) }
+                    backwardPass(gradient, overwrite: fresh && pointwise)
+                }
             } else {
-                backwardPass(nil)
+                backwardPass(nil, overwrite: false)
             }
             if needWeight {
                 weight.accumulateGradient { gradient in

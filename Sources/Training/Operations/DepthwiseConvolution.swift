@@ -44,7 +44,8 @@ enum DepthwiseConvolution {
             let needInput = x.requiresGradient, needWeight = weight.requiresGradient
             guard needInput || needWeight else { return }
             var weightGradient = [Float](repeating: 0, count: channels * taps)
-            func backwardPass(_ inputGradientBase: UnsafeMutablePointer<Float>?) {
+            // `overwrite`: the input gradient is fresh, so each plane is stored rather than added.
+            func backwardPass(_ inputGradientBase: UnsafeMutablePointer<Float>?, overwrite: Bool) {
                 x.value.data.withUnsafeBufferPointer { input in
                     weight.value.data.withUnsafeBufferPointer { weights in
                         result.gradient.withUnsafeBufferPointer { outputGradient in
@@ -72,8 +73,12 @@ enum DepthwiseConvolution {
                                                 if let dX {
                                                     let target = dX.base + index * height * width
                                                     for yy in 0..<height {
-                                                        VectorMath.add(paddedGradient + (yy + g.padTop) * paddedW + g.padLeft,
-                                                                       into: target + yy * width, count: width)
+                                                        let row = paddedGradient + (yy + g.padTop) * paddedW + g.padLeft
+                                                        if overwrite {
+                                                            (target + yy * width).update(from: row, count: width)
+                                                        } else {
+                                                            VectorMath.add(row, into: target + yy * width, count: width)
+                                                        }
                                                     }
                                                 }
                                             }
@@ -86,9 +91,9 @@ enum DepthwiseConvolution {
                 }
             }
             if needInput {
-                x.accumulateGradient { backwardPass($0) }
+                x.writeGradient { backwardPass($0, overwrite: $1) }
             } else {
-                backwardPass(nil)
+                backwardPass(nil, overwrite: false)
             }
             if needWeight {
                 weight.accumulateGradient { gradient in

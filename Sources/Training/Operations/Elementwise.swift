@@ -18,22 +18,41 @@ enum Elementwise {
         let result = Variable(Tensor(shape: x.shape, data: output), requiresGradient: context.needsGradient(x))
         guard result.requiresGradient else { return result }
         context.record(result) { [threads = context.threads] in
-            x.accumulateGradient { inputGradient in
+            x.writeGradient { inputGradient, fresh in
                 result.value.data.withUnsafeBufferPointer { y in
                     result.gradient.withUnsafeBufferPointer { dy in
                         let ys = Parallel.SharedPointer(y.baseAddress!), dys = Parallel.SharedPointer(dy.baseAddress!)
                         let dx = Parallel.SharedMutablePointer(inputGradient)
                         Parallel.forEachChunk(count: y.count, threads: chunkThreads(y.count, threads)) { range in
-                            for i in range {
-                                let inside = ys.base[i] > lower && ys.base[i] < upper
-                                dx.base[i] += inside ? dys.base[i] : 0
-                            }
+                            clampGradient(y: ys.base, dy: dys.base, dx: dx.base, range: range, lower: lower, upper: upper, fresh: fresh)
                         }
                     }
                 }
             }
         }
         return result
+    }
+
+    /// `dx (+)= dy` where `lower < y < upper`, else 0; 16 lanes at a time.
+    @inline(__always)
+    static func clampGradient(y: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
+                              range: Range<Int>, lower: Float, upper: Float, fresh: Bool) {
+        var i = range.lowerBound
+        let lowerVector = SIMD16<Float>(repeating: lower), upperVector = SIMD16<Float>(repeating: upper)
+        let ry = UnsafeRawPointer(y), rdy = UnsafeRawPointer(dy), rdx = UnsafeMutableRawPointer(dx)
+        while i + 16 <= range.upperBound {
+            let values = ry.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+            var gradient = rdy.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+            gradient.replace(with: 0, where: (values .<= lowerVector) .| (values .>= upperVector))
+            if !fresh { gradient += rdx.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) }
+            rdx.storeBytes(of: gradient, toByteOffset: i * 4, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < range.upperBound {
+            let passed = y[i] > lower && y[i] < upper ? dy[i] : 0
+            dx[i] = fresh ? passed : dx[i] + passed
+            i += 1
+        }
     }
 
     /// `a + b` (same shapes).
@@ -46,11 +65,7 @@ enum Elementwise {
         let result = Variable(Tensor(shape: a.shape, data: output), requiresGradient: context.needsGradient(a, b))
         guard result.requiresGradient else { return result }
         context.record(result) {
-            for operand in [a, b] where operand.requiresGradient {
-                operand.accumulateGradient { gradient in
-                    result.gradient.withUnsafeBufferPointer { VectorMath.add($0.baseAddress!, into: gradient, count: $0.count) }
-                }
-            }
+            for operand in [a, b] where operand.requiresGradient { operand.addGradient(result.gradient) }
         }
         return result
     }
@@ -59,11 +74,7 @@ enum Elementwise {
     static func reshape(_ x: Variable, to shape: [Int], context: ForwardContext) -> Variable {
         let result = Variable(x.value.reshaped(shape), requiresGradient: context.needsGradient(x))
         guard result.requiresGradient else { return result }
-        context.record(result) {
-            x.accumulateGradient { gradient in
-                result.gradient.withUnsafeBufferPointer { VectorMath.add($0.baseAddress!, into: gradient, count: $0.count) }
-            }
-        }
+        context.record(result) { x.addGradient(result.gradient) }
         return result
     }
 
