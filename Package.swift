@@ -21,11 +21,12 @@ let package = Package(
         .target(name: "Graph", dependencies: ["Tensor"]),
         .target(name: "ONNX", dependencies: ["Graph", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .target(name: "Inference", dependencies: ["Graph", "Tensor"]),
+        .target(name: "Quantization", dependencies: ["Graph", "Inference", "Datasets", "Tensor"]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .target(name: "Datasets", dependencies: ["CZlib"]),
         .target(name: "Training", dependencies: ["Graph", "Tensor", "Datasets"]),
         .target(name: "Pipeline", dependencies: [
-            "Graph", "ONNX", "Inference", "Datasets", "Tensor",
+            "Graph", "ONNX", "Inference", "Quantization", "Datasets", "Tensor",
             "Yams",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
@@ -40,6 +41,7 @@ let package = Package(
         .testTarget(name: "GraphTests", dependencies: ["Graph"]),
         .testTarget(name: "ONNXTests", dependencies: ["ONNX", "Inference"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference"]),
+        .testTarget(name: "QuantizationTests", dependencies: ["Quantization", "ONNX", "Datasets"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Inference", "Graph"]),
     ],
     swiftLanguageModes: [.v6]

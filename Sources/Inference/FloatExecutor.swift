@@ -37,7 +37,8 @@ public final class FloatExecutor: @unchecked Sendable {
     public init(graph: Graph, threads: Int = 2) throws {
         let validated: Graph
         do {
-            validated = try graph.validated()
+            // Quantized weights of a QDQ model are dequantized once here rather than on every run.
+            validated = try GraphTransforms.foldConstantDequantization(graph).validated()
         } catch let error as GraphValidationError {
             throw FloatExecutorError(nodeName: error.nodeName, op: error.op, message: error.message)
         }

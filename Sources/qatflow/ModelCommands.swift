@@ -135,3 +135,42 @@ struct BenchCommand: ParsableCommand {
         }
     }
 }
+
+struct QuantizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "quantize", abstract: "Post-training quantization: calibrate activation ranges and write a QDQ model.")
+
+    @Argument(help: "A float model: ONNX or a qatflow model file.") var model: String
+    @Option(name: .shortAndLong, help: "Where to write the quantized model.") var output: String
+    @Option(help: "Calibration data, NAME:SPLIT.") var dataset = "fashion-mnist:train"
+    @Option(help: "Calibration images (a seeded random subset).") var images = 1000
+    @Option(help: "Bits of weights and activations (2–8).") var bits = 8
+    @Option(name: .customLong("weight-bits"), help: "Bits of weights (default: --bits).") var weightBits: Int?
+    @Option(name: .customLong("activation-bits"), help: "Bits of activations (default: --bits).") var activationBits: Int?
+    @Option(help: "Activation range method: \(QuantizeStage.methods.joined(separator: ", ")).") var method = "mse"
+    @Option(name: .customLong("weight-method"), help: "max_abs or mse.") var weightMethod = "max_abs"
+    @Option(help: "Percentile for --method percentile.") var percentile = 99.99
+    @Option(help: "Node names left in float. Repeatable.") var skip: [String] = []
+    @Option(help: "Images per calibration pass.") var batch = 100
+    @Flag(help: "No progress line.") var quiet = false
+
+    func run() throws {
+        do {
+            // A plain command has no upstream stage: the model file is handed to the stage as its input.
+            var parameters: [String: JSONValue] = [
+                "dataset": .string(dataset), "images": .int(images), "bits": .int(bits), "method": .string(method),
+                "weight_method": .string(weightMethod), "percentile": .double(percentile),
+                "skip": .array(skip.map(JSONValue.string)), "batch": .int(batch),
+            ]
+            if let weightBits { parameters["weight_bits"] = .int(weightBits) }
+            if let activationBits { parameters["activation_bits"] = .int(activationBits) }
+            let result = try DirectRun(kind: QuantizeStage.kind, quiet: quiet).run(
+                parameters: parameters, inputModels: [URL(fileURLWithPath: model)],
+                destinations: ["model": URL(fileURLWithPath: output)])
+            var summary = result.metrics
+            summary["layers"] = nil
+            printLine("wrote \(output): \(MetricsFormatter.inline(summary))")
+        } catch {
+            throw fail(error)
+        }
+    }
+}

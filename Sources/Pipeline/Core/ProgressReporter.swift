@@ -49,6 +49,14 @@ public final class ProgressReporter: @unchecked Sendable {
         }
     }
 
+    /// Sets the absolute number of units done.
+    public func advanceTo(_ units: Int) {
+        lock.lock()
+        let delta = units - done
+        lock.unlock()
+        if delta > 0 { advance(by: delta) }
+    }
+
     /// Ends the phase and clears the line.
     public func finish() {
         lock.lock(); defer { lock.unlock() }

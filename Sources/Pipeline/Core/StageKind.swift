@@ -141,6 +141,8 @@ public struct StageContext: Sendable {
         return value
     }
     public func optionalString(_ name: String) -> String? { parameters[name]?.stringValue }
+    /// An optional integer parameter (declared with default `.null`).
+    public func optionalInt(_ name: String) -> Int? { parameters[name]?.intValue }
     public func int(_ name: String) throws -> Int {
         guard let value = parameters[name]?.intValue else { throw missing(name, "an integer") }
         return value

@@ -129,6 +129,8 @@ public struct Planner {
         func fail(_ expected: String) -> Result<JSONValue, ParameterError> {
             .failure(ParameterError("expected \(expected), found \(value.typeName) \(value.canonical)"))
         }
+        // An optional parameter (default null) may be left unset or set to null.
+        if value == .null && spec.defaultValue == .null { return .success(.null) }
         switch spec.type {
         case .string:
             return value.stringValue != nil ? .success(value) : fail("a string")

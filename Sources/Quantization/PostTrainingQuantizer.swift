@@ -1,0 +1,131 @@
+import Foundation
+import Datasets
+import Graph
+import Inference
+import Tensor
+
+/// One row of the per-layer report (MNN's debug mode, done in the run record).
+public struct LayerQuantizationReport: Sendable, Codable {
+    public let tensor: String
+    public let scale: Float
+    public let zeroPoint: Int
+    public let low: Float
+    public let high: Float
+    /// Fraction of calibration values outside the grid.
+    public let clippingRatio: Double
+    /// Signal-to-quantization-noise ratio of this tensor in the quantized model vs the float model, dB.
+    public var sqnr: Double
+    /// Cosine similarity of the same pair.
+    public var cosine: Double
+}
+
+public struct QuantizationResult: Sendable {
+    public let graph: Graph
+    public let layers: [LayerQuantizationReport]
+    public let quantizedNodes: Int
+    public let floatNodes: [String]
+}
+
+/// Post-training quantization: float graph + calibration images → QDQ graph (docs/quantization.md).
+public struct PostTrainingQuantizer {
+    public let config: QuantizationConfig
+
+    public init(config: QuantizationConfig) { self.config = config }
+
+    public func quantize(_ floatGraph: Graph, calibration data: LabeledImages, batch: Int,
+                         progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> QuantizationResult {
+        for bits in [config.weightBits, config.activationBits] where !(2...8).contains(bits) {
+            throw QuantizationError("bits must be between 2 and 8, got \(bits)")
+        }
+        let graph = GraphTransforms.removeIdentitiesAndDropout(try GraphTransforms.foldBatchNormalization(floatGraph))
+        let knownNames = Set(graph.nodes.map(\.name))
+        if let unknown = config.skip.first(where: { !knownNames.contains($0) }) {
+            throw QuantizationError("skip: no node named '\(unknown)' in the model")
+        }
+        let plan = QDQPlan(graph: graph, skip: Set(config.skip))
+        guard !plan.quantizedNodes.isEmpty else { throw QuantizationError("no quantizable node (Conv, Gemm, Add, pooling) in the model") }
+        guard let input = graph.inputs.first else { throw QuantizationError("the model has no input") }
+
+        // Calibration: run the float graph with every observed tensor exposed as an output, twice.
+        let observed = plan.observed
+        let probe = try FloatExecutor(graph: Self.exposing(observed, in: graph))
+        var observers = Dictionary(uniqueKeysWithValues: observed.map { ($0, ActivationObserver()) })
+        let momentum: Double
+        if case .movingAverage(let value) = config.activationCalibration { momentum = value } else { momentum = 0.99 }
+        for pass in 0..<2 {
+            try forEachBatch(of: data, batch: batch) { tensor, done in
+                let outputs = try probe.run([input.name: tensor])
+                for name in observed {
+                    guard let values = outputs[name] else { continue }
+                    values.data.withUnsafeBufferPointer { buffer in
+                        if pass == 0 { observers[name]!.observeRange(buffer, momentum: momentum) } else { observers[name]!.observeHistogram(buffer) }
+                    }
+                }
+                progress(pass == 0 ? "calibrate ranges" : "calibrate histograms", done, data.count)
+            }
+        }
+
+        var grids: [String: AffineQuantization] = [:]
+        var reports: [String: LayerQuantizationReport] = [:]
+        for name in observed {
+            let observer = observers[name]!
+            let (low, high) = observer.range(config.activationCalibration, bits: config.activationBits)
+            let grid = AffineQuantization.activation(low: low, high: high, bits: config.activationBits)
+            grids[name] = grid
+            reports[name] = LayerQuantizationReport(tensor: name, scale: grid.scale, zeroPoint: grid.zeroPoint, low: low, high: high,
+                                                    clippingRatio: observer.clippingRatio(grid), sqnr: .nan, cosine: .nan)
+        }
+        for (tensor, root) in plan.sharedGrid { grids[tensor] = grids[root] }
+
+        let quantizedGraph = try QDQGraphBuilder(graph: graph, plan: plan, grids: grids, config: config).build()
+        try measureFidelity(float: graph, quantized: quantizedGraph, tensors: observed, data: data, batch: batch, reports: &reports)
+        let floatNodes = graph.nodes.filter { QDQPlan.quantizableOps.contains($0.op) && !plan.quantizedNodes.contains($0.name) }.map(\.name)
+        return QuantizationResult(graph: quantizedGraph, layers: observed.compactMap { reports[$0] },
+                                  quantizedNodes: plan.quantizedNodes.count, floatNodes: floatNodes)
+    }
+
+    /// SQNR and cosine of each quantization point, on the first calibration batch.
+    private func measureFidelity(float: Graph, quantized: Graph, tensors: [String], data: LabeledImages, batch: Int,
+                                 reports: inout [String: LayerQuantizationReport]) throws {
+        guard let input = float.inputs.first, data.count > 0 else { return }
+        let count = min(batch, data.count)
+        let sample = Tensor(shape: [count, data.channels, data.height, data.width], data: data.batch(0..<count).pixels)
+        let reference = try FloatExecutor(graph: Self.exposing(tensors, in: float)).run([input.name: sample])
+        let simulated = try FloatExecutor(graph: Self.exposing(tensors, in: quantized)).run([input.name: sample])
+        for name in tensors {
+            guard let x = reference[name]?.data, let y = simulated[name]?.data, x.count == y.count else { continue }
+            var signal = 0.0, noise = 0.0, dot = 0.0, yy = 0.0
+            for i in x.indices {
+                let a = Double(x[i]), b = Double(y[i])
+                signal += a * a; noise += (a - b) * (a - b); dot += a * b; yy += b * b
+            }
+            reports[name]?.sqnr = noise > 0 ? 10 * log10(signal / noise) : .infinity
+            reports[name]?.cosine = signal > 0 && yy > 0 ? dot / (signal.squareRoot() * yy.squareRoot()) : 1
+        }
+    }
+
+    private func forEachBatch(of data: LabeledImages, batch: Int, _ body: (Tensor, Int) throws -> Void) throws {
+        var pixels: [Float] = [], labels: [Int] = []
+        for start in stride(from: 0, to: data.count, by: batch) {
+            let range = start..<min(start + batch, data.count)
+            data.copyBatch(range, pixels: &pixels, labels: &labels)
+            try body(Tensor(shape: [range.count, data.channels, data.height, data.width], data: pixels), range.upperBound)
+        }
+    }
+
+    /// The same graph with extra outputs, so the float executor hands back intermediate tensors.
+    static func exposing(_ names: [String], in graph: Graph) throws -> Graph {
+        var exposed = graph
+        let existing = Set(graph.outputs.map(\.name))
+        let shapes = try graph.validated().valueInfo
+        for name in names where !existing.contains(name) {
+            exposed.outputs.append(shapes[name] ?? ValueInfo(name: name, shape: []))
+        }
+        return exposed
+    }
+}
+
+public struct QuantizationError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
