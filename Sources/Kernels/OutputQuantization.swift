@@ -24,18 +24,25 @@ public struct OutputQuantization: Sendable, Equatable {
         self.init(zeroPoint: zeroPoint, min: 0, max: Int32((1 << bits) - 1))
     }
 
-    /// This range with ReLU fused: nothing below the code of real 0.
+    /// This range with `Clip(realMin, realMax)` fused (nil = unbounded), for an output of scale `scale`.
+    /// Quantization is monotone, so `Q(clip(x, a, b)) = clamp(Q(x), Q(a), Q(b))` with `Q(v) = round(v / s) + z`
+    /// rounded half to even like ONNX QuantizeLinear; the result is intersected with the current range.
+    public func clipped(realMin: Double?, realMax: Double?, scale: Double) -> OutputQuantization {
+        precondition(scale > 0, "output scale must be positive")
+        func code(_ real: Double) -> Double { Double(zeroPoint) + (real / scale).rounded(.toNearestOrEven) }
+        var lower = min, upper = max
+        if let realMin { lower = Int32(Swift.min(Double(max), Swift.max(Double(min), code(realMin)))) }
+        if let realMax { upper = Int32(Swift.min(Double(max), Swift.max(Double(lower), code(realMax)))) }
+        return OutputQuantization(zeroPoint: zeroPoint, min: lower, max: Swift.max(lower, upper))
+    }
+
+    /// This range with ReLU fused: nothing below the code of real 0 (the zero point).
     public func relu() -> OutputQuantization {
         OutputQuantization(zeroPoint: zeroPoint, min: Swift.min(Swift.max(min, zeroPoint), max), max: max)
     }
 
     /// This range with ReLU6 fused: codes of reals in `[0, 6]` only (`scale` is the output scale).
-    public func relu6(scale: Double) -> OutputQuantization {
-        let six = Double(zeroPoint) + (6 / scale).rounded(.toNearestOrEven)
-        let upper = Int32(Swift.min(Double(max), Swift.max(Double(min), six)))
-        let lower = Swift.min(Swift.max(min, zeroPoint), upper)
-        return OutputQuantization(zeroPoint: zeroPoint, min: lower, max: upper)
-    }
+    public func relu6(scale: Double) -> OutputQuantization { clipped(realMin: 0, realMax: 6, scale: scale) }
 
     var cParameters: qf_output_params { qf_output_params(zero_point: zeroPoint, qmin: min, qmax: max) }
 }

@@ -41,6 +41,13 @@ public struct QuantizedMultiplier: Sendable, Equatable, CustomStringConvertible 
         self.shift = shift
     }
 
+    /// The requantization multipliers of a convolution or GEMM: `s_in · s_w[c] / s_out` per output channel.
+    public static func perChannel(inputScale: Double, weightScales: [Double], outputScale: Double)
+        -> [QuantizedMultiplier] {
+        precondition(inputScale > 0 && outputScale > 0, "scales must be positive")
+        return weightScales.map { QuantizedMultiplier(inputScale * $0 / outputScale) }
+    }
+
     /// The real factor this pair represents.
     public var realValue: Double { Double(multiplier) * pow2(Int(shift) - 31) }
 
