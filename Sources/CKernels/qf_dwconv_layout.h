@@ -30,8 +30,9 @@ enum {
     QF_DWV_MULTIPLIER_ODD = 2,  // lane 2i: the multiplier of lane 2i+1 (vpmuldq reads even lanes)
     QF_DWV_LEFT_SHIFT = 3,
     QF_DWV_RIGHT_SHIFT = 4,
-    QF_DWV_ROUNDING = 5,        // (1 << right_shift) >> 1
-    QF_DWV_HEADER_ROWS = 6
+    QF_DWV_NUDGE_EVEN = 5,      // 8 int64 2^30 + R·2^31 of lanes 0, 2, …; R = (1 << right_shift) >> 1
+    QF_DWV_NUDGE_ODD = 6,       // the same for lanes 1, 3, …
+    QF_DWV_HEADER_ROWS = 7
 };
 #define QF_DWV_BLOCK_CHANNELS 64
 #define QF_DWV_HEADER_BYTES (4 * QF_DWV_HEADER_ROWS * 64)  // [j][row][16 lanes] int32

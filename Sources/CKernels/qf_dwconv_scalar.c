@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "qf_dwconv_layout.h"
+#include "qf_gemm_layout.h"
 #include "qf_requant.h"
 
 size_t qf_dwconv3x3_u8s8_packed_size(size_t channels) {
@@ -33,7 +34,9 @@ static void qf_dwconv3x3_pack_vnni(size_t channels, const int8_t* weights, const
                 if (i % 2 == 1) rows[QF_DWV_MULTIPLIER_ODD * 16 + i - 1] = multiplier[c];
                 rows[QF_DWV_LEFT_SHIFT * 16 + i] = shift[c] > 0 ? shift[c] : 0;
                 rows[QF_DWV_RIGHT_SHIFT * 16 + i] = right;
-                rows[QF_DWV_ROUNDING * 16 + i] = (int32_t)((UINT32_C(1) << right) >> 1);
+                const int64_t nudge = qf_nudge_with_rounding(right);
+                memcpy((int64_t*)(rows + (i % 2 ? QF_DWV_NUDGE_ODD : QF_DWV_NUDGE_EVEN) * 16) + i / 2, &nudge,
+                       sizeof(nudge));
             }
         }
     }

@@ -52,9 +52,10 @@ QF_TARGET_AVX512VNNI static inline void qf_dwv_pixel(const uint8_t* const taps[9
         const __m512i right = _mm512_loadu_si512(rows + QF_DWV_RIGHT_SHIFT * 16);
         __m512i v = acc[j];
         if (_mm512_test_epi32_mask(left, left)) v = _mm512_sllv_epi32(v, left);
-        v = qf_srdhm_split_avx512(v, _mm512_loadu_si512(rows + QF_DWV_MULTIPLIER * 16),
-                                  _mm512_loadu_si512(rows + QF_DWV_MULTIPLIER_ODD * 16));
-        v = qf_rounding_shift_avx512(v, right, _mm512_loadu_si512(rows + QF_DWV_ROUNDING * 16),
+        v = qf_multiply_shift_avx512(v, _mm512_loadu_si512(rows + QF_DWV_MULTIPLIER * 16),
+                                     _mm512_loadu_si512(rows + QF_DWV_MULTIPLIER_ODD * 16),
+                                     _mm512_loadu_si512(rows + QF_DWV_NUDGE_EVEN * 16),
+                                     _mm512_loadu_si512(rows + QF_DWV_NUDGE_ODD * 16), right,
                                      _mm512_test_epi32_mask(right, right));
         y[j] = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), zero_point);
     }

@@ -75,7 +75,8 @@ qf_gemm_tile_avx512vnni(size_t mr, int panels, size_t columns, size_t k, const u
         const __m512i m_odd = _mm512_loadu_si512(header + QF_HEADER_MULTIPLIER_ODD * QF_GEMM_PANEL_COLUMNS);
         const __m512i left = _mm512_loadu_si512(header + QF_HEADER_LEFT_SHIFT * QF_GEMM_PANEL_COLUMNS);
         const __m512i right = _mm512_loadu_si512(header + QF_HEADER_RIGHT_SHIFT * QF_GEMM_PANEL_COLUMNS);
-        const __m512i rounding = _mm512_loadu_si512(header + QF_HEADER_ROUNDING * QF_GEMM_PANEL_COLUMNS);
+        const __m512i nudge_even = _mm512_loadu_si512(header + QF_HEADER_NUDGE_EVEN * QF_GEMM_PANEL_COLUMNS);
+        const __m512i nudge_odd = _mm512_loadu_si512(header + QF_HEADER_NUDGE_ODD * QF_GEMM_PANEL_COLUMNS);
         const __mmask16 rounds = _mm512_test_epi32_mask(right, right);
         const int shifts_left = _mm512_test_epi32_mask(left, left) != 0;  // only multipliers ≥ 1 shift left
         const size_t valid = columns - (size_t)p * 16 < 16 ? columns - (size_t)p * 16 : 16;
@@ -84,8 +85,7 @@ qf_gemm_tile_avx512vnni(size_t mr, int panels, size_t columns, size_t k, const u
             if (i >= (int)mr) break;
             __m512i y = acc[i][p];
             if (shifts_left) y = _mm512_sllv_epi32(y, left);
-            y = qf_srdhm_split_avx512(y, m_even, m_odd);
-            y = qf_rounding_shift_avx512(y, right, rounding, rounds);
+            y = qf_multiply_shift_avx512(y, m_even, m_odd, nudge_even, nudge_odd, right, rounds);
             y = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(y, lo), hi), zero_point);
             _mm_mask_storeu_epi8(c + (size_t)i * ldc + (size_t)p * 16, store_mask, _mm512_cvtepi32_epi8(y));
         }
