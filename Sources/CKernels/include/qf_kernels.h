@@ -13,7 +13,8 @@
 //
 // Requantization (one definition, shared by every kernel; see qf_requant.h for the exact integer code):
 //   y = clamp(RDivPOT(SRDHM(x << left_shift, multiplier), right_shift) + output_zero_point, qmin, qmax)
-// with gemmlowp's SaturatingRoundingDoublingHighMul and RoundingDivideByPOT, multiplier in [0, 2^31).
+// with gemmlowp's SaturatingRoundingDoublingHighMul and RoundingDivideByPOT, multiplier in [0, 2^31); every ISA
+// version gives bit-identical results for accumulators |x| < 2^30 (K·255·127 < 2^30 up to K = 33,000).
 #ifndef QF_KERNELS_H
 #define QF_KERNELS_H
 
@@ -43,7 +44,8 @@ typedef struct {
 //   int32 multiplier[16]      fixed-point multiplier per output channel
 //   int32 left_shift[16]      max(shift, 0)
 //   int32 right_shift[16]     max(-shift, 0)
-//   int32 multiplier_odd[16], rounding[16]   derived from the above for the SIMD epilogues (qf_gemm_layout.h)
+//   int32 multiplier_odd[16], int64 nudge_even[8], nudge_odd[8]   derived from the above for the VNNI epilogue
+//                             (qf_gemm_layout.h)
 //   int8  weights[ceil(k/4)][16][4]   four consecutive k of one channel in one 32-bit lane (vpdpbusd's layout),
 //                                     k padded with zeros to a multiple of 4, channels padded with zero weights.
 // Every panel is a multiple of 64 bytes, so the panels of a 64-byte aligned buffer stay aligned.
