@@ -51,6 +51,18 @@ final class LayerGradientTests: XCTestCase {
                          bias: false, seed: 60)
     }
 
+    func testDepthwiseConvolutionOtherWindows() {
+        // 3×3 without padding (scatter backward), 5×5 (general taps), 3×3 with a 4-wide-plus-tail row.
+        convolutionCheck(inputShape: [2, 3, 6, 6], weightShape: [3, 1, 3, 3], groups: 3,
+                         geometry: WindowGeometry(kernelHeight: 3, kernelWidth: 3), bias: true, seed: 61)
+        convolutionCheck(inputShape: [2, 2, 6, 7], weightShape: [2, 1, 5, 5], groups: 2,
+                         geometry: WindowGeometry(kernelHeight: 5, kernelWidth: 5, padTop: 2, padLeft: 2, padBottom: 2, padRight: 2),
+                         bias: false, seed: 62)
+        convolutionCheck(inputShape: [3, 2, 5, 9], weightShape: [2, 1, 3, 3], groups: 2,
+                         geometry: WindowGeometry(kernelHeight: 3, kernelWidth: 3, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+                         bias: true, seed: 63)
+    }
+
     func testDepthwiseWithChannelMultiplierUsesGroupedPath() {
         convolutionCheck(inputShape: [2, 2, 5, 5], weightShape: [4, 1, 3, 3], groups: 2,
                          geometry: WindowGeometry(kernelHeight: 3, kernelWidth: 3, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),

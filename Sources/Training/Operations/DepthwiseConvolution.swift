@@ -44,6 +44,11 @@ enum DepthwiseConvolution {
             let needInput = x.requiresGradient, needWeight = weight.requiresGradient
             guard needInput || needWeight else { return }
             var weightGradient = [Float](repeating: 0, count: channels * taps)
+            let gatherBackward = isPlain3x3(g) && g.strideHeight == 1 && g.strideWidth == 1
+                && g.padTop == 1 && g.padLeft == 1 && g.padBottom == 1 && g.padRight == 1
+            // Kernels rotated by 180° for the gather form of dX.
+            let flippedWeights: [Float] = gatherBackward
+                ? (0..<(channels * taps)).map { weight.value.data[($0 / taps) * taps + (taps - 1 - $0 % taps)] } : []
             // `overwrite`: the input gradient is fresh, so each plane is stored rather than added.
             func backwardPass(_ inputGradientBase: UnsafeMutablePointer<Float>?, overwrite: Bool) {
                 x.value.data.withUnsafeBufferPointer { input in
@@ -54,16 +59,39 @@ enum DepthwiseConvolution {
                                 let dY = Parallel.SharedPointer(outputGradient.baseAddress!)
                                 let dW = Parallel.SharedMutablePointer(dWBuffer.baseAddress!)
                                 let dX = inputGradientBase.map { Parallel.SharedMutablePointer($0) }
+                                flippedWeights.withUnsafeBufferPointer { flippedBuffer in
+                                let flipped = Parallel.SharedPointer(flippedBuffer.baseAddress ?? weights.baseAddress!)
                                 Parallel.forEachChunk(count: channels, threads: threads) { channelRange in
                                     withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * paddedH * paddedW) { buffers in
                                         let padded = buffers.baseAddress!, paddedGradient = buffers.baseAddress! + paddedH * paddedW
                                         padded.initialize(repeating: 0, count: paddedH * paddedW)
+                                        // The gather path's padded dY keeps zero borders, as `padded` does.
+                                        paddedGradient.initialize(repeating: 0, count: paddedH * paddedW)
                                         for c in channelRange {
                                             for n in 0..<batch {
                                                 let index = n * channels + c
                                                 if needWeight {
                                                     copyIntoPadded(source.base + index * height * width, height: height, width: width,
                                                                    geometry: g, padded: padded, paddedWidth: paddedW)
+                                                }
+                                                if gatherBackward {
+                                                    // Stride 1, pad 1: dX is the correlation of the zero-padded dY with
+                                                    // the flipped kernel, a single gather pass (no scatter).
+                                                    let outputGradient = dY.base + index * plane
+                                                    if needWeight {
+                                                        DepthwiseKernels3x3.weightGradient(padded: padded, paddedWidth: paddedW,
+                                                                                           outputGradient: outputGradient, outH: outH, outW: outW,
+                                                                                           into: dW.base + c * taps)
+                                                    }
+                                                    if let dX {
+                                                        copyIntoPadded(outputGradient, height: outH, width: outW, geometry: g,
+                                                                       padded: paddedGradient, paddedWidth: paddedW)
+                                                        DepthwiseKernels3x3.correlate(padded: paddedGradient, paddedWidth: paddedW,
+                                                                                      weights: flipped.base + c * taps,
+                                                                                      output: dX.base + index * height * width,
+                                                                                      outH: height, outW: width, stride: 1, accumulate: !overwrite)
+                                                    }
+                                                    continue
                                                 }
                                                 if dX != nil { paddedGradient.initialize(repeating: 0, count: paddedH * paddedW) }
                                                 backwardPlane(padded: padded, paddedGradient: dX == nil ? nil : paddedGradient,
@@ -85,6 +113,7 @@ enum DepthwiseConvolution {
                                         }
                                     }
                                 }
+                                }
                             }
                         }
                     }
@@ -104,6 +133,12 @@ enum DepthwiseConvolution {
         return result
     }
 
+    /// 3×3 kernel without dilation, same stride on both axes: the single-pass kernels apply.
+    @inline(__always)
+    static func isPlain3x3(_ g: WindowGeometry) -> Bool {
+        g.kernelHeight == 3 && g.kernelWidth == 3 && g.dilationHeight == 1 && g.dilationWidth == 1 && g.strideHeight == g.strideWidth
+    }
+
     /// Copies one plane into the interior of a zero-bordered buffer (borders are never written, so they stay 0).
     @inline(__always)
     static func copyIntoPadded(_ plane: UnsafePointer<Float>, height: Int, width: Int, geometry g: WindowGeometry,
@@ -117,6 +152,11 @@ enum DepthwiseConvolution {
     @inline(__always)
     static func forwardPlane(padded: UnsafePointer<Float>, paddedWidth: Int, weights: UnsafePointer<Float>,
                              output: UnsafeMutablePointer<Float>, outH: Int, outW: Int, geometry g: WindowGeometry) {
+        if isPlain3x3(g) {
+            DepthwiseKernels3x3.correlate(padded: padded, paddedWidth: paddedWidth, weights: weights, output: output,
+                                          outH: outH, outW: outW, stride: g.strideHeight, accumulate: true)
+            return
+        }
         for oy in 0..<outH {
             let row = output + oy * outW
             for ky in 0..<g.kernelHeight {
