@@ -15,7 +15,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     ],
     targets: [
-        .target(name: "Tensor"),
+        .target(name: "Tensor", dependencies: ["CKernels"]),
         .target(name: "CKernels"),
         .target(name: "Kernels", dependencies: ["CKernels", "Tensor"]),
         .target(name: "Graph", dependencies: ["Tensor"]),

@@ -58,8 +58,16 @@ struct BroadcastBinaryOperator: FloatOperator {
         let shape = outputShapes[0]
         let apply: (Float, Float) -> Float = kind == .add ? { $0 + $1 } : { $0 * $1 }
         if a.shape == b.shape {
+            // The common case (residual Add): a direct loop per kind, so it vectorises instead of calling `apply`.
+            let isAdd = kind == .add
             a.data.withUnsafeMutableBufferPointer { o in
-                b.data.withUnsafeBufferPointer { bb in for i in o.indices { o[i] = apply(o[i], bb[i]) } }
+                b.data.withUnsafeBufferPointer { bb in
+                    if isAdd {
+                        for i in o.indices { o[i] += bb[i] }
+                    } else {
+                        for i in o.indices { o[i] *= bb[i] }
+                    }
+                }
             }
             return [a]
         }

@@ -33,6 +33,25 @@ final class ExecutionContext {
         return buffer
     }
 
+    /// An array of `count` elements with unspecified contents (pooled or fresh), for outputs the caller overwrites
+    /// completely: saves the fill pass of `buffer(count:repeating:)`.
+    func uninitializedBuffer(count: Int) -> [Float] {
+        var best: Int?
+        for (index, candidate) in free.enumerated() where candidate.capacity >= count {
+            if best == nil || candidate.capacity < free[best!].capacity { best = index }
+        }
+        guard let best else {
+            return [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+        }
+        var buffer = free.remove(at: best)
+        if buffer.count > count {
+            buffer.removeLast(buffer.count - count)
+        } else if buffer.count < count {
+            buffer.append(contentsOf: repeatElement(0, count: count - buffer.count))
+        }
+        return buffer
+    }
+
     /// Offers a tensor's storage for reuse.
     func recycle(_ tensor: Tensor) {
         guard tensor.data.capacity >= 1024 else { return }

@@ -23,9 +23,10 @@ public struct FloatExecutorError: Error, CustomStringConvertible, Sendable {
 public final class FloatExecutor: @unchecked Sendable {
     public let graph: Graph
     public let threads: Int
-    private let operators: [FloatOperator]
+    /// The nodes as operator calls, with Conv → BatchNormalization → Relu/Clip chains fused (`ExecutionPlanner`).
+    private let steps: [ExecutionStep]
     private let constants: [String: Tensor]
-    /// For each node, the values whose last reader it is: dropped from the value store before the node runs (so it
+    /// For each step, the values whose last reader it is: dropped from the value store before the node runs (so it
     /// may reuse their buffers) and recycled after it, which bounds memory to the live values.
     private let releasedAfter: [Set<String>]
     // `@unchecked Sendable` is sound because the only mutable state, the shape cache and the idle buffer pools, is guarded by this lock.
@@ -33,6 +34,8 @@ public final class FloatExecutor: @unchecked Sendable {
     private var shapeCache: [[[Int]]: [String: ValueInfo]] = [:]
     /// Buffer pools of finished runs, reused by the next runs (one per concurrent run).
     private var idleContexts: [ExecutionContext] = []
+    /// Per-step-kind timing when `QATFLOW_PROFILE=1`.
+    private let profiler: StepProfiler? = StepProfiler.isRequested ? StepProfiler() : nil
 
     public init(graph: Graph, threads: Int = 2) throws {
         let validated: Graph
@@ -45,22 +48,16 @@ public final class FloatExecutor: @unchecked Sendable {
         self.graph = validated
         self.threads = max(1, threads)
         let shapes = try ShapeInference.infer(validated)
-        operators = try validated.nodes.map { node in
-            do {
-                return try FloatOperatorFactory.make(node, graph: validated, shapes: shapes)
-            } catch let failure as OperatorFailure {
-                throw FloatExecutorError(nodeName: node.name, op: node.op, message: failure.message)
-            }
-        }
+        steps = try ExecutionPlanner.plan(validated, shapes: shapes)
         var constants: [String: Tensor] = [:]
         for (name, initializer) in validated.initializers {
             constants[name] = Tensor(shape: initializer.shape, data: initializer.storage.floats)
         }
         self.constants = constants
         var lastUse: [String: Int] = [:]
-        for (index, node) in validated.nodes.enumerated() { for name in node.inputs where !name.isEmpty { lastUse[name] = index } }
+        for (index, step) in steps.enumerated() { for name in step.inputs where !name.isEmpty { lastUse[name] = index } }
         let keep = Set(validated.outputs.map(\.name))
-        var released = [Set<String>](repeating: [], count: validated.nodes.count)
+        var released = [Set<String>](repeating: [], count: steps.count)
         for (name, index) in lastUse where !keep.contains(name) && constants[name] == nil { released[index].insert(name) }
         releasedAfter = released
     }
@@ -89,30 +86,38 @@ public final class FloatExecutor: @unchecked Sendable {
         let context = borrowContext()
         defer { returnContext(context) }
 
-        for (index, node) in graph.nodes.enumerated() {
-            var operands: [Tensor?] = node.inputs.map { name in
+        for (index, step) in steps.enumerated() {
+            let node = step.node
+            var operands: [Tensor?] = step.inputs.map { name in
                 name.isEmpty ? nil : (values[name] ?? constants[name])
             }
             // Drop the store's reference to values read for the last time, so operators may reuse their buffers.
             for name in releasedAfter[index] { values[name] = nil }
-            let outputShapes = node.outputs.map { shapes[$0]?.shape ?? [] }
+            let outputShapes = step.outputs.map { shapes[$0]?.shape ?? [] }
             let results: [Tensor]
+            let start = profiler == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             do {
-                results = try operators[index].run(&operands, outputShapes: outputShapes, context: context)
+                results = try step.implementation.run(&operands, outputShapes: outputShapes, context: context)
             } catch let failure as OperatorFailure {
                 throw FloatExecutorError(nodeName: node.name, op: node.op, message: failure.message)
             }
-            for (name, result) in zip(node.outputs, results) where !name.isEmpty { values[name] = result }
+            profiler?.record(step.label, nanoseconds: DispatchTime.now().uptimeNanoseconds - start)
+            for (name, result) in zip(step.outputs, results) where !name.isEmpty { values[name] = result }
             // Buffers still shared (an aliasing Reshape output, the caller's input) are safe in the pool: copy on
             // write keeps them intact; recycle each name once so one buffer is not pooled twice.
             var recycled = Set<String>()
-            for (operandIndex, name) in node.inputs.enumerated() where releasedAfter[index].contains(name) && recycled.insert(name).inserted {
+            for (operandIndex, name) in step.inputs.enumerated() where releasedAfter[index].contains(name) && recycled.insert(name).inserted {
                 if let finished = operands[operandIndex] { context.recycle(finished) }
             }
         }
+        profiler?.finishRun()
         var outputs: [String: Tensor] = [:]
         for output in graph.outputs { outputs[output.name] = values[output.name] ?? constants[output.name] }
         return outputs
+    }
+
+    deinit {
+        if let profiler { FileHandle.standardError.write(profiler.report().data(using: .utf8)!) }
     }
 
     private func borrowContext() -> ExecutionContext {

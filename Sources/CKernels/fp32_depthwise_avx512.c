@@ -1,0 +1,237 @@
+// FP32 3×3 depthwise convolution of one channel plane with AVX-512F intrinsics (bias and clamp fused).
+//
+// Direct kernels (qf_fp32_depthwise3x3_direct_avx512) read the NCHW plane itself: a tap that falls into the padding
+// is a lane masked off in an AVX-512 masked load (zero, and masked lanes never fault), so no padded copy is made —
+// the copy cost more than the 9 FMAs per output on MobileNet's small planes. Cases:
+//   stride 1, out_width ≥ 16        per output row, 16 outputs per step (masks only at the row ends);
+//   stride 1, width = out_width < 16 dividing 16, height = out_height
+//                                   16 lanes span 16/width whole rows of the flat plane; a tap's mask is its
+//                                   column validity (a fixed pattern) and its flat index range;
+//   stride 2                        per output row, even/odd input columns through vpermt2ps.
+// Anything else uses the padded-plane kernel below.
+//
+// Padded-plane kernel: input comes as the zero-bordered scratch plane built by fp32_depthwise.c (padded width pw, rows of pw floats),
+// so every tap is an unaligned 16-float load with no bounds check:
+//   stride 1, out_width ≥ 16   per output row, 16 outputs per step: 9 loads + 9 FMAs, masked store at the tail;
+//   stride 1, out_width < 16   one flat pass over padded positions p = oy·pw + ox (16 lanes span several short
+//                              rows, so 4×4 and 8×8 planes fill the vector), then the valid columns are copied out;
+//   stride 2                   per output row, 16 outputs per step: the even and odd input columns come from two
+//                              loads and vpermt2ps (taps kx = 0, 1) plus two loads shifted by 2 (kx = 2).
+#include <string.h>
+
+#include "qf_fp32.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#define QF_AVX512 __attribute__((target("avx512f,fma")))
+
+static inline QF_AVX512 __mmask16 tail_mask(ptrdiff_t remaining) {
+    return remaining >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << remaining) - 1u);
+}
+
+// bias + Σ taps at `p` of three padded rows (stride 1).
+static inline QF_AVX512 __m512 taps_stride1(const float* r0, const float* r1, const float* r2, const __m512 w[9],
+                                            __m512 bias) {
+    __m512 sum = _mm512_fmadd_ps(w[0], _mm512_loadu_ps(r0), bias);
+    sum = _mm512_fmadd_ps(w[1], _mm512_loadu_ps(r0 + 1), sum);
+    sum = _mm512_fmadd_ps(w[2], _mm512_loadu_ps(r0 + 2), sum);
+    sum = _mm512_fmadd_ps(w[3], _mm512_loadu_ps(r1), sum);
+    sum = _mm512_fmadd_ps(w[4], _mm512_loadu_ps(r1 + 1), sum);
+    sum = _mm512_fmadd_ps(w[5], _mm512_loadu_ps(r1 + 2), sum);
+    sum = _mm512_fmadd_ps(w[6], _mm512_loadu_ps(r2), sum);
+    sum = _mm512_fmadd_ps(w[7], _mm512_loadu_ps(r2 + 1), sum);
+    return _mm512_fmadd_ps(w[8], _mm512_loadu_ps(r2 + 2), sum);
+}
+
+static inline QF_AVX512 __m512 clamp(__m512 value, __m512 minimum, __m512 maximum) {
+    // Second operand wins on NaN: NaN passes through.
+    return _mm512_min_ps(maximum, _mm512_max_ps(minimum, value));
+}
+
+// One input row's three stride-2 taps for 16 outputs starting at padded column x.
+static inline QF_AVX512 __m512 row_stride2(const float* row, __m512 w0, __m512 w1, __m512 w2, __m512 sum) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512 low = _mm512_loadu_ps(row), high = _mm512_loadu_ps(row + 16);
+    const __m512 lowShifted = _mm512_loadu_ps(row + 2), highShifted = _mm512_loadu_ps(row + 18);
+    sum = _mm512_fmadd_ps(w0, _mm512_permutex2var_ps(low, even, high), sum);
+    sum = _mm512_fmadd_ps(w1, _mm512_permutex2var_ps(low, odd, high), sum);
+    return _mm512_fmadd_ps(w2, _mm512_permutex2var_ps(lowShifted, even, highShifted), sum);
+}
+
+QF_AVX512 void qf_fp32_depthwise3x3_padded_avx512(const float* padded, ptrdiff_t pw, int stride, ptrdiff_t out_height,
+                                                  ptrdiff_t out_width, const float* weights, float bias_value,
+                                                  float minimum_value, float maximum_value, float* output,
+                                                  float* flat) {
+    __m512 w[9];
+    for (int i = 0; i < 9; ++i) w[i] = _mm512_set1_ps(weights[i]);
+    const __m512 bias = _mm512_set1_ps(bias_value);
+    const __m512 minimum = _mm512_set1_ps(minimum_value), maximum = _mm512_set1_ps(maximum_value);
+    if (stride == 1 && out_width >= 16) {
+        for (ptrdiff_t oy = 0; oy < out_height; ++oy) {
+            const float* r0 = padded + oy * pw;
+            float* row = output + oy * out_width;
+            for (ptrdiff_t ox = 0; ox < out_width; ox += 16) {
+                const __m512 sum = clamp(taps_stride1(r0 + ox, r0 + pw + ox, r0 + 2 * pw + ox, w, bias), minimum, maximum);
+                _mm512_mask_storeu_ps(row + ox, tail_mask(out_width - ox), sum);
+            }
+        }
+        return;
+    }
+    if (stride == 1) {
+        const ptrdiff_t count = (out_height - 1) * pw + out_width;
+        for (ptrdiff_t p = 0; p < count; p += 16) {
+            const __m512 sum = clamp(taps_stride1(padded + p, padded + pw + p, padded + 2 * pw + p, w, bias), minimum, maximum);
+            _mm512_storeu_ps(flat + p, sum);
+        }
+        for (ptrdiff_t oy = 0; oy < out_height; ++oy) {
+            _mm512_mask_storeu_ps(output + oy * out_width, tail_mask(out_width), _mm512_loadu_ps(flat + oy * pw));
+            for (ptrdiff_t ox = 16; ox < out_width; ++ox) output[oy * out_width + ox] = flat[oy * pw + ox];
+        }
+        return;
+    }
+    for (ptrdiff_t oy = 0; oy < out_height; ++oy) {
+        const float* r0 = padded + 2 * oy * pw;
+        float* row = output + oy * out_width;
+        for (ptrdiff_t ox = 0; ox < out_width; ox += 16) {
+            const float* x0 = r0 + 2 * ox;
+            __m512 sum = row_stride2(x0, w[0], w[1], w[2], bias);
+            sum = row_stride2(x0 + pw, w[3], w[4], w[5], sum);
+            sum = row_stride2(x0 + 2 * pw, w[6], w[7], w[8], sum);
+            _mm512_mask_storeu_ps(row + ox, tail_mask(out_width - ox), clamp(sum, minimum, maximum));
+        }
+    }
+}
+
+// Lanes j (0..15) with 0 ≤ start + j < limit.
+static inline __mmask16 range_mask(ptrdiff_t start, ptrdiff_t limit) {
+    ptrdiff_t low = start < 0 ? -start : 0, high = limit - start;
+    if (high > 16) high = 16;
+    if (low >= high) return 0;
+    unsigned mask = high >= 16 ? 0xFFFFu : ((1u << high) - 1u);
+    return (__mmask16)(mask & ~((1u << low) - 1u));
+}
+
+// Two output rows per pass: they share two of their four input rows, and two independent FMA chains hide the
+// FMA latency (one 9-FMA chain per vector would be latency-bound).
+static QF_AVX512 void direct_stride1_rows(const float* input, ptrdiff_t height, ptrdiff_t width, ptrdiff_t pad_top,
+                                          ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width,
+                                          const __m512 w[9], __m512 bias, __m512 minimum, __m512 maximum,
+                                          float* output) {
+    for (ptrdiff_t oy = 0; oy < out_height; oy += 2) {
+        const int pair = oy + 1 < out_height;
+        for (ptrdiff_t ox = 0; ox < out_width; ox += 16) {
+            const ptrdiff_t x0 = ox - pad_left;
+            const __mmask16 m0 = range_mask(x0, width), m1 = range_mask(x0 + 1, width), m2 = range_mask(x0 + 2, width);
+            __m512 top = bias, bottom = bias;
+            // Input row r (0..3) feeds output row oy with weights row r and output row oy+1 with weights row r-1.
+            for (int r = 0; r < 4; ++r) {
+                const ptrdiff_t y = oy + r - pad_top;
+                if (y < 0 || y >= height) continue;
+                const float* source = input + y * width + x0;
+                const __m512 t0 = _mm512_maskz_loadu_ps(m0, source);
+                const __m512 t1 = _mm512_maskz_loadu_ps(m1, source + 1);
+                const __m512 t2 = _mm512_maskz_loadu_ps(m2, source + 2);
+                if (r < 3) {
+                    top = _mm512_fmadd_ps(w[3 * r], t0, top);
+                    top = _mm512_fmadd_ps(w[3 * r + 1], t1, top);
+                    top = _mm512_fmadd_ps(w[3 * r + 2], t2, top);
+                }
+                if (r > 0) {
+                    bottom = _mm512_fmadd_ps(w[3 * r - 3], t0, bottom);
+                    bottom = _mm512_fmadd_ps(w[3 * r - 2], t1, bottom);
+                    bottom = _mm512_fmadd_ps(w[3 * r - 1], t2, bottom);
+                }
+            }
+            const __mmask16 store = range_mask(ox, out_width);
+            _mm512_mask_storeu_ps(output + oy * out_width + ox, store, clamp(top, minimum, maximum));
+            if (pair) _mm512_mask_storeu_ps(output + (oy + 1) * out_width + ox, store, clamp(bottom, minimum, maximum));
+        }
+    }
+}
+
+// width = out_width divides 16, height = out_height: the plane is a flat array and one vector covers whole rows.
+// Up to four vectors (64 outputs) are computed tap-major so their four FMA chains run in parallel.
+static QF_AVX512 void direct_stride1_flat(const float* input, ptrdiff_t height, ptrdiff_t width, ptrdiff_t pad_top,
+                                          ptrdiff_t pad_left, const __m512 w[9], __m512 bias, __m512 minimum,
+                                          __m512 maximum, float* output) {
+    // Column validity of each horizontal tap: lane j sits in column j mod width (width is a power of two).
+    __mmask16 column_valid[3];
+    for (int kx = 0; kx < 3; ++kx) {
+        unsigned mask = 0;
+        for (int j = 0; j < 16; ++j) {
+            const ptrdiff_t x = (j & (width - 1)) + kx - pad_left;
+            if (x >= 0 && x < width) mask |= 1u << j;
+        }
+        column_valid[kx] = (__mmask16)mask;
+    }
+    const ptrdiff_t count = height * width;
+    for (ptrdiff_t block = 0; block < count; block += 64) {
+        __m512 sum[4] = {bias, bias, bias, bias};
+        const int vectors = (int)((count - block + 15) / 16 < 4 ? (count - block + 15) / 16 : 4);
+        for (int tap = 0; tap < 9; ++tap) {
+            const int ky = tap / 3, kx = tap % 3;
+            const ptrdiff_t offset = (ky - pad_top) * width + (kx - pad_left);
+            for (int v = 0; v < vectors; ++v) {
+                const ptrdiff_t start = block + 16 * v + offset;
+                const __mmask16 mask = column_valid[kx] & range_mask(start, count);
+                sum[v] = _mm512_fmadd_ps(w[tap], _mm512_maskz_loadu_ps(mask, input + start), sum[v]);
+            }
+        }
+        for (int v = 0; v < vectors; ++v) {
+            const ptrdiff_t q = block + 16 * v;
+            _mm512_mask_storeu_ps(output + q, range_mask(q, count), clamp(sum[v], minimum, maximum));
+        }
+    }
+}
+
+static QF_AVX512 void direct_stride2_rows(const float* input, ptrdiff_t height, ptrdiff_t width, ptrdiff_t pad_top,
+                                          ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width,
+                                          const __m512 w[9], __m512 bias, __m512 minimum, __m512 maximum,
+                                          float* output) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (ptrdiff_t oy = 0; oy < out_height; ++oy) {
+        float* row = output + oy * out_width;
+        for (ptrdiff_t ox = 0; ox < out_width; ox += 16) {
+            const ptrdiff_t x0 = 2 * ox - pad_left;
+            const __mmask16 m0 = range_mask(x0, width), m16 = range_mask(x0 + 16, width);
+            const __mmask16 m2 = range_mask(x0 + 2, width), m18 = range_mask(x0 + 18, width);
+            __m512 sum = bias;
+            for (int ky = 0; ky < 3; ++ky) {
+                const ptrdiff_t y = 2 * oy + ky - pad_top;
+                if (y < 0 || y >= height) continue;
+                const float* source = input + y * width + x0;
+                const __m512 low = _mm512_maskz_loadu_ps(m0, source), high = _mm512_maskz_loadu_ps(m16, source + 16);
+                const __m512 low2 = _mm512_maskz_loadu_ps(m2, source + 2), high2 = _mm512_maskz_loadu_ps(m18, source + 18);
+                sum = _mm512_fmadd_ps(w[3 * ky], _mm512_permutex2var_ps(low, even, high), sum);
+                sum = _mm512_fmadd_ps(w[3 * ky + 1], _mm512_permutex2var_ps(low, odd, high), sum);
+                sum = _mm512_fmadd_ps(w[3 * ky + 2], _mm512_permutex2var_ps(low2, even, high2), sum);
+            }
+            _mm512_mask_storeu_ps(row + ox, range_mask(ox, out_width), clamp(sum, minimum, maximum));
+        }
+    }
+}
+
+QF_AVX512 int qf_fp32_depthwise3x3_direct_avx512(const float* input, ptrdiff_t height, ptrdiff_t width, int stride,
+                                                 ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height,
+                                                 ptrdiff_t out_width, const float* weights, float bias_value,
+                                                 float minimum_value, float maximum_value, float* output) {
+    const int flat = stride == 1 && width < 16 && 16 % width == 0 && out_width == width && out_height == height;
+    if (!(stride == 2 || (stride == 1 && out_width >= 16) || flat)) return 0;
+    __m512 w[9];
+    for (int i = 0; i < 9; ++i) w[i] = _mm512_set1_ps(weights[i]);
+    const __m512 bias = _mm512_set1_ps(bias_value);
+    const __m512 minimum = _mm512_set1_ps(minimum_value), maximum = _mm512_set1_ps(maximum_value);
+    if (stride == 2) {
+        direct_stride2_rows(input, height, width, pad_top, pad_left, out_height, out_width, w, bias, minimum, maximum, output);
+    } else if (flat) {
+        direct_stride1_flat(input, height, width, pad_top, pad_left, w, bias, minimum, maximum, output);
+    } else {
+        direct_stride1_rows(input, height, width, pad_top, pad_left, out_height, out_width, w, bias, minimum, maximum, output);
+    }
+    return 1;
+}
+
+#endif

@@ -1,0 +1,176 @@
+// FP32 GEMM driver: CPU dispatch, A packing, and the GotoBLAS-style loop nest around the per-ISA micro-kernels.
+//
+// Loop nest (single thread; Swift's GEMM splits rows or columns over threads before calling in here):
+//   for each depth block (≤ QF_FP32_DEPTH_BLOCK, blocks of equal size so k = 288 is one block, not 256 + 32)
+//     for each column panel of B (column_tile wide)
+//       pack the panel (depth block × column_tile, zero-padded) into a 64-byte aligned stack buffer, ≤ 40 KiB,
+//       which stays in L1 while
+//       for each row panel of packed A (row_tile tall; the A slice of one depth block is streamed from L2)
+//         micro-kernel: C tile (+)= A panel · B panel, epilogue on the last depth block.
+// A is packed once by the caller (convolution weights at prepare time), B panel by panel here, so a B panel is
+// read from memory once per depth block and reused by every row panel.
+#include <string.h>
+
+#include "qf_fp32.h"
+
+#define QF_FP32_DEPTH_BLOCK 320
+#define QF_FP32_MAX_COLUMN_TILE 32
+
+static int detect_isa(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return QF_FP32_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return QF_FP32_ISA_AVX2;
+#endif
+    return QF_FP32_ISA_PORTABLE;
+}
+
+int qf_fp32_best_isa(void) {
+    // A benign race: every thread computes the same value.
+    static volatile int cached = -1;
+    int isa = cached;
+    if (isa < 0) {
+        isa = detect_isa();
+        cached = isa;
+    }
+    return isa;
+}
+
+int qf_fp32_isa_supported(int isa) {
+    return isa >= QF_FP32_ISA_PORTABLE && isa <= qf_fp32_best_isa();
+}
+
+int qf_fp32_gemm_row_tile(int isa) {
+    switch (isa) {
+    case QF_FP32_ISA_AVX512: return 8;
+    case QF_FP32_ISA_AVX2: return 6;
+    default: return 6;
+    }
+}
+
+int qf_fp32_gemm_column_tile(int isa) {
+    switch (isa) {
+    case QF_FP32_ISA_AVX512: return 32;
+    case QF_FP32_ISA_AVX2: return 16;
+    default: return 8;
+    }
+}
+
+static qf_fp32_gemm_tile_fn tile_function(int isa) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa == QF_FP32_ISA_AVX512) return qf_fp32_gemm_tile_avx512;
+    if (isa == QF_FP32_ISA_AVX2) return qf_fp32_gemm_tile_avx2;
+#endif
+    (void)isa;
+    return qf_fp32_gemm_tile_portable;
+}
+
+size_t qf_fp32_packed_a_size(ptrdiff_t rows, ptrdiff_t depth, int row_tile) {
+    ptrdiff_t panels = (rows + row_tile - 1) / row_tile;
+    return (size_t)(panels * row_tile * depth);
+}
+
+void qf_fp32_pack_a(ptrdiff_t rows, ptrdiff_t depth, const float* a, ptrdiff_t lda, int transposed, int row_tile,
+                    float* packed) {
+    for (ptrdiff_t panel = 0; panel * row_tile < rows; ++panel) {
+        ptrdiff_t first = panel * row_tile;
+        ptrdiff_t height = rows - first < row_tile ? rows - first : row_tile;
+        float* destination = packed + first * depth;
+        if (height < row_tile) memset(destination, 0, sizeof(float) * (size_t)(row_tile * depth));
+        for (ptrdiff_t r = 0; r < height; ++r) {
+            if (transposed) {
+                const float* source = a + first + r;
+                for (ptrdiff_t kk = 0; kk < depth; ++kk) destination[kk * row_tile + r] = source[kk * lda];
+            } else {
+                const float* source = a + (first + r) * lda;
+                for (ptrdiff_t kk = 0; kk < depth; ++kk) destination[kk * row_tile + r] = source[kk];
+            }
+        }
+    }
+}
+
+// B[k0 ..< k0+depth, j0 ..< j0+width] → depth rows of `tile` floats (zero past `width`). `tile` is a constant
+// at each call site (always inlined), so the row copies become a few vector moves rather than memcpy calls,
+// which matters: with K = 96 and 32 panels per plane, called memcpys cost more than the FMAs of a 16-row GEMM.
+static inline __attribute__((always_inline)) void pack_b_panel_tile(const float* b, ptrdiff_t ldb, int transposed,
+                                                                    ptrdiff_t k0, ptrdiff_t depth, ptrdiff_t j0,
+                                                                    int width, const int tile, float* destination) {
+    if (!transposed) {
+        const float* source = b + k0 * ldb + j0;
+        if (width == tile) {
+            for (ptrdiff_t kk = 0; kk < depth; ++kk) {
+                memcpy(destination + kk * tile, source + kk * ldb, sizeof(float) * (size_t)tile);
+            }
+        } else {
+            for (ptrdiff_t kk = 0; kk < depth; ++kk) {
+                float* row = destination + kk * tile;
+                const float* from = source + kk * ldb;
+                for (int j = 0; j < tile; ++j) row[j] = j < width ? from[j] : 0.0f;
+            }
+        }
+        return;
+    }
+    // Bᵀ is stored n × k: read each column of B contiguously along k and scatter it into the panel.
+    if (width < tile) memset(destination, 0, sizeof(float) * (size_t)(depth * tile));
+    for (int j = 0; j < width; ++j) {
+        const float* source = b + (j0 + j) * ldb + k0;
+        for (ptrdiff_t kk = 0; kk < depth; ++kk) destination[kk * tile + j] = source[kk];
+    }
+}
+
+static void pack_b_panel(const float* b, ptrdiff_t ldb, int transposed, ptrdiff_t k0, ptrdiff_t depth, ptrdiff_t j0,
+                         int width, int tile, float* destination) {
+    switch (tile) {
+    case 32: pack_b_panel_tile(b, ldb, transposed, k0, depth, j0, width, 32, destination); break;
+    case 16: pack_b_panel_tile(b, ldb, transposed, k0, depth, j0, width, 16, destination); break;
+    default: pack_b_panel_tile(b, ldb, transposed, k0, depth, j0, width, 8, destination); break;
+    }
+}
+
+static float apply_epilogue(float value, ptrdiff_t row, const qf_fp32_epilogue* epilogue) {
+    if (!epilogue) return value;
+    if (epilogue->bias) value += epilogue->bias[row];
+    if (epilogue->clamp) {
+        value = value < epilogue->minimum ? epilogue->minimum : value;
+        value = value > epilogue->maximum ? epilogue->maximum : value;
+    }
+    return value;
+}
+
+void qf_fp32_gemm(int isa, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* packed_a, const float* b,
+                  ptrdiff_t ldb, int transpose_b, float* c, ptrdiff_t ldc, int accumulate,
+                  const qf_fp32_epilogue* epilogue) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        for (ptrdiff_t i = 0; i < m; ++i) {
+            for (ptrdiff_t j = 0; j < n; ++j) c[i * ldc + j] = apply_epilogue(accumulate ? c[i * ldc + j] : 0.0f, i, epilogue);
+        }
+        return;
+    }
+    const qf_fp32_gemm_tile_fn tile = tile_function(isa);
+    const int row_tile = qf_fp32_gemm_row_tile(isa), column_tile = qf_fp32_gemm_column_tile(isa);
+    float packed_b[QF_FP32_DEPTH_BLOCK * QF_FP32_MAX_COLUMN_TILE] __attribute__((aligned(64)));
+    const ptrdiff_t blocks = (k + QF_FP32_DEPTH_BLOCK - 1) / QF_FP32_DEPTH_BLOCK;
+    const ptrdiff_t nominal_depth = (k + blocks - 1) / blocks;
+    for (ptrdiff_t pc = 0; pc < k; pc += nominal_depth) {
+        const ptrdiff_t kc = k - pc < nominal_depth ? k - pc : nominal_depth;
+        const int last_block = pc + kc == k;
+        const int load_c = accumulate || pc > 0;
+        for (ptrdiff_t jr = 0; jr < n; jr += column_tile) {
+            const int nr = (int)(n - jr < column_tile ? n - jr : column_tile);
+            pack_b_panel(b, ldb, transpose_b, pc, kc, jr, nr, column_tile, packed_b);
+            for (ptrdiff_t ir = 0; ir < m; ir += row_tile) {
+                const int mr = (int)(m - ir < row_tile ? m - ir : row_tile);
+                qf_fp32_epilogue shifted;
+                const qf_fp32_epilogue* tile_epilogue = NULL;
+                if (last_block && epilogue) {
+                    shifted = *epilogue;
+                    if (shifted.bias) shifted.bias += ir;
+                    tile_epilogue = &shifted;
+                }
+                tile(kc, packed_a + ir * k + pc * row_tile, packed_b, c + ir * ldc + jr, ldc, mr, nr, load_c,
+                     tile_epilogue);
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+// qatflow FP32 micro-kernels: GEMM (packed, register-blocked, cache-blocked) and 3×3 depthwise convolution.
+//
+// Every kernel exists per instruction set (XNNPACK naming: qf_fp32_<op>_<isa>):
+//   portable   plain C with GCC/Clang vector extensions (SSE2 on a baseline x86-64 build, NEON on arm64);
+//   avx2       AVX2 + FMA, function-level target attribute;
+//   avx512     AVX-512F + FMA, function-level target attribute.
+// Nothing is compiled with global ISA flags, so the binary runs on any x86-64: qf_fp32_best_isa() checks the CPU
+// once (__builtin_cpu_supports) and callers pass the ISA they want; passing an ISA the CPU lacks is the caller's
+// bug (tests force each supported one).
+//
+// Layouts (row-major, leading dimensions in elements):
+//   packed A   the left-hand matrix (m × k) in panels of `row_tile` rows (qf_fp32_gemm_row_tile(isa)); panel p
+//              starts at p·row_tile·k and holds, for each depth index kk, the row_tile values A[p·row_tile + r][kk]
+//              (zero past the last row). Any depth slice of a panel is therefore contiguous, and the micro-kernel
+//              reads one small broadcast per row and depth step.
+//   B, C       plain row-major; B is packed internally, one column_tile-wide panel at a time (see fp32_gemm.c).
+#ifndef QF_FP32_H
+#define QF_FP32_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum {
+    QF_FP32_ISA_PORTABLE = 0,
+    QF_FP32_ISA_AVX2 = 1,
+    QF_FP32_ISA_AVX512 = 2,
+};
+
+// The best ISA this CPU supports (detected once; cheap afterwards).
+int qf_fp32_best_isa(void);
+// 1 when `isa` runs on this CPU.
+int qf_fp32_isa_supported(int isa);
+
+// Register tile of the GEMM micro-kernel for `isa`: rows of A (and C), columns of B (and C).
+int qf_fp32_gemm_row_tile(int isa);
+int qf_fp32_gemm_column_tile(int isa);
+
+// Floats needed for `rows × depth` packed with `row_tile`.
+size_t qf_fp32_packed_a_size(ptrdiff_t rows, ptrdiff_t depth, int row_tile);
+// Packs A (rows × depth, leading dimension lda; or, when `transposed`, A is stored as depth × rows).
+void qf_fp32_pack_a(ptrdiff_t rows, ptrdiff_t depth, const float* a, ptrdiff_t lda, int transposed, int row_tile,
+                    float* packed);
+
+// What happens to each finished C element (after the last depth block), in this order:
+//   c = (accumulate ? c_old : 0) + Σ A·B;  c += bias[row] (if bias);  c = min(max(c, minimum), maximum) (if clamp).
+// NaN passes through the clamp unchanged.
+typedef struct {
+    const float* bias;  // one value per row of C, or NULL
+    float minimum;
+    float maximum;
+    int clamp;
+} qf_fp32_epilogue;
+
+// C[m × n] (+)= A · B with A packed for `isa` (row_tile of that ISA) and k ≥ 1. When transpose_b, `b` holds Bᵀ
+// (n × k, leading dimension ldb). Single-threaded; callers split rows (in whole panels) or columns over threads.
+// `epilogue` may be NULL.
+void qf_fp32_gemm(int isa, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* packed_a, const float* b,
+                  ptrdiff_t ldb, int transpose_b, float* c, ptrdiff_t ldc, int accumulate,
+                  const qf_fp32_epilogue* epilogue);
+
+// One channel plane of a 3×3 depthwise convolution (dilation 1, stride 1 or 2):
+//   out[oy][ox] = clamp(bias + Σ w[ky][kx] · in[oy·stride + ky - pad_top][ox·stride + kx - pad_left])
+// reading zero outside the input. `scratch` must hold qf_fp32_depthwise3x3_scratch_size(...) floats.
+size_t qf_fp32_depthwise3x3_scratch_size(ptrdiff_t height, ptrdiff_t width, ptrdiff_t pad_top, ptrdiff_t pad_left,
+                                         ptrdiff_t out_height, ptrdiff_t out_width, int stride);
+void qf_fp32_depthwise3x3(int isa, const float* input, ptrdiff_t height, ptrdiff_t width, int stride,
+                          ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width,
+                          const float* weights, float bias, float minimum, float maximum, int clamp,
+                          float* output, float* scratch);
+// Planes first_plane ..< first_plane + plane_count of an NCHW tensor (plane = n·channels + c, dense planes), each
+// with its channel's 9 weights (weights + 9·c) and bias[c]: one call per thread instead of one per plane.
+void qf_fp32_depthwise3x3_planes(int isa, const float* input, ptrdiff_t first_plane, ptrdiff_t plane_count,
+                                 ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width, int stride, ptrdiff_t pad_top,
+                                 ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width, const float* weights,
+                                 const float* bias, float minimum, float maximum, int clamp, float* output,
+                                 float* scratch);
+
+// ---- Internal: one micro-kernel per ISA, called by qf_fp32_gemm ----
+// C tile (rows ≤ row_tile, columns ≤ column_tile) (+)= A panel slice (depth × row_tile) · B panel (depth ×
+// column_tile, zero-padded); `load_c` adds the old C; `epilogue` (may be NULL) is applied when not NULL.
+typedef void (*qf_fp32_gemm_tile_fn)(ptrdiff_t depth, const float* a, const float* b, float* c, ptrdiff_t ldc,
+                                     int rows, int columns, int load_c, const qf_fp32_epilogue* epilogue);
+void qf_fp32_gemm_tile_portable(ptrdiff_t depth, const float* a, const float* b, float* c, ptrdiff_t ldc,
+                                int rows, int columns, int load_c, const qf_fp32_epilogue* epilogue);
+void qf_fp32_gemm_tile_avx2(ptrdiff_t depth, const float* a, const float* b, float* c, ptrdiff_t ldc,
+                            int rows, int columns, int load_c, const qf_fp32_epilogue* epilogue);
+void qf_fp32_gemm_tile_avx512(ptrdiff_t depth, const float* a, const float* b, float* c, ptrdiff_t ldc,
+                              int rows, int columns, int load_c, const qf_fp32_epilogue* epilogue);
+
+// 3×3 depthwise on a zero-bordered plane (rows of `padded_width` floats, read with up to 64 floats of slack past
+// the plane), `flat` is scratch for out_height·padded_width + 16 floats.
+void qf_fp32_depthwise3x3_padded_avx512(const float* padded, ptrdiff_t padded_width, int stride,
+                                        ptrdiff_t out_height, ptrdiff_t out_width, const float* weights, float bias,
+                                        float minimum, float maximum, float* output, float* flat);
+
+// The same straight from the unpadded plane (padding = masked-off lanes); returns 0 when the geometry is not one it
+// handles (see fp32_depthwise_avx512.c), and the caller then uses the padded kernel.
+int qf_fp32_depthwise3x3_direct_avx512(const float* input, ptrdiff_t height, ptrdiff_t width, int stride,
+                                       ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height,
+                                       ptrdiff_t out_width, const float* weights, float bias, float minimum,
+                                       float maximum, float* output);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,44 @@
+import CKernels
+
+/// 3×3 depthwise convolution of one channel plane (dilation 1, stride 1 or 2) with the bias and an output clamp
+/// (ReLU/ReLU6) fused into the same pass. The kernels are in `CKernels` (`fp32_depthwise.c`), one per
+/// `FP32InstructionSet`.
+public enum DepthwiseConvolution3x3 {
+    /// Floats of scratch one call needs (reuse it for every plane of the same geometry).
+    public static func scratchCount(height: Int, width: Int, stride: Int, padTop: Int, padLeft: Int,
+                                    outputHeight: Int, outputWidth: Int) -> Int {
+        Int(qf_fp32_depthwise3x3_scratch_size(height, width, padTop, padLeft, outputHeight, outputWidth, Int32(stride)))
+    }
+
+    /// `output[oy][ox] = clamp(bias + Σ weights[ky·3+kx] · input[oy·stride+ky−padTop][ox·stride+kx−padLeft])`, zero
+    /// outside the input. `output` is `outputHeight × outputWidth`, dense.
+    public static func plane(input: UnsafePointer<Float>, height: Int, width: Int, stride: Int,
+                             padTop: Int, padLeft: Int, outputHeight: Int, outputWidth: Int,
+                             weights: UnsafePointer<Float>, bias: Float,
+                             minimum: Float = -.infinity, maximum: Float = .infinity,
+                             output: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+                             instructionSet: FP32InstructionSet = .preferred) {
+        precondition(stride == 1 || stride == 2, "DepthwiseConvolution3x3: stride \(stride)")
+        precondition(instructionSet.isSupported, "DepthwiseConvolution3x3: this CPU cannot run \(instructionSet)")
+        let clamps = minimum > -.infinity || maximum < .infinity
+        qf_fp32_depthwise3x3(instructionSet.rawValue, input, height, width, Int32(stride), padTop, padLeft,
+                             outputHeight, outputWidth, weights, bias, minimum, maximum, clamps ? 1 : 0,
+                             output, scratch)
+    }
+
+    /// `plane(...)` for planes `planes` of an NCHW tensor (plane index = image · channels + channel), each with its
+    /// channel's 9 weights (`weights + 9·channel`) and `bias[channel]`; one C call for the whole range.
+    public static func planes(_ planes: Range<Int>, channels: Int, input: UnsafePointer<Float>, height: Int, width: Int,
+                              stride: Int, padTop: Int, padLeft: Int, outputHeight: Int, outputWidth: Int,
+                              weights: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                              minimum: Float = -.infinity, maximum: Float = .infinity,
+                              output: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+                              instructionSet: FP32InstructionSet = .preferred) {
+        precondition(stride == 1 || stride == 2, "DepthwiseConvolution3x3: stride \(stride)")
+        precondition(instructionSet.isSupported, "DepthwiseConvolution3x3: this CPU cannot run \(instructionSet)")
+        let clamps = minimum > -.infinity || maximum < .infinity
+        qf_fp32_depthwise3x3_planes(instructionSet.rawValue, input, planes.lowerBound, planes.count, channels,
+                                    height, width, Int32(stride), padTop, padLeft, outputHeight, outputWidth,
+                                    weights, bias, minimum, maximum, clamps ? 1 : 0, output, scratch)
+    }
+}
