@@ -91,8 +91,9 @@ enum BatchNormalization {
                                 var dySum: Double = 0, dyxSum: Double = 0
                                 for n in 0..<batch {
                                     let offset = (n * channels + c) * plane
-                                    dySum += Double(VectorMath.sum(dY.base + offset, count: plane))
-                                    dyxSum += Double(VectorMath.dot(dY.base + offset, source.base + offset, count: plane))
+                                    let (planeSum, planeDot) = VectorMath.sumAndDot(dY.base + offset, source.base + offset, count: plane)
+                                    dySum += Double(planeSum)
+                                    dyxSum += Double(planeDot)
                                 }
                                 s.base[c] = Float(dySum)
                                 // Σ dy·(x − centre)·invσ = invσ·(Σ dy·x − centre·Σ dy)

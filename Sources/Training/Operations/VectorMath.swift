@@ -1,16 +1,23 @@
 /// Reductions written with SIMD accumulators: a scalar `sum += x` loop cannot be vectorised (float addition is
 /// not associative, so the compiler keeps the order), and these sit on the hot path of every backward step.
+/// Planes are as small as 4×4, so each has a 16-lane step before the scalar tail.
 enum VectorMath {
+    @inline(__always)
+    private static func load(_ p: UnsafeRawPointer, _ index: Int) -> SIMD16<Float> {
+        p.loadUnaligned(fromByteOffset: index * 4, as: SIMD16<Float>.self)
+    }
+
     @inline(__always)
     static func sum(_ x: UnsafePointer<Float>, count: Int) -> Float {
         var a0 = SIMD16<Float>(), a1 = SIMD16<Float>()
         var i = 0
         let raw = UnsafeRawPointer(x)
         while i + 32 <= count {
-            a0 += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
-            a1 += raw.loadUnaligned(fromByteOffset: (i + 16) * 4, as: SIMD16<Float>.self)
+            a0 += load(raw, i)
+            a1 += load(raw, i + 16)
             i += 32
         }
+        if i + 16 <= count { a0 += load(raw, i); i += 16 }
         var total = (a0 + a1).sum()
         while i < count { total += x[i]; i += 1 }
         return total
@@ -23,13 +30,31 @@ enum VectorMath {
         var i = 0
         let rx = UnsafeRawPointer(x), ry = UnsafeRawPointer(y)
         while i + 32 <= count {
-            a0 += rx.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) * ry.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
-            a1 += rx.loadUnaligned(fromByteOffset: (i + 16) * 4, as: SIMD16<Float>.self) * ry.loadUnaligned(fromByteOffset: (i + 16) * 4, as: SIMD16<Float>.self)
+            a0 += load(rx, i) * load(ry, i)
+            a1 += load(rx, i + 16) * load(ry, i + 16)
             i += 32
         }
+        if i + 16 <= count { a0 += load(rx, i) * load(ry, i); i += 16 }
         var total = (a0 + a1).sum()
         while i < count { total += x[i] * y[i]; i += 1 }
         return total
+    }
+
+    /// `(Σ x[i], Σ x[i]·y[i])` in one pass over `x`.
+    @inline(__always)
+    static func sumAndDot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, count: Int) -> (sum: Float, dot: Float) {
+        var s0 = SIMD16<Float>(), d0 = SIMD16<Float>()
+        var i = 0
+        let rx = UnsafeRawPointer(x), ry = UnsafeRawPointer(y)
+        while i + 16 <= count {
+            let xv = load(rx, i)
+            s0 += xv
+            d0 += xv * load(ry, i)
+            i += 16
+        }
+        var total = s0.sum(), product = d0.sum()
+        while i < count { total += x[i]; product += x[i] * y[i]; i += 1 }
+        return (total, product)
     }
 
     /// `Σ (x[i] − center)²`.
@@ -40,7 +65,7 @@ enum VectorMath {
         var i = 0
         let raw = UnsafeRawPointer(x)
         while i + 16 <= count {
-            let d = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) - c
+            let d = load(raw, i) - c
             a0 += d * d
             i += 16
         }
