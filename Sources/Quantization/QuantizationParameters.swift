@@ -7,6 +7,13 @@ public struct AffineQuantization: Sendable, Equatable, Codable {
     public var qmin: Int
     public var qmax: Int
 
+    public init(scale: Float, zeroPoint: Int, qmin: Int, qmax: Int) {
+        self.scale = scale
+        self.zeroPoint = zeroPoint
+        self.qmin = qmin
+        self.qmax = qmax
+    }
+
     /// Asymmetric activation grid over `[low, high]` with `bits` bits stored in uint8: `[0, 2^bits − 1]`.
     /// The range is widened to contain 0 so that zero (padding, ReLU's floor) is exact.
     public static func activation(low: Float, high: Float, bits: Int) -> AffineQuantization {
