@@ -37,7 +37,11 @@ enum {
 #define QF_DWV_BLOCK_CHANNELS 64
 #define QF_DWV_HEADER_BYTES (4 * QF_DWV_HEADER_ROWS * 64)  // [j][row][16 lanes] int32
 #define QF_DWV_WEIGHT_BYTES (3 * 4 * 64)                  // [quad][j][16 lanes][4 taps] int8
-#define QF_DWV_BLOCK_BYTES (QF_DWV_HEADER_BYTES + QF_DWV_WEIGHT_BYTES)
+// Stride 1 computes two neighbouring output pixels at once: per kernel row, the four input columns they read
+// (ox−1 … ox+2) form one quad, which is interleaved once and multiplied with the row's weights shifted into
+// bytes 0-2 for the left pixel and 1-3 for the right one (16 fewer shuffles and 6 fewer loads per pair).
+#define QF_DWV_PAIR_WEIGHT_BYTES (3 * 2 * 4 * 64)         // [kernel row][left, right][j][16 lanes][4] int8
+#define QF_DWV_BLOCK_BYTES (QF_DWV_HEADER_BYTES + QF_DWV_WEIGHT_BYTES + QF_DWV_PAIR_WEIGHT_BYTES)
 
 static inline size_t qf_dwv_blocks(size_t channels) {
     return (channels + QF_DWV_BLOCK_CHANNELS - 1) / QF_DWV_BLOCK_CHANNELS;

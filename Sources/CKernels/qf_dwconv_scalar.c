@@ -23,10 +23,14 @@ static void qf_dwconv3x3_pack_vnni(size_t channels, const int8_t* weights, const
                 const size_t c = block * QF_DWV_BLOCK_CHANNELS + qf_dwv_channel(j, i);
                 if (c >= channels) continue;  // padding channels: zero weights, zero multiplier
                 int32_t weight_sum = 0;
+                int8_t* pair = w + QF_DWV_WEIGHT_BYTES;
                 for (int t = 0; t < 9; t++) {
                     const size_t quad = (size_t)t / 4, position = (size_t)t % 4;
                     w[(quad * 4 + j) * 64 + i * 4 + position] = weights[c * 9 + t];
                     weight_sum += weights[c * 9 + t];
+                    const size_t ky = (size_t)t / 3, kx = (size_t)t % 3;
+                    pair[((ky * 2 + 0) * 4 + j) * 64 + i * 4 + kx] = weights[c * 9 + t];      // left pixel
+                    pair[((ky * 2 + 1) * 4 + j) * 64 + i * 4 + kx + 1] = weights[c * 9 + t];  // right pixel
                 }
                 const int32_t right = shift[c] < 0 ? -shift[c] : 0;
                 rows[QF_DWV_BIAS * 16 + i] = (bias ? bias[c] : 0) - input_zero_point * weight_sum;

@@ -21,6 +21,28 @@ QF_TARGET_AVX512VNNI static inline void qf_dwv_interleave(__m512i t0, __m512i t1
     r[3] = _mm512_unpackhi_epi16(hi01, hi23);
 }
 
+// Requantizes the four accumulators of one pixel's 64-channel block and stores them in channel order.
+QF_TARGET_AVX512VNNI static inline void qf_dwv_store(const __m512i acc[4], const int32_t* header, uint8_t* dst,
+                                                    __mmask64 mask, __m512i lo, __m512i hi, __m512i zero_point) {
+    __m512i y[4];
+    for (int j = 0; j < 4; j++) {
+        const int32_t* rows = header + j * QF_DWV_HEADER_ROWS * 16;
+        const __m512i left = _mm512_loadu_si512(rows + QF_DWV_LEFT_SHIFT * 16);
+        const __m512i right = _mm512_loadu_si512(rows + QF_DWV_RIGHT_SHIFT * 16);
+        __m512i v = acc[j];
+        if (_mm512_test_epi32_mask(left, left)) v = _mm512_sllv_epi32(v, left);
+        v = qf_multiply_shift_avx512(v, _mm512_loadu_si512(rows + QF_DWV_MULTIPLIER * 16),
+                                     _mm512_loadu_si512(rows + QF_DWV_MULTIPLIER_ODD * 16),
+                                     _mm512_loadu_si512(rows + QF_DWV_NUDGE_EVEN * 16),
+                                     _mm512_loadu_si512(rows + QF_DWV_NUDGE_ODD * 16), right,
+                                     _mm512_test_epi32_mask(right, right));
+        y[j] = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), zero_point);
+    }
+    // In-lane packs undo the interleave: lane L of the result holds channels 16L..16L+15 in order.
+    const __m512i bytes = _mm512_packus_epi16(_mm512_packs_epi32(y[0], y[1]), _mm512_packs_epi32(y[2], y[3]));
+    _mm512_mask_storeu_epi8(dst, mask, bytes);
+}
+
 // 64 channels of one output pixel with vpdpbusd: 12 multiply-accumulate instructions for 9 taps × 64 channels.
 QF_TARGET_AVX512VNNI static inline void qf_dwv_pixel(const uint8_t* const taps[9], size_t c0, __mmask64 mask,
                                                     __m512i zero_vector, const uint8_t* block, uint8_t* dst,
@@ -45,23 +67,34 @@ QF_TARGET_AVX512VNNI static inline void qf_dwv_pixel(const uint8_t* const taps[9
         acc[j] = _mm512_dpbusd_epi32(acc[j], _mm512_shuffle_epi8(x[8], pick),
                                      _mm512_loadu_si512(w + (2 * 4 + j) * 64));
     }
-    __m512i y[4];
+    qf_dwv_store(acc, header, dst + c0, mask, lo, hi, zero_point);
+}
+
+// Two neighbouring output pixels (stride 1): `columns[ky][q]` is input column ox−1+q of kernel row ky (NULL
+// outside the image).
+QF_TARGET_AVX512VNNI static inline void qf_dwv_pixel_pair(const uint8_t* const columns[3][4], size_t c0,
+                                                         __mmask64 mask, __m512i zero_vector, const uint8_t* block,
+                                                         uint8_t* dst_left, uint8_t* dst_right, __m512i lo,
+                                                         __m512i hi, __m512i zero_point) {
+    const int32_t* header = (const int32_t*)block;
+    const uint8_t* w = block + QF_DWV_HEADER_BYTES + QF_DWV_WEIGHT_BYTES;
+    __m512i acc_left[4], acc_right[4], r[4];
     for (int j = 0; j < 4; j++) {
-        const int32_t* rows = header + j * QF_DWV_HEADER_ROWS * 16;
-        const __m512i left = _mm512_loadu_si512(rows + QF_DWV_LEFT_SHIFT * 16);
-        const __m512i right = _mm512_loadu_si512(rows + QF_DWV_RIGHT_SHIFT * 16);
-        __m512i v = acc[j];
-        if (_mm512_test_epi32_mask(left, left)) v = _mm512_sllv_epi32(v, left);
-        v = qf_multiply_shift_avx512(v, _mm512_loadu_si512(rows + QF_DWV_MULTIPLIER * 16),
-                                     _mm512_loadu_si512(rows + QF_DWV_MULTIPLIER_ODD * 16),
-                                     _mm512_loadu_si512(rows + QF_DWV_NUDGE_EVEN * 16),
-                                     _mm512_loadu_si512(rows + QF_DWV_NUDGE_ODD * 16), right,
-                                     _mm512_test_epi32_mask(right, right));
-        y[j] = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), zero_point);
+        acc_left[j] = acc_right[j] = _mm512_loadu_si512(header + (j * QF_DWV_HEADER_ROWS + QF_DWV_BIAS) * 16);
     }
-    // In-lane packs undo the interleave: lane L of the result holds channels 16L..16L+15 in order.
-    const __m512i bytes = _mm512_packus_epi16(_mm512_packs_epi32(y[0], y[1]), _mm512_packs_epi32(y[2], y[3]));
-    _mm512_mask_storeu_epi8(dst + c0, mask, bytes);
+    for (int ky = 0; ky < 3; ky++) {
+        __m512i x[4];
+        for (int q = 0; q < 4; q++) {
+            x[q] = columns[ky][q] ? _mm512_maskz_loadu_epi8(mask, columns[ky][q] + c0) : zero_vector;
+        }
+        qf_dwv_interleave(x[0], x[1], x[2], x[3], r);
+        for (int j = 0; j < 4; j++) {
+            acc_left[j] = _mm512_dpbusd_epi32(acc_left[j], r[j], _mm512_loadu_si512(w + ((ky * 2 + 0) * 4 + j) * 64));
+            acc_right[j] = _mm512_dpbusd_epi32(acc_right[j], r[j], _mm512_loadu_si512(w + ((ky * 2 + 1) * 4 + j) * 64));
+        }
+    }
+    qf_dwv_store(acc_left, header, dst_left + c0, mask, lo, hi, zero_point);
+    qf_dwv_store(acc_right, header, dst_right + c0, mask, lo, hi, zero_point);
 }
 
 QF_TARGET_AVX512VNNI void qf_dwconv3x3_u8s8_avx512vnni(const qf_dwconv_shape* s, const uint8_t* input,
@@ -76,7 +109,28 @@ QF_TARGET_AVX512VNNI void qf_dwconv3x3_u8s8_avx512vnni(const qf_dwconv_shape* s,
     for (size_t r = row_begin; r < row_end; r++) {
         const size_t image = r / s->out_height, oy = r % s->out_height;
         const uint8_t* image_base = input + image * s->height * s->width * C;
-        for (size_t ox = 0; ox < s->out_width; ox++) {
+        size_t ox = 0;
+        if (s->stride == 1) {
+            for (; ox + 2 <= s->out_width; ox += 2) {
+                const uint8_t* columns[3][4];
+                for (int ky = 0; ky < 3; ky++) {
+                    const ptrdiff_t iy = (ptrdiff_t)oy - 1 + ky;
+                    for (int q = 0; q < 4; q++) {
+                        const ptrdiff_t ix = (ptrdiff_t)ox - 1 + q;
+                        const int inside = iy >= 0 && iy < (ptrdiff_t)s->height && ix >= 0 && ix < (ptrdiff_t)s->width;
+                        columns[ky][q] = inside ? image_base + ((size_t)iy * s->width + (size_t)ix) * C : NULL;
+                    }
+                }
+                uint8_t* dst = output + (r * s->out_width + ox) * C;
+                for (size_t c0 = 0; c0 < C; c0 += QF_DWV_BLOCK_CHANNELS) {
+                    const size_t valid = C - c0 < 64 ? C - c0 : 64;
+                    const __mmask64 mask = valid == 64 ? ~(__mmask64)0 : (((__mmask64)1 << valid) - 1);
+                    qf_dwv_pixel_pair(columns, c0, mask, zero_vector, region + (c0 / 64) * QF_DWV_BLOCK_BYTES, dst,
+                                      dst + C, lo, hi, zero_point);
+                }
+            }
+        }
+        for (; ox < s->out_width; ox++) {  // stride 2, and the last pixel of an odd row
             const uint8_t* taps[9];
             qf_dwconv_taps_fast(s, image_base, oy, ox, taps);
             uint8_t* dst = output + (r * s->out_width + ox) * C;
