@@ -28,6 +28,9 @@ public struct QuantizedGEMM: Sendable {
     public init(outputChannels: Int, depth: Int, weights: [Int8], bias: [Int32]?,
                 multipliers: [QuantizedMultiplier], inputZeroPoint: UInt8, output: OutputQuantization) {
         precondition(outputChannels > 0 && depth > 0, "GEMM needs at least one output channel and one depth")
+        // Accumulators stay below 2^30 (32,768 · 255 · 127 ≈ 2^30), the bound under which every ISA path is
+        // bit-exact (see qf_requant.h).
+        precondition(depth <= 32_768, "GEMM depth \(depth) above 32,768")
         precondition(weights.count == outputChannels * depth, "GEMM weights: expected \(outputChannels * depth)")
         precondition(bias == nil || bias!.count == outputChannels, "GEMM bias: expected \(outputChannels) values")
         let perChannel = expandPerChannel(multipliers, count: outputChannels, what: "GEMM multipliers")
