@@ -57,12 +57,17 @@ public final class ForwardContext {
         self.random = random
     }
 
-    /// Whether an output computed from `inputs` needs a backward step.
-    func needsGradient(_ inputs: Variable?...) -> Bool {
+    /// Whether an output computed from `inputs` needs a backward step (create the output `Variable` with
+    /// `requiresGradient:` set to this).
+    public func needsGradient(_ inputs: Variable?...) -> Bool {
         tape != nil && inputs.contains { $0?.requiresGradient == true }
     }
 
-    func record(_ output: Variable, _ backward: @escaping () -> Void) {
+    /// Records the backward step of a new operation (public so other modules, e.g. fake quantization, can add
+    /// differentiable operations): `backward` reads `output.gradient` and adds into its inputs' gradients with
+    /// `accumulateGradient`, `writeGradient` or `addGradient`. Nothing is recorded without a tape or when
+    /// `output.requiresGradient` is false.
+    public func record(_ output: Variable, _ backward: @escaping () -> Void) {
         tape?.record(output, backward)
     }
 }

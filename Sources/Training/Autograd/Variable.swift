@@ -26,7 +26,7 @@ public final class Variable {
     /// Runs `body` on the gradient buffer, zero-filling it first if backward has not reached this value yet.
     /// Backward steps *add* into it: a value read by several nodes (a residual branch) sums their gradients.
     @inline(__always)
-    func accumulateGradient<Result>(_ body: (UnsafeMutablePointer<Float>) throws -> Result) rethrows -> Result {
+    public func accumulateGradient<Result>(_ body: (UnsafeMutablePointer<Float>) throws -> Result) rethrows -> Result {
         if gradient.isEmpty { gradient = [Float](repeating: 0, count: value.count) }
         return try gradient.withUnsafeMutableBufferPointer { try body($0.baseAddress!) }
     }
@@ -35,7 +35,7 @@ public final class Variable {
     /// this value: `body` must *store* every element) or holds earlier contributions (`body` must *add*).
     /// Saves the zero-fill and the read of `accumulateGradient` for the first (usually only) contribution.
     @inline(__always)
-    func writeGradient(_ body: (UnsafeMutablePointer<Float>, _ fresh: Bool) -> Void) {
+    public func writeGradient(_ body: (UnsafeMutablePointer<Float>, _ fresh: Bool) -> Void) {
         if gradient.isEmpty {
             gradient = [Float](unsafeUninitializedCapacity: value.count) { buffer, initialized in
                 body(buffer.baseAddress!, true)
@@ -48,7 +48,7 @@ public final class Variable {
 
     /// Adds `contribution` (same element count) to the gradient, sharing its storage when this is the first
     /// contribution (copy-on-write makes a later addition copy first), so pass-through ops cost nothing.
-    func addGradient(_ contribution: [Float]) {
+    public func addGradient(_ contribution: [Float]) {
         precondition(contribution.count == value.count, "gradient of \(contribution.count) values for \(value.count)")
         if gradient.isEmpty {
             gradient = contribution

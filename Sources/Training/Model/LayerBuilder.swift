@@ -6,7 +6,6 @@ import Tensor
 struct LayerBuilder {
     let graph: Graph
     private var parametersByName: [String: Parameter] = [:]
-    private(set) var parameterOrder: [Parameter] = []
 
     init(graph: Graph) {
         self.graph = graph
@@ -122,7 +121,6 @@ struct LayerBuilder {
         if let existing = parametersByName[name] { return existing }
         let parameter = Parameter(name: name, role: role, value: value)
         parametersByName[name] = parameter
-        parameterOrder.append(parameter)
         return parameter
     }
 }

@@ -27,8 +27,14 @@ public final class TrainableModel {
     public let layers: [Layer]
     /// Every trainable parameter, each once, in first-use order.
     public let parameters: [Parameter]
+    /// Per node, the inputs that are computed values (not initializers, not omitted), in input order.
+    private let runtimeInputs: [[String]]
 
-    public init(graph: Graph) throws {
+    /// Builds one layer per node. `customLayer` may supply the layer for any node (return nil to use the built-in
+    /// one): QAT replaces convolutions with fake-quantized ones, or handles Quantize/DequantizeLinear nodes. A
+    /// custom layer receives the node's computed inputs (initializer inputs are its own business) and its
+    /// `parameters` join the model's.
+    public init(graph: Graph, customLayer: ((Node, Graph) throws -> Layer?)? = nil) throws {
         guard graph.inputs.count == 1 else {
             throw TrainableModelError(message: "expected one graph input, found \(graph.inputs.map(\.name))")
         }
@@ -39,8 +45,19 @@ public final class TrainableModel {
         inputName = graph.inputs[0].name
         outputName = graph.outputs[0].name
         var builder = LayerBuilder(graph: graph)
-        layers = try graph.nodes.map { try builder.layer(for: $0) }
-        parameters = builder.parameterOrder
+        var parameters: [Parameter] = []
+        var seen = Set<ObjectIdentifier>()
+        layers = try graph.nodes.map { node in
+            if let custom = try customLayer?(node, graph) {
+                for parameter in custom.parameters where seen.insert(ObjectIdentifier(parameter)).inserted { parameters.append(parameter) }
+                return custom
+            }
+            let layer = try builder.layer(for: node)
+            for parameter in layer.parameters where seen.insert(ObjectIdentifier(parameter)).inserted { parameters.append(parameter) }
+            return layer
+        }
+        self.parameters = parameters
+        runtimeInputs = graph.nodes.map { node in node.inputs.filter { !$0.isEmpty && graph.initializers[$0] == nil } }
     }
 
     /// Total number of trainable values.
@@ -52,9 +69,9 @@ public final class TrainableModel {
     /// Runs the graph on `input` (NCHW batch). In training mode with a tape, every step is recorded for backward.
     public func callAsFunction(_ input: Tensor, context: ForwardContext) throws -> Variable {
         var values: [String: Variable] = [inputName: Variable(input)]
-        // Release each value after its last reader so peak memory stays that of a forward pass.
-        for (node, layer) in zip(sourceGraph.nodes, layers) {
-            let operands = try node.inputs.prefix(LayerBuilder.runtimeInputCount(node.op)).map { name -> Variable in
+        for (index, node) in sourceGraph.nodes.enumerated() {
+            let layer = layers[index]
+            let operands = try runtimeInputs[index].map { name -> Variable in
                 guard let value = values[name] else {
                     throw TrainableModelError(nodeName: node.name, message: "input '\(name)' is not computed before this node")
                 }
