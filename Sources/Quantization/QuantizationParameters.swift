@@ -89,7 +89,7 @@ public struct QuantizationConfig: Sendable, Equatable {
     /// Node names left in float.
     public var skip: [String]
 
-    public init(weightBits: Int = 8, activationBits: Int = 8, activationCalibration: ActivationCalibration = .kl,
+    public init(weightBits: Int = 8, activationBits: Int = 8, activationCalibration: ActivationCalibration = .mse,
                 weightCalibration: WeightCalibration = .maxAbs, skip: [String] = []) {
         self.weightBits = weightBits
         self.activationBits = activationBits

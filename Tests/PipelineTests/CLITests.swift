@@ -55,7 +55,7 @@ final class CLITests: XCTestCase {
             ("stages:\n  convert: {uses: convert, with: {model: models/m.onnx, for_training: maybe}}\n", "bad.yaml:2:71: error: stage 'convert', parameter 'for_training': expected true or false"),
             ("stages:\n  a: {uses: evaluate, needs: b}\n  b: {uses: evaluate, needs: a}\n", "bad.yaml:2:3: error: dependency cycle: a -> b -> a"),
             ("stages:\n  a: {uses: evaluate, needs: [convrt]}\n", "bad.yaml:2:31: error: stage 'a' needs 'convrt'"),
-            ("stages:\n  a: {uses: quantize}\n", "bad.yaml:2:13: error: unknown stage kind 'quantize'"),
+            ("stages:\n  a: {uses: qta}\n", "bad.yaml:2:13: error: unknown stage kind 'qta'"),
             ("stages:\n  convert: {uses: convert, with: {model: models/missing.onnx}}\n", "bad.yaml:2:42: error: stage 'convert', parameter 'model': file 'models/missing.onnx' does not exist"),
         ]
         for (text, expected) in cases {
