@@ -142,6 +142,17 @@ void qf_fp32_depthwise3x3_planes(int isa, const float* input, ptrdiff_t first_pl
                                  ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width, const float* weights,
                                  const float* bias, float minimum, float maximum, int clamp, float* output,
                                  float* scratch) {
+    if (!clamp) {
+        minimum = -__builtin_inff();
+        maximum = __builtin_inff();
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa == QF_FP32_ISA_AVX512 &&
+        qf_fp32_depthwise3x3_planes_avx512(input, first_plane, plane_count, channels, height, width, stride, pad_top,
+                                           pad_left, out_height, out_width, weights, bias, minimum, maximum, output)) {
+        return;
+    }
+#endif
     for (ptrdiff_t plane = first_plane; plane < first_plane + plane_count; ++plane) {
         const ptrdiff_t channel = plane % channels;
         qf_fp32_depthwise3x3(isa, input + plane * height * width, height, width, stride, pad_top, pad_left, out_height,

@@ -168,21 +168,22 @@ static QF_AVX512 void direct_stride1_flat(const float* input, ptrdiff_t height, 
     }
     const ptrdiff_t count = height * width;
     for (ptrdiff_t block = 0; block < count; block += 64) {
-        __m512 sum[4] = {bias, bias, bias, bias};
-        const int vectors = (int)((count - block + 15) / 16 < 4 ? (count - block + 15) / 16 : 4);
+        // Four named accumulators (an array of them was spilled to the stack, serialising the FMAs through memory);
+        // vectors past the plane load and store nothing (empty masks).
+        __m512 s0 = bias, s1 = bias, s2 = bias, s3 = bias;
         for (int tap = 0; tap < 9; ++tap) {
             const int ky = tap / 3, kx = tap % 3;
-            const ptrdiff_t offset = (ky - pad_top) * width + (kx - pad_left);
-            for (int v = 0; v < vectors; ++v) {
-                const ptrdiff_t start = block + 16 * v + offset;
-                const __mmask16 mask = column_valid[kx] & range_mask(start, count);
-                sum[v] = _mm512_fmadd_ps(w[tap], _mm512_maskz_loadu_ps(mask, input + start), sum[v]);
-            }
+            const ptrdiff_t start = block + (ky - pad_top) * width + (kx - pad_left);
+            const __mmask16 columns = column_valid[kx];
+            s0 = _mm512_fmadd_ps(w[tap], _mm512_maskz_loadu_ps(columns & range_mask(start, count), input + start), s0);
+            s1 = _mm512_fmadd_ps(w[tap], _mm512_maskz_loadu_ps(columns & range_mask(start + 16, count), input + start + 16), s1);
+            s2 = _mm512_fmadd_ps(w[tap], _mm512_maskz_loadu_ps(columns & range_mask(start + 32, count), input + start + 32), s2);
+            s3 = _mm512_fmadd_ps(w[tap], _mm512_maskz_loadu_ps(columns & range_mask(start + 48, count), input + start + 48), s3);
         }
-        for (int v = 0; v < vectors; ++v) {
-            const ptrdiff_t q = block + 16 * v;
-            _mm512_mask_storeu_ps(output + q, range_mask(q, count), clamp(sum[v], minimum, maximum));
-        }
+        _mm512_mask_storeu_ps(output + block, range_mask(block, count), clamp(s0, minimum, maximum));
+        _mm512_mask_storeu_ps(output + block + 16, range_mask(block + 16, count), clamp(s1, minimum, maximum));
+        _mm512_mask_storeu_ps(output + block + 32, range_mask(block + 32, count), clamp(s2, minimum, maximum));
+        _mm512_mask_storeu_ps(output + block + 48, range_mask(block + 48, count), clamp(s3, minimum, maximum));
     }
 }
 
@@ -230,6 +231,68 @@ QF_AVX512 int qf_fp32_depthwise3x3_direct_avx512(const float* input, ptrdiff_t h
         direct_stride1_flat(input, height, width, pad_top, pad_left, w, bias, minimum, maximum, output);
     } else {
         direct_stride1_rows(input, height, width, pad_top, pad_left, out_height, out_width, w, bias, minimum, maximum, output);
+    }
+    return 1;
+}
+
+// Many planes of one geometry. Small flat planes (width = out_width dividing 16, ≤ 64 outputs: MobileNet's 8×8 and
+// 4×4 stages) get their 9×4 tap masks computed once for all planes — per plane, the scalar mask arithmetic cost
+// more than the 36 FMAs it guards. Returns 0 when no direct kernel handles the geometry.
+QF_AVX512 int qf_fp32_depthwise3x3_planes_avx512(const float* input, ptrdiff_t first_plane, ptrdiff_t plane_count,
+                                                 ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width, int stride,
+                                                 ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height,
+                                                 ptrdiff_t out_width, const float* weights, const float* bias,
+                                                 float minimum_value, float maximum_value, float* output) {
+    const ptrdiff_t count = height * width;
+    const int flat = stride == 1 && width < 16 && 16 % width == 0 && out_width == width && out_height == height;
+    if (!(stride == 2 || (stride == 1 && out_width >= 16) || flat)) return 0;
+    const ptrdiff_t in_plane = count, out_plane = out_height * out_width;
+    if (!flat || count > 64) {
+        for (ptrdiff_t plane = first_plane; plane < first_plane + plane_count; ++plane) {
+            const ptrdiff_t channel = plane % channels;
+            qf_fp32_depthwise3x3_direct_avx512(input + plane * in_plane, height, width, stride, pad_top, pad_left,
+                                               out_height, out_width, weights + 9 * channel, bias[channel],
+                                               minimum_value, maximum_value, output + plane * out_plane);
+        }
+        return 1;
+    }
+    __mmask16 masks[9][4];
+    ptrdiff_t offsets[9];
+    for (int tap = 0; tap < 9; ++tap) {
+        const int ky = tap / 3, kx = tap % 3;
+        offsets[tap] = (ky - pad_top) * width + (kx - pad_left);
+        for (int v = 0; v < 4; ++v) {
+            unsigned mask = 0;
+            for (int j = 0; j < 16; ++j) {
+                const ptrdiff_t q = 16 * v + j, source = q + offsets[tap];
+                const ptrdiff_t x = (q & (width - 1)) + kx - pad_left;
+                if (q < count && source >= 0 && source < count && x >= 0 && x < width) mask |= 1u << j;
+            }
+            masks[tap][v] = (__mmask16)mask;
+        }
+    }
+    const __mmask16 store0 = range_mask(0, count), store1 = range_mask(16, count);
+    const __mmask16 store2 = range_mask(32, count), store3 = range_mask(48, count);
+    const __m512 minimum = _mm512_set1_ps(minimum_value), maximum = _mm512_set1_ps(maximum_value);
+    for (ptrdiff_t plane = first_plane; plane < first_plane + plane_count; ++plane) {
+        const ptrdiff_t channel = plane % channels;
+        const float* source = input + plane * in_plane;
+        const float* w = weights + 9 * channel;
+        const __m512 b = _mm512_set1_ps(bias[channel]);
+        __m512 s0 = b, s1 = b, s2 = b, s3 = b;
+        for (int tap = 0; tap < 9; ++tap) {
+            const __m512 weight = _mm512_set1_ps(w[tap]);
+            const float* at = source + offsets[tap];
+            s0 = _mm512_fmadd_ps(weight, _mm512_maskz_loadu_ps(masks[tap][0], at), s0);
+            s1 = _mm512_fmadd_ps(weight, _mm512_maskz_loadu_ps(masks[tap][1], at + 16), s1);
+            s2 = _mm512_fmadd_ps(weight, _mm512_maskz_loadu_ps(masks[tap][2], at + 32), s2);
+            s3 = _mm512_fmadd_ps(weight, _mm512_maskz_loadu_ps(masks[tap][3], at + 48), s3);
+        }
+        float* out = output + plane * out_plane;
+        _mm512_mask_storeu_ps(out, store0, clamp(s0, minimum, maximum));
+        _mm512_mask_storeu_ps(out + 16, store1, clamp(s1, minimum, maximum));
+        _mm512_mask_storeu_ps(out + 32, store2, clamp(s2, minimum, maximum));
+        _mm512_mask_storeu_ps(out + 48, store3, clamp(s3, minimum, maximum));
     }
     return 1;
 }

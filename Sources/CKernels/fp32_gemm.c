@@ -15,6 +15,9 @@
 
 #define QF_FP32_DEPTH_BLOCK 320
 #define QF_FP32_MAX_COLUMN_TILE 32
+#ifndef QF_FP32_UNPACKED_B_ROWS
+#define QF_FP32_UNPACKED_B_ROWS 96
+#endif
 
 static int detect_isa(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -54,15 +57,6 @@ int qf_fp32_gemm_column_tile(int isa) {
     case QF_FP32_ISA_AVX2: return 16;
     default: return 8;
     }
-}
-
-static qf_fp32_gemm_tile_fn tile_function(int isa) {
-#if defined(__x86_64__) || defined(__i386__)
-    if (isa == QF_FP32_ISA_AVX512) return qf_fp32_gemm_tile_avx512;
-    if (isa == QF_FP32_ISA_AVX2) return qf_fp32_gemm_tile_avx2;
-#endif
-    (void)isa;
-    return qf_fp32_gemm_tile_portable;
 }
 
 size_t qf_fp32_packed_a_size(ptrdiff_t rows, ptrdiff_t depth, int row_tile) {
@@ -118,15 +112,6 @@ static inline __attribute__((always_inline)) void pack_b_panel_tile(const float*
     }
 }
 
-static void pack_b_panel(const float* b, ptrdiff_t ldb, int transposed, ptrdiff_t k0, ptrdiff_t depth, ptrdiff_t j0,
-                         int width, int tile, float* destination) {
-    switch (tile) {
-    case 32: pack_b_panel_tile(b, ldb, transposed, k0, depth, j0, width, 32, destination); break;
-    case 16: pack_b_panel_tile(b, ldb, transposed, k0, depth, j0, width, 16, destination); break;
-    default: pack_b_panel_tile(b, ldb, transposed, k0, depth, j0, width, 8, destination); break;
-    }
-}
-
 static float apply_epilogue(float value, ptrdiff_t row, const qf_fp32_epilogue* epilogue) {
     if (!epilogue) return value;
     if (epilogue->bias) value += epilogue->bias[row];
@@ -136,6 +121,68 @@ static float apply_epilogue(float value, ptrdiff_t row, const qf_fp32_epilogue* 
     }
     return value;
 }
+
+// The loop nest, inlined into one copy per ISA (below) so B packing uses that ISA's vector moves: packing runs in
+// the driver and took a third as long as the micro-kernels when compiled with baseline SSE moves.
+//
+// `unpacked_b_rows`: when m fits in that many rows and B is not transposed, the micro-kernel reads B in place (row
+// stride ldb) instead of a packed copy: with one or two row panels a packed panel is reused at most twice, so the
+// copy (which waits on B's strided rows just the same) costs more than it saves. Only the AVX-512 kernel supports
+// it (masked loads for the last, partial panel); 0 disables.
+static inline __attribute__((always_inline)) void gemm_loops(
+    qf_fp32_gemm_tile_fn tile, const int row_tile, const int column_tile, const int unpacked_b_rows, ptrdiff_t m,
+    ptrdiff_t n, ptrdiff_t k, const float* packed_a, const float* b, ptrdiff_t ldb, int transpose_b, float* c,
+    ptrdiff_t ldc, int accumulate, const qf_fp32_epilogue* epilogue) {
+    const int unpacked = !transpose_b && m <= unpacked_b_rows;
+    float packed_b[QF_FP32_DEPTH_BLOCK * QF_FP32_MAX_COLUMN_TILE] __attribute__((aligned(64)));
+    const ptrdiff_t blocks = (k + QF_FP32_DEPTH_BLOCK - 1) / QF_FP32_DEPTH_BLOCK;
+    const ptrdiff_t nominal_depth = (k + blocks - 1) / blocks;
+    for (ptrdiff_t pc = 0; pc < k; pc += nominal_depth) {
+        const ptrdiff_t kc = k - pc < nominal_depth ? k - pc : nominal_depth;
+        const int last_block = pc + kc == k;
+        const int load_c = accumulate || pc > 0;
+        for (ptrdiff_t jr = 0; jr < n; jr += column_tile) {
+            const int nr = (int)(n - jr < column_tile ? n - jr : column_tile);
+            const float* panel = b + pc * ldb + jr;
+            ptrdiff_t panel_stride = ldb;
+            if (!unpacked) {
+                pack_b_panel_tile(b, ldb, transpose_b, pc, kc, jr, nr, column_tile, packed_b);
+                panel = packed_b;
+                panel_stride = column_tile;
+            }
+            for (ptrdiff_t ir = 0; ir < m; ir += row_tile) {
+                const int mr = (int)(m - ir < row_tile ? m - ir : row_tile);
+                qf_fp32_epilogue shifted;
+                const qf_fp32_epilogue* tile_epilogue = NULL;
+                if (last_block && epilogue) {
+                    shifted = *epilogue;
+                    if (shifted.bias) shifted.bias += ir;
+                    tile_epilogue = &shifted;
+                }
+                tile(kc, packed_a + ir * k + pc * row_tile, panel, panel_stride, c + ir * ldc + jr, ldc, mr, nr,
+                     load_c, tile_epilogue);
+            }
+        }
+    }
+}
+
+#define QF_GEMM_LOOP_PARAMETERS                                                                                 \
+    ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *packed_a, const float *b, ptrdiff_t ldb, int transpose_b, \
+        float *c, ptrdiff_t ldc, int accumulate, const qf_fp32_epilogue *epilogue
+#define QF_GEMM_LOOP_ARGUMENTS m, n, k, packed_a, b, ldb, transpose_b, c, ldc, accumulate, epilogue
+
+static void gemm_portable(QF_GEMM_LOOP_PARAMETERS) {
+    gemm_loops(qf_fp32_gemm_tile_portable, 6, 8, 0, QF_GEMM_LOOP_ARGUMENTS);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2,fma"))) static void gemm_avx2(QF_GEMM_LOOP_PARAMETERS) {
+    gemm_loops(qf_fp32_gemm_tile_avx2, 6, 16, 0, QF_GEMM_LOOP_ARGUMENTS);
+}
+__attribute__((target("avx512f,fma"))) static void gemm_avx512(QF_GEMM_LOOP_PARAMETERS) {
+    gemm_loops(qf_fp32_gemm_tile_avx512, 8, 32, QF_FP32_UNPACKED_B_ROWS, QF_GEMM_LOOP_ARGUMENTS);
+}
+#endif
 
 void qf_fp32_gemm(int isa, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* packed_a, const float* b,
                   ptrdiff_t ldb, int transpose_b, float* c, ptrdiff_t ldc, int accumulate,
@@ -147,30 +194,16 @@ void qf_fp32_gemm(int isa, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* p
         }
         return;
     }
-    const qf_fp32_gemm_tile_fn tile = tile_function(isa);
-    const int row_tile = qf_fp32_gemm_row_tile(isa), column_tile = qf_fp32_gemm_column_tile(isa);
-    float packed_b[QF_FP32_DEPTH_BLOCK * QF_FP32_MAX_COLUMN_TILE] __attribute__((aligned(64)));
-    const ptrdiff_t blocks = (k + QF_FP32_DEPTH_BLOCK - 1) / QF_FP32_DEPTH_BLOCK;
-    const ptrdiff_t nominal_depth = (k + blocks - 1) / blocks;
-    for (ptrdiff_t pc = 0; pc < k; pc += nominal_depth) {
-        const ptrdiff_t kc = k - pc < nominal_depth ? k - pc : nominal_depth;
-        const int last_block = pc + kc == k;
-        const int load_c = accumulate || pc > 0;
-        for (ptrdiff_t jr = 0; jr < n; jr += column_tile) {
-            const int nr = (int)(n - jr < column_tile ? n - jr : column_tile);
-            pack_b_panel(b, ldb, transpose_b, pc, kc, jr, nr, column_tile, packed_b);
-            for (ptrdiff_t ir = 0; ir < m; ir += row_tile) {
-                const int mr = (int)(m - ir < row_tile ? m - ir : row_tile);
-                qf_fp32_epilogue shifted;
-                const qf_fp32_epilogue* tile_epilogue = NULL;
-                if (last_block && epilogue) {
-                    shifted = *epilogue;
-                    if (shifted.bias) shifted.bias += ir;
-                    tile_epilogue = &shifted;
-                }
-                tile(kc, packed_a + ir * k + pc * row_tile, packed_b, c + ir * ldc + jr, ldc, mr, nr, load_c,
-                     tile_epilogue);
-            }
-        }
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa == QF_FP32_ISA_AVX512) {
+        gemm_avx512(QF_GEMM_LOOP_ARGUMENTS);
+        return;
     }
+    if (isa == QF_FP32_ISA_AVX2) {
+        gemm_avx2(QF_GEMM_LOOP_ARGUMENTS);
+        return;
+    }
+#endif
+    (void)isa;
+    gemm_portable(QF_GEMM_LOOP_ARGUMENTS);
 }

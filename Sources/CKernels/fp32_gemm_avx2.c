@@ -24,7 +24,7 @@ static inline QF_AVX2 __m256 finish(__m256 value, const float* c, int load_c, co
     return value;
 }
 
-QF_AVX2 void qf_fp32_gemm_tile_avx2(ptrdiff_t depth, const float* a, const float* b, float* c, ptrdiff_t ldc,
+QF_AVX2 void qf_fp32_gemm_tile_avx2(ptrdiff_t depth, const float* a, const float* b, ptrdiff_t ldb, float* c, ptrdiff_t ldc,
                                     int rows, int columns, int load_c, const qf_fp32_epilogue* epilogue) {
     __m256 c0a = _mm256_setzero_ps(), c0b = _mm256_setzero_ps(), c1a = _mm256_setzero_ps(), c1b = _mm256_setzero_ps();
     __m256 c2a = _mm256_setzero_ps(), c2b = _mm256_setzero_ps(), c3a = _mm256_setzero_ps(), c3b = _mm256_setzero_ps();
@@ -39,7 +39,7 @@ QF_AVX2 void qf_fp32_gemm_tile_avx2(ptrdiff_t depth, const float* a, const float
         av = _mm256_broadcast_ss(a + 4); c4a = _mm256_fmadd_ps(av, b0, c4a); c4b = _mm256_fmadd_ps(av, b1, c4b);
         av = _mm256_broadcast_ss(a + 5); c5a = _mm256_fmadd_ps(av, b0, c5a); c5b = _mm256_fmadd_ps(av, b1, c5b);
         a += 6;
-        b += 16;
+        b += ldb;
     }
     if (columns == 16) {
 #define QF_STORE_ROW(r, acc_a, acc_b)                                                                           \

@@ -4,8 +4,9 @@
 // B vectors (the packed panel row, 64-byte aligned) and broadcasts 8 A values from the packed panel, so it issues
 // 16 FMAs per 10 loads — enough independent chains (16) to cover the FMA latency on two FMA pipes, and 8 rows keep
 // every MobileNet channel count (multiples of 8) free of padded rows. A tile with ≤ 16 valid columns (4×4 and
-// other narrow planes) runs a one-vector version so no FMA is spent on padding. Partial tiles store through
-// AVX-512 masks, so the tail costs nothing extra.
+// other narrow planes) runs a one-vector version so no FMA is spent on padding. Partial tiles load B and store C
+// through AVX-512 masks, so the tail costs nothing extra and B can also be read in place, unpacked (see
+// fp32_gemm.c for when).
 #include "qf_fp32.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -32,12 +33,13 @@ static inline QF_AVX512 __mmask16 column_mask(int columns) {
 }
 
 // Columns ≤ 16: one accumulator per row; the packed panel is still 32 wide.
-static QF_AVX512 void tile_8x16(ptrdiff_t depth, const float* a, const float* b, float* c, ptrdiff_t ldc, int rows,
-                                int columns, int load_c, const qf_fp32_epilogue* epilogue) {
+static QF_AVX512 void tile_8x16(ptrdiff_t depth, const float* a, const float* b, ptrdiff_t ldb, float* c,
+                                ptrdiff_t ldc, int rows, int columns, int load_c, const qf_fp32_epilogue* epilogue) {
+    const __mmask16 mask = column_mask(columns);
     __m512 c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps(), c2 = _mm512_setzero_ps(), c3 = _mm512_setzero_ps();
     __m512 c4 = _mm512_setzero_ps(), c5 = _mm512_setzero_ps(), c6 = _mm512_setzero_ps(), c7 = _mm512_setzero_ps();
     for (ptrdiff_t kk = 0; kk < depth; ++kk) {
-        const __m512 b0 = _mm512_load_ps(b);
+        const __m512 b0 = _mm512_maskz_loadu_ps(mask, b);
         c0 = _mm512_fmadd_ps(_mm512_set1_ps(a[0]), b0, c0);
         c1 = _mm512_fmadd_ps(_mm512_set1_ps(a[1]), b0, c1);
         c2 = _mm512_fmadd_ps(_mm512_set1_ps(a[2]), b0, c2);
@@ -47,9 +49,8 @@ static QF_AVX512 void tile_8x16(ptrdiff_t depth, const float* a, const float* b,
         c6 = _mm512_fmadd_ps(_mm512_set1_ps(a[6]), b0, c6);
         c7 = _mm512_fmadd_ps(_mm512_set1_ps(a[7]), b0, c7);
         a += 8;
-        b += 32;
+        b += ldb;
     }
-    const __mmask16 mask = column_mask(columns);
 #define QF_STORE_ROW(r, acc)                                                                                    \
     if (rows > r) {                                                                                             \
         float* row = c + (r) * ldc;                                                                             \
@@ -60,18 +61,21 @@ static QF_AVX512 void tile_8x16(ptrdiff_t depth, const float* a, const float* b,
 #undef QF_STORE_ROW
 }
 
-QF_AVX512 void qf_fp32_gemm_tile_avx512(ptrdiff_t depth, const float* a, const float* b, float* c, ptrdiff_t ldc,
-                                        int rows, int columns, int load_c, const qf_fp32_epilogue* epilogue) {
+QF_AVX512 void qf_fp32_gemm_tile_avx512(ptrdiff_t depth, const float* a, const float* b, ptrdiff_t ldb, float* c,
+                                        ptrdiff_t ldc, int rows, int columns, int load_c,
+                                        const qf_fp32_epilogue* epilogue) {
     if (columns <= 16) {
-        tile_8x16(depth, a, b, c, ldc, rows, columns, load_c, epilogue);
+        tile_8x16(depth, a, b, ldb, c, ldc, rows, columns, load_c, epilogue);
         return;
     }
+    const __mmask16 mask_b = column_mask(columns - 16);
     __m512 c0a = _mm512_setzero_ps(), c0b = _mm512_setzero_ps(), c1a = _mm512_setzero_ps(), c1b = _mm512_setzero_ps();
     __m512 c2a = _mm512_setzero_ps(), c2b = _mm512_setzero_ps(), c3a = _mm512_setzero_ps(), c3b = _mm512_setzero_ps();
     __m512 c4a = _mm512_setzero_ps(), c4b = _mm512_setzero_ps(), c5a = _mm512_setzero_ps(), c5b = _mm512_setzero_ps();
     __m512 c6a = _mm512_setzero_ps(), c6b = _mm512_setzero_ps(), c7a = _mm512_setzero_ps(), c7b = _mm512_setzero_ps();
     for (ptrdiff_t kk = 0; kk < depth; ++kk) {
-        const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+        // Unaligned/masked loads: B may be read unpacked (then columns past the matrix are masked off).
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_maskz_loadu_ps(mask_b, b + 16);
         __m512 av;
         av = _mm512_set1_ps(a[0]); c0a = _mm512_fmadd_ps(av, b0, c0a); c0b = _mm512_fmadd_ps(av, b1, c0b);
         av = _mm512_set1_ps(a[1]); c1a = _mm512_fmadd_ps(av, b0, c1a); c1b = _mm512_fmadd_ps(av, b1, c1b);
@@ -82,9 +86,9 @@ QF_AVX512 void qf_fp32_gemm_tile_avx512(ptrdiff_t depth, const float* a, const f
         av = _mm512_set1_ps(a[6]); c6a = _mm512_fmadd_ps(av, b0, c6a); c6b = _mm512_fmadd_ps(av, b1, c6b);
         av = _mm512_set1_ps(a[7]); c7a = _mm512_fmadd_ps(av, b0, c7a); c7b = _mm512_fmadd_ps(av, b1, c7b);
         a += 8;
-        b += 32;
+        b += ldb;
     }
-    const __mmask16 mask_a = 0xFFFF, mask_b = column_mask(columns - 16);
+    const __mmask16 mask_a = 0xFFFF;
 #define QF_STORE_ROW(r, acc_a, acc_b)                                                                           \
     if (rows > r) {                                                                                             \
         float* row = c + (r) * ldc;                                                                             \

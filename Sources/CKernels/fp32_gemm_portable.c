@@ -9,7 +9,7 @@
 
 typedef float qf_float8 __attribute__((vector_size(32)));
 
-void qf_fp32_gemm_tile_portable(ptrdiff_t depth, const float* a, const float* b, float* c, ptrdiff_t ldc,
+void qf_fp32_gemm_tile_portable(ptrdiff_t depth, const float* a, const float* b, ptrdiff_t ldb, float* c, ptrdiff_t ldc,
                                 int rows, int columns, int load_c, const qf_fp32_epilogue* epilogue) {
     qf_float8 acc[6] = {{0}, {0}, {0}, {0}, {0}, {0}};
     for (ptrdiff_t kk = 0; kk < depth; ++kk) {
@@ -22,7 +22,7 @@ void qf_fp32_gemm_tile_portable(ptrdiff_t depth, const float* a, const float* b,
         acc[4] += a[4] * bv;
         acc[5] += a[5] * bv;
         a += 6;
-        b += 8;
+        b += ldb;
     }
     for (int r = 0; r < rows; ++r) {
         float* row = c + r * ldc;

@@ -96,12 +96,14 @@ public final class FloatExecutor: @unchecked Sendable {
             let outputShapes = step.outputs.map { shapes[$0]?.shape ?? [] }
             let results: [Tensor]
             let start = profiler == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+            let startCPU = profiler == nil ? 0 : StepProfiler.threadCPUNanoseconds()
             do {
                 results = try step.implementation.run(&operands, outputShapes: outputShapes, context: context)
             } catch let failure as OperatorFailure {
                 throw FloatExecutorError(nodeName: node.name, op: node.op, message: failure.message)
             }
-            profiler?.record(step.label, nanoseconds: DispatchTime.now().uptimeNanoseconds - start)
+            profiler?.record(step.label, nanoseconds: DispatchTime.now().uptimeNanoseconds - start,
+                             cpuNanoseconds: StepProfiler.threadCPUNanoseconds() - startCPU)
             for (name, result) in zip(step.outputs, results) where !name.isEmpty { values[name] = result }
             // Buffers still shared (an aliasing Reshape output, the caller's input) are safe in the pool: copy on
             // write keeps them intact; recycle each name once so one buffer is not pooled twice.

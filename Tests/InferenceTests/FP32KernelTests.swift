@@ -5,10 +5,10 @@ import XCTest
 /// double-precision references: odd shapes, tile remainders, both transposes, accumulate, epilogues, K = 1.
 final class FP32KernelTests: XCTestCase {
     /// Shapes hit: single elements, K = 1, M/N below, at and just past every ISA's tile (6/8 rows, 8/16/32
-    /// columns), K over one depth block (320) and over two.
+    /// columns), K over one depth block (320) and over two, M on both sides of the AVX-512 unpacked-B limit (96).
     static let shapes: [(m: Int, n: Int, k: Int)] = [
         (1, 1, 1), (7, 13, 1), (6, 8, 3), (8, 32, 16), (9, 33, 17), (13, 47, 29), (16, 16, 96), (17, 65, 321),
-        (5, 3, 700), (33, 100, 64), (96, 70, 16), (2, 129, 8),
+        (5, 3, 700), (33, 100, 64), (96, 70, 16), (2, 129, 8), (100, 37, 19), (130, 64, 40),
     ]
 
     func testGEMMEveryPathShapeTransposeAndAccumulate() {

@@ -79,16 +79,18 @@ void qf_fp32_depthwise3x3_planes(int isa, const float* input, ptrdiff_t first_pl
                                  float* scratch);
 
 // ---- Internal: one micro-kernel per ISA, called by qf_fp32_gemm ----
-// C tile (rows ≤ row_tile, columns ≤ column_tile) (+)= A panel slice (depth × row_tile) · B panel (depth ×
-// column_tile, zero-padded); `load_c` adds the old C; `epilogue` (may be NULL) is applied when not NULL.
-typedef void (*qf_fp32_gemm_tile_fn)(ptrdiff_t depth, const float* a, const float* b, float* c, ptrdiff_t ldc,
-                                     int rows, int columns, int load_c, const qf_fp32_epilogue* epilogue);
-void qf_fp32_gemm_tile_portable(ptrdiff_t depth, const float* a, const float* b, float* c, ptrdiff_t ldc,
-                                int rows, int columns, int load_c, const qf_fp32_epilogue* epilogue);
-void qf_fp32_gemm_tile_avx2(ptrdiff_t depth, const float* a, const float* b, float* c, ptrdiff_t ldc,
+// C tile (rows ≤ row_tile, columns ≤ column_tile) (+)= A panel slice (depth × row_tile) · B (depth rows, row
+// stride `ldb`: column_tile for a packed, zero-padded panel); `load_c` adds the old C; `epilogue` (may be NULL) is
+// applied when not NULL. Only the AVX-512 kernel reads unpacked B (ldb ≠ column_tile; masked loads past `columns`).
+typedef void (*qf_fp32_gemm_tile_fn)(ptrdiff_t depth, const float* a, const float* b, ptrdiff_t ldb, float* c,
+                                     ptrdiff_t ldc, int rows, int columns, int load_c,
+                                     const qf_fp32_epilogue* epilogue);
+void qf_fp32_gemm_tile_portable(ptrdiff_t depth, const float* a, const float* b, ptrdiff_t ldb, float* c,
+                                ptrdiff_t ldc, int rows, int columns, int load_c, const qf_fp32_epilogue* epilogue);
+void qf_fp32_gemm_tile_avx2(ptrdiff_t depth, const float* a, const float* b, ptrdiff_t ldb, float* c, ptrdiff_t ldc,
                             int rows, int columns, int load_c, const qf_fp32_epilogue* epilogue);
-void qf_fp32_gemm_tile_avx512(ptrdiff_t depth, const float* a, const float* b, float* c, ptrdiff_t ldc,
-                              int rows, int columns, int load_c, const qf_fp32_epilogue* epilogue);
+void qf_fp32_gemm_tile_avx512(ptrdiff_t depth, const float* a, const float* b, ptrdiff_t ldb, float* c,
+                              ptrdiff_t ldc, int rows, int columns, int load_c, const qf_fp32_epilogue* epilogue);
 
 // 3×3 depthwise on a zero-bordered plane (rows of `padded_width` floats, read with up to 64 floats of slack past
 // the plane), `flat` is scratch for out_height·padded_width + 16 floats.
@@ -101,6 +103,12 @@ void qf_fp32_depthwise3x3_padded_avx512(const float* padded, ptrdiff_t padded_wi
 int qf_fp32_depthwise3x3_direct_avx512(const float* input, ptrdiff_t height, ptrdiff_t width, int stride,
                                        ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height,
                                        ptrdiff_t out_width, const float* weights, float bias, float minimum,
+                                       float maximum, float* output);
+// qf_fp32_depthwise3x3_planes on AVX-512 without scratch (clamp already resolved to ±inf); 0 when unhandled.
+int qf_fp32_depthwise3x3_planes_avx512(const float* input, ptrdiff_t first_plane, ptrdiff_t plane_count,
+                                       ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width, int stride,
+                                       ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height,
+                                       ptrdiff_t out_width, const float* weights, const float* bias, float minimum,
                                        float maximum, float* output);
 
 #ifdef __cplusplus
