@@ -113,17 +113,38 @@ static inline __mmask16 range_mask(ptrdiff_t start, ptrdiff_t limit) {
     return (__mmask16)(mask & ~((1u << low) - 1u));
 }
 
+// Per 16-output block of a row, the load masks of its taps and its store mask: they depend only on the column, so
+// they are computed once per call (for every row and plane) instead of in the inner loop, where the scalar mask
+// arithmetic outweighed the FMAs. Stride 1: taps kx = 0, 1, 2 at x0 + kx; stride 2: loads at x0, x0 + 16, x0 + 2,
+// x0 + 18. Rows up to QF_MAX_ROW_BLOCKS·16 outputs wide.
+#define QF_MAX_ROW_BLOCKS 16
+typedef struct {
+    __mmask16 load[QF_MAX_ROW_BLOCKS][4];
+    __mmask16 store[QF_MAX_ROW_BLOCKS];
+} row_masks;
+
+static void compute_row_masks(int stride, ptrdiff_t width, ptrdiff_t pad_left, ptrdiff_t out_width, row_masks* masks) {
+    for (ptrdiff_t block = 0; block * 16 < out_width; ++block) {
+        const ptrdiff_t x0 = stride * 16 * block - pad_left;
+        static const int stride1_offsets[4] = {0, 1, 2, 0}, stride2_offsets[4] = {0, 16, 2, 18};
+        for (int i = 0; i < 4; ++i) {
+            masks->load[block][i] = range_mask(x0 + (stride == 1 ? stride1_offsets[i] : stride2_offsets[i]), width);
+        }
+        masks->store[block] = range_mask(16 * block, out_width);
+    }
+}
+
 // Two output rows per pass: they share two of their four input rows, and two independent FMA chains hide the
 // FMA latency (one 9-FMA chain per vector would be latency-bound).
 static QF_AVX512 void direct_stride1_rows(const float* input, ptrdiff_t height, ptrdiff_t width, ptrdiff_t pad_top,
                                           ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width,
                                           const __m512 w[9], __m512 bias, __m512 minimum, __m512 maximum,
-                                          float* output) {
+                                          float* output, const row_masks* masks) {
     for (ptrdiff_t oy = 0; oy < out_height; oy += 2) {
         const int pair = oy + 1 < out_height;
-        for (ptrdiff_t ox = 0; ox < out_width; ox += 16) {
+        for (ptrdiff_t ox = 0, block = 0; ox < out_width; ox += 16, ++block) {
             const ptrdiff_t x0 = ox - pad_left;
-            const __mmask16 m0 = range_mask(x0, width), m1 = range_mask(x0 + 1, width), m2 = range_mask(x0 + 2, width);
+            const __mmask16 m0 = masks->load[block][0], m1 = masks->load[block][1], m2 = masks->load[block][2];
             __m512 top = bias, bottom = bias;
             // Input row r (0..3) feeds output row oy with weights row r and output row oy+1 with weights row r-1.
             for (int r = 0; r < 4; ++r) {
@@ -144,7 +165,7 @@ static QF_AVX512 void direct_stride1_rows(const float* input, ptrdiff_t height, 
                     bottom = _mm512_fmadd_ps(w[3 * r - 1], t2, bottom);
                 }
             }
-            const __mmask16 store = range_mask(ox, out_width);
+            const __mmask16 store = masks->store[block];
             _mm512_mask_storeu_ps(output + oy * out_width + ox, store, clamp(top, minimum, maximum));
             if (pair) _mm512_mask_storeu_ps(output + (oy + 1) * out_width + ox, store, clamp(bottom, minimum, maximum));
         }
@@ -190,15 +211,15 @@ static QF_AVX512 void direct_stride1_flat(const float* input, ptrdiff_t height, 
 static QF_AVX512 void direct_stride2_rows(const float* input, ptrdiff_t height, ptrdiff_t width, ptrdiff_t pad_top,
                                           ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width,
                                           const __m512 w[9], __m512 bias, __m512 minimum, __m512 maximum,
-                                          float* output) {
+                                          float* output, const row_masks* masks) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     for (ptrdiff_t oy = 0; oy < out_height; ++oy) {
         float* row = output + oy * out_width;
-        for (ptrdiff_t ox = 0; ox < out_width; ox += 16) {
+        for (ptrdiff_t ox = 0, block = 0; ox < out_width; ox += 16, ++block) {
             const ptrdiff_t x0 = 2 * ox - pad_left;
-            const __mmask16 m0 = range_mask(x0, width), m16 = range_mask(x0 + 16, width);
-            const __mmask16 m2 = range_mask(x0 + 2, width), m18 = range_mask(x0 + 18, width);
+            const __mmask16 m0 = masks->load[block][0], m16 = masks->load[block][1];
+            const __mmask16 m2 = masks->load[block][2], m18 = masks->load[block][3];
             __m512 sum = bias;
             for (int ky = 0; ky < 3; ++ky) {
                 const ptrdiff_t y = 2 * oy + ky - pad_top;
@@ -210,28 +231,49 @@ static QF_AVX512 void direct_stride2_rows(const float* input, ptrdiff_t height, 
                 sum = _mm512_fmadd_ps(w[3 * ky + 1], _mm512_permutex2var_ps(low, odd, high), sum);
                 sum = _mm512_fmadd_ps(w[3 * ky + 2], _mm512_permutex2var_ps(low2, even, high2), sum);
             }
-            _mm512_mask_storeu_ps(row + ox, range_mask(ox, out_width), clamp(sum, minimum, maximum));
+            _mm512_mask_storeu_ps(row + ox, masks->store[block], clamp(sum, minimum, maximum));
         }
     }
+}
+
+// One plane with the direct kernels; `masks` from compute_row_masks for the row kernels (unused when flat).
+static QF_AVX512 void direct_plane(const float* input, ptrdiff_t height, ptrdiff_t width, int stride, int flat,
+                                   ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width,
+                                   const float* weights, float bias_value, __m512 minimum, __m512 maximum,
+                                   float* output, const row_masks* masks) {
+    __m512 w[9];
+    for (int i = 0; i < 9; ++i) w[i] = _mm512_set1_ps(weights[i]);
+    const __m512 bias = _mm512_set1_ps(bias_value);
+    if (stride == 2) {
+        direct_stride2_rows(input, height, width, pad_top, pad_left, out_height, out_width, w, bias, minimum, maximum,
+                            output, masks);
+    } else if (flat) {
+        direct_stride1_flat(input, height, width, pad_top, pad_left, w, bias, minimum, maximum, output);
+    } else {
+        direct_stride1_rows(input, height, width, pad_top, pad_left, out_height, out_width, w, bias, minimum, maximum,
+                            output, masks);
+    }
+}
+
+static int is_flat(int stride, ptrdiff_t height, ptrdiff_t width, ptrdiff_t out_height, ptrdiff_t out_width) {
+    return stride == 1 && width < 16 && 16 % width == 0 && out_width == width && out_height == height;
+}
+
+static int direct_supported(int stride, ptrdiff_t height, ptrdiff_t width, ptrdiff_t out_height, ptrdiff_t out_width) {
+    if (out_width > 16 * QF_MAX_ROW_BLOCKS) return 0;
+    return stride == 2 || (stride == 1 && out_width >= 16) || is_flat(stride, height, width, out_height, out_width);
 }
 
 QF_AVX512 int qf_fp32_depthwise3x3_direct_avx512(const float* input, ptrdiff_t height, ptrdiff_t width, int stride,
                                                  ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height,
                                                  ptrdiff_t out_width, const float* weights, float bias_value,
                                                  float minimum_value, float maximum_value, float* output) {
-    const int flat = stride == 1 && width < 16 && 16 % width == 0 && out_width == width && out_height == height;
-    if (!(stride == 2 || (stride == 1 && out_width >= 16) || flat)) return 0;
-    __m512 w[9];
-    for (int i = 0; i < 9; ++i) w[i] = _mm512_set1_ps(weights[i]);
-    const __m512 bias = _mm512_set1_ps(bias_value);
-    const __m512 minimum = _mm512_set1_ps(minimum_value), maximum = _mm512_set1_ps(maximum_value);
-    if (stride == 2) {
-        direct_stride2_rows(input, height, width, pad_top, pad_left, out_height, out_width, w, bias, minimum, maximum, output);
-    } else if (flat) {
-        direct_stride1_flat(input, height, width, pad_top, pad_left, w, bias, minimum, maximum, output);
-    } else {
-        direct_stride1_rows(input, height, width, pad_top, pad_left, out_height, out_width, w, bias, minimum, maximum, output);
-    }
+    if (!direct_supported(stride, height, width, out_height, out_width)) return 0;
+    row_masks masks;
+    compute_row_masks(stride, width, pad_left, out_width, &masks);
+    direct_plane(input, height, width, stride, is_flat(stride, height, width, out_height, out_width), pad_top,
+                 pad_left, out_height, out_width, weights, bias_value, _mm512_set1_ps(minimum_value),
+                 _mm512_set1_ps(maximum_value), output, &masks);
     return 1;
 }
 
@@ -244,15 +286,18 @@ QF_AVX512 int qf_fp32_depthwise3x3_planes_avx512(const float* input, ptrdiff_t f
                                                  ptrdiff_t out_width, const float* weights, const float* bias,
                                                  float minimum_value, float maximum_value, float* output) {
     const ptrdiff_t count = height * width;
-    const int flat = stride == 1 && width < 16 && 16 % width == 0 && out_width == width && out_height == height;
-    if (!(stride == 2 || (stride == 1 && out_width >= 16) || flat)) return 0;
+    if (!direct_supported(stride, height, width, out_height, out_width)) return 0;
+    const int flat = is_flat(stride, height, width, out_height, out_width);
     const ptrdiff_t in_plane = count, out_plane = out_height * out_width;
     if (!flat || count > 64) {
+        row_masks row_masks_table;
+        compute_row_masks(stride, width, pad_left, out_width, &row_masks_table);
+        const __m512 minimum = _mm512_set1_ps(minimum_value), maximum = _mm512_set1_ps(maximum_value);
         for (ptrdiff_t plane = first_plane; plane < first_plane + plane_count; ++plane) {
             const ptrdiff_t channel = plane % channels;
-            qf_fp32_depthwise3x3_direct_avx512(input + plane * in_plane, height, width, stride, pad_top, pad_left,
-                                               out_height, out_width, weights + 9 * channel, bias[channel],
-                                               minimum_value, maximum_value, output + plane * out_plane);
+            direct_plane(input + plane * in_plane, height, width, stride, flat, pad_top, pad_left, out_height,
+                         out_width, weights + 9 * channel, bias[channel], minimum, maximum,
+                         output + plane * out_plane, &row_masks_table);
         }
         return 1;
     }
@@ -274,6 +319,20 @@ QF_AVX512 int qf_fp32_depthwise3x3_planes_avx512(const float* input, ptrdiff_t f
     const __mmask16 store0 = range_mask(0, count), store1 = range_mask(16, count);
     const __mmask16 store2 = range_mask(32, count), store3 = range_mask(48, count);
     const __m512 minimum = _mm512_set1_ps(minimum_value), maximum = _mm512_set1_ps(maximum_value);
+    if (count <= 16) {
+        // 4×4 planes: one vector holds the plane; the other three would only load and store nothing.
+        for (ptrdiff_t plane = first_plane; plane < first_plane + plane_count; ++plane) {
+            const ptrdiff_t channel = plane % channels;
+            const float* source = input + plane * in_plane;
+            const float* w = weights + 9 * channel;
+            __m512 s0 = _mm512_set1_ps(bias[channel]);
+            for (int tap = 0; tap < 9; ++tap) {
+                s0 = _mm512_fmadd_ps(_mm512_set1_ps(w[tap]), _mm512_maskz_loadu_ps(masks[tap][0], source + offsets[tap]), s0);
+            }
+            _mm512_mask_storeu_ps(output + plane * out_plane, store0, clamp(s0, minimum, maximum));
+        }
+        return 1;
+    }
     for (ptrdiff_t plane = first_plane; plane < first_plane + plane_count; ++plane) {
         const ptrdiff_t channel = plane % channels;
         const float* source = input + plane * in_plane;

@@ -109,7 +109,8 @@ final class FP32KernelTests: XCTestCase {
         // (height, width, stride, padTop, padLeft, padBottom, padRight)
         let geometries = [(1, 1, 1, 1, 1, 1, 1), (4, 4, 1, 1, 1, 1, 1), (5, 7, 1, 1, 1, 1, 1), (8, 8, 2, 1, 1, 1, 1),
                           (17, 9, 2, 1, 1, 1, 1), (32, 32, 1, 1, 1, 1, 1), (32, 32, 2, 1, 1, 1, 1), (6, 11, 1, 0, 0, 0, 0),
-                          (7, 5, 2, 0, 1, 1, 0), (9, 23, 2, 0, 0, 0, 0), (3, 40, 1, 1, 0, 2, 1)]
+                          (7, 5, 2, 0, 1, 1, 0), (9, 23, 2, 0, 0, 0, 0), (3, 40, 1, 1, 0, 2, 1),
+                          (2, 2, 1, 1, 1, 1, 1), (16, 16, 1, 1, 1, 1, 1), (3, 300, 1, 1, 1, 1, 1), (4, 300, 2, 1, 1, 1, 1)]
         for isa in FP32InstructionSet.supported {
             for (index, geometry) in geometries.enumerated() {
                 let (height, width, stride, padTop, padLeft, padBottom, padRight) = geometry
@@ -151,37 +152,46 @@ final class FP32KernelTests: XCTestCase {
     }
 
     func testDepthwisePlaneRangeMatchesOnePlaneAtATime() {
-        let (batch, channels, height, width, stride) = (2, 3, 8, 8, 1)
-        let input = randomValues(batch * channels * height * width, seed: 7)
-        let weights = randomValues(9 * channels, seed: 8), bias = randomValues(channels, seed: 9)
-        let plane = height * width
-        for isa in FP32InstructionSet.supported {
-            let scratchCount = DepthwiseConvolution3x3.scratchCount(height: height, width: width, stride: stride, padTop: 1,
-                                                                    padLeft: 1, outputHeight: height, outputWidth: width)
-            var scratch = [Float](repeating: 0, count: scratchCount)
-            var together = [Float](repeating: .nan, count: input.count), single = together
-            // Planes 1..<5 only: the ones outside the range must stay untouched.
-            DepthwiseConvolution3x3.planes(1..<5, channels: channels, input: input, height: height, width: width,
-                                           stride: stride, padTop: 1, padLeft: 1, outputHeight: height, outputWidth: width,
-                                           weights: weights, bias: bias, minimum: 0, maximum: 6,
-                                           output: &together, scratch: &scratch, instructionSet: isa)
-            for index in 1..<5 {
-                let channel = index % channels
-                input.withUnsafeBufferPointer { source in
-                    weights.withUnsafeBufferPointer { w in
-                        single.withUnsafeMutableBufferPointer { out in
-                            DepthwiseConvolution3x3.plane(input: source.baseAddress! + index * plane, height: height, width: width,
-                                                          stride: stride, padTop: 1, padLeft: 1, outputHeight: height,
-                                                          outputWidth: width, weights: w.baseAddress! + 9 * channel,
-                                                          bias: bias[channel], minimum: 0, maximum: 6,
-                                                          output: out.baseAddress! + index * plane, scratch: &scratch,
-                                                          instructionSet: isa)
+        // Flat small planes (4×4, 8×8), row kernels (16/33 wide), stride 2, and a plane too wide for the direct kernels.
+        for (height, width, stride) in [(8, 8, 1), (4, 4, 1), (2, 2, 1), (16, 16, 1), (5, 33, 1), (8, 8, 2), (9, 17, 2), (3, 300, 1)] {
+            let (batch, channels) = (2, 3)
+            let outH = (height + 2 - 3) / stride + 1, outW = (width + 2 - 3) / stride + 1
+            let input = randomValues(batch * channels * height * width, seed: 7)
+            let weights = randomValues(9 * channels, seed: 8), bias = randomValues(channels, seed: 9)
+            let inPlane = height * width, outPlane = outH * outW
+            for isa in FP32InstructionSet.supported {
+                let scratchCount = DepthwiseConvolution3x3.scratchCount(height: height, width: width, stride: stride, padTop: 1,
+                                                                        padLeft: 1, outputHeight: outH, outputWidth: outW)
+                var scratch = [Float](repeating: 0, count: scratchCount)
+                var together = [Float](repeating: .nan, count: batch * channels * outPlane), single = together
+                // Planes 1..<5 only: the ones outside the range must stay untouched.
+                DepthwiseConvolution3x3.planes(1..<5, channels: channels, input: input, height: height, width: width,
+                                               stride: stride, padTop: 1, padLeft: 1, outputHeight: outH, outputWidth: outW,
+                                               weights: weights, bias: bias, minimum: 0, maximum: 6,
+                                               output: &together, scratch: &scratch, instructionSet: isa)
+                for index in 1..<5 {
+                    let channel = index % channels
+                    input.withUnsafeBufferPointer { source in
+                        weights.withUnsafeBufferPointer { w in
+                            single.withUnsafeMutableBufferPointer { out in
+                                DepthwiseConvolution3x3.plane(input: source.baseAddress! + index * inPlane, height: height,
+                                                              width: width, stride: stride, padTop: 1, padLeft: 1,
+                                                              outputHeight: outH, outputWidth: outW,
+                                                              weights: w.baseAddress! + 9 * channel, bias: bias[channel],
+                                                              minimum: 0, maximum: 6,
+                                                              output: out.baseAddress! + index * outPlane, scratch: &scratch,
+                                                              instructionSet: isa)
+                            }
                         }
                     }
                 }
+                let context = "\(isa) \(height)x\(width) stride \(stride)"
+                XCTAssertTrue(together[0..<outPlane].allSatisfy(\.isNaN) && together[(5 * outPlane)...].allSatisfy(\.isNaN), context)
+                for i in outPlane..<(5 * outPlane) where abs(together[i] - single[i]) > 1e-5 {
+                    XCTFail("\(context): element \(i) \(together[i]) vs \(single[i])")
+                    break
+                }
             }
-            XCTAssertTrue(together[0..<plane].allSatisfy(\.isNaN) && together[(5 * plane)...].allSatisfy(\.isNaN), "\(isa)")
-            XCTAssertEqual(Array(together[plane..<(5 * plane)]), Array(single[plane..<(5 * plane)]), "\(isa)")
         }
     }
 
