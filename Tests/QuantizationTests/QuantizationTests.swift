@@ -157,7 +157,7 @@ final class PostTrainingQuantizerTests: XCTestCase {
             return Double(correct) / Double(test.count) * 100
         }
         let float = try accuracy(graph), quantized = try accuracy(result.graph)
-        print("MobileNetV2-FMNIST, 500 test images: float \(float) %, W8A8 KL simulated \(quantized) %")
+        print("MobileNetV2-FMNIST, 500 test images: float \(float) %, W8A8 MSE simulated \(quantized) %")
         XCTAssertGreaterThanOrEqual(quantized, float - 1.0)
     }
 
