@@ -64,14 +64,14 @@ enum BatchNormalization {
             multiplier[c] = gamma[c] * inverseDeviation[c]
             offset[c] = beta[c] - center[c] * multiplier[c]
         }
-        var output = [Float](repeating: 0, count: x.value.count)
+        var output = [Float](unsafeUninitializedCapacity: x.value.count) { _, initialized in initialized = x.value.count }
         x.value.data.withUnsafeBufferPointer { input in
             output.withUnsafeMutableBufferPointer { out in
                 let source = Parallel.SharedPointer(input.baseAddress!), target = Parallel.SharedMutablePointer(out.baseAddress!)
                 Parallel.forEach(count: batch * channels, threads: context.threads) { [multiplier, offset] index in
                     let c = index % channels, a = multiplier[c], b = offset[c]
                     let from = source.base + index * plane, to = target.base + index * plane
-                    for i in 0..<plane { to[i] = from[i] * a + b }
+                    VectorMath.affine(from, scale: a, offset: b, into: to, count: plane)
                 }
             }
         }
@@ -129,11 +129,7 @@ enum BatchNormalization {
                             let c = index % channels, a = multiplier[c], b1 = k1[c], b0 = k0[c]
                             let offset = index * plane
                             let xs = source.base + offset, dys = dY.base + offset, dxs = dX.base + offset
-                            if fresh {
-                                for i in 0..<plane { dxs[i] = a * dys[i] + b1 * xs[i] + b0 }
-                            } else {
-                                for i in 0..<plane { dxs[i] += a * dys[i] + b1 * xs[i] + b0 }
-                            }
+                            VectorMath.combine(dys, a, xs, b1, b0, into: dxs, count: plane, accumulate: !fresh)
                         }
                     }
                 }

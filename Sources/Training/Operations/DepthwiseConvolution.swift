@@ -10,7 +10,8 @@ enum DepthwiseConvolution {
         let outH = g.outputHeight(inputHeight: height), outW = g.outputWidth(inputWidth: width)
         let plane = outH * outW, taps = g.kernelHeight * g.kernelWidth
         let paddedH = height + g.padTop + g.padBottom, paddedW = width + g.padLeft + g.padRight
-        var output = [Float](repeating: 0, count: batch * channels * plane)
+        // Every plane is set to its bias below before the taps accumulate.
+        var output = [Float](unsafeUninitializedCapacity: batch * channels * plane) { _, initialized in initialized = batch * channels * plane }
         let biasValues = bias?.value.data ?? [Float](repeating: 0, count: channels)
         x.value.data.withUnsafeBufferPointer { input in
             weight.value.data.withUnsafeBufferPointer { weights in

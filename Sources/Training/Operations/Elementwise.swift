@@ -6,12 +6,13 @@ enum Elementwise {
     /// `min(max(x, lower), upper)`; ReLU is `lower = 0, upper = +∞`. The gradient passes where the output lies
     /// strictly inside the bounds (PyTorch's hardtanh/ReLU rule: zero at the kinks).
     static func clamp(_ x: Variable, lower: Float, upper: Float, context: ForwardContext) -> Variable {
-        var output = [Float](repeating: 0, count: x.value.count)
+        var output = [Float](unsafeUninitializedCapacity: x.value.count) { _, initialized in initialized = x.value.count }
         x.value.data.withUnsafeBufferPointer { input in
             output.withUnsafeMutableBufferPointer { out in
                 let source = Parallel.SharedPointer(input.baseAddress!), target = Parallel.SharedMutablePointer(out.baseAddress!)
                 Parallel.forEachChunk(count: input.count, threads: chunkThreads(input.count, context.threads)) { range in
-                    for i in range { target.base[i] = min(max(source.base[i], lower), upper) }
+                    VectorMath.clamp(source.base + range.lowerBound, lower: lower, upper: upper,
+                                     into: target.base + range.lowerBound, count: range.count)
                 }
             }
         }

@@ -74,6 +74,55 @@ enum VectorMath {
         return total
     }
 
+    /// `y[i] = a·x[i] + b`.
+    @inline(__always)
+    static func affine(_ x: UnsafePointer<Float>, scale a: Float, offset b: Float, into y: UnsafeMutablePointer<Float>, count: Int) {
+        let av = SIMD16<Float>(repeating: a), bv = SIMD16<Float>(repeating: b)
+        let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
+        var i = 0
+        while i + 16 <= count {
+            ry.storeBytes(of: load(rx, i) * av + bv, toByteOffset: i * 4, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count { y[i] = x[i] * a + b; i += 1 }
+    }
+
+    /// `z[i] (+)= a·x[i] + c·y[i] + b` (stores when `accumulate` is false).
+    @inline(__always)
+    static func combine(_ x: UnsafePointer<Float>, _ a: Float, _ y: UnsafePointer<Float>, _ c: Float, _ b: Float,
+                        into z: UnsafeMutablePointer<Float>, count: Int, accumulate: Bool) {
+        let av = SIMD16<Float>(repeating: a), cv = SIMD16<Float>(repeating: c), bv = SIMD16<Float>(repeating: b)
+        let rx = UnsafeRawPointer(x), ry = UnsafeRawPointer(y), rz = UnsafeMutableRawPointer(z)
+        var i = 0
+        while i + 16 <= count {
+            var value = load(rx, i) * av + load(ry, i) * cv + bv
+            if accumulate { value += load(UnsafeRawPointer(rz), i) }
+            rz.storeBytes(of: value, toByteOffset: i * 4, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count {
+            let value = a * x[i] + c * y[i] + b
+            z[i] = accumulate ? z[i] + value : value
+            i += 1
+        }
+    }
+
+    /// `y[i] = min(max(x[i], lower), upper)`.
+    @inline(__always)
+    static func clamp(_ x: UnsafePointer<Float>, lower: Float, upper: Float, into y: UnsafeMutablePointer<Float>, count: Int) {
+        let lo = SIMD16<Float>(repeating: lower), hi = SIMD16<Float>(repeating: upper)
+        let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
+        var i = 0
+        while i + 16 <= count {
+            var value = load(rx, i)
+            value.replace(with: lo, where: value .< lo)
+            value.replace(with: hi, where: value .> hi)
+            ry.storeBytes(of: value, toByteOffset: i * 4, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count { y[i] = min(max(x[i], lower), upper); i += 1 }
+    }
+
     /// `y[i] += x[i]`.
     @inline(__always)
     static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
