@@ -181,6 +181,12 @@ enum DepthwiseConvolution {
     static func backwardPlane(padded: UnsafePointer<Float>, paddedGradient: UnsafeMutablePointer<Float>?, paddedWidth: Int,
                               weights: UnsafePointer<Float>, weightGradient: UnsafeMutablePointer<Float>?,
                               outputGradient: UnsafePointer<Float>, outH: Int, outW: Int, geometry g: WindowGeometry) {
+        if isPlain3x3(g) {
+            DepthwiseKernels3x3.backwardScatter(padded: padded, paddedGradient: paddedGradient, paddedWidth: paddedWidth,
+                                                weights: weights, weightGradient: weightGradient, outputGradient: outputGradient,
+                                                outH: outH, outW: outW, stride: g.strideHeight)
+            return
+        }
         for oy in 0..<outH {
             let dyRow = outputGradient + oy * outW
             for ky in 0..<g.kernelHeight {

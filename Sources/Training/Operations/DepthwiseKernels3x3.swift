@@ -73,4 +73,43 @@ enum DepthwiseKernels3x3 {
         weightGradient[3] += a3.sum() + s3; weightGradient[4] += a4.sum() + s4; weightGradient[5] += a5.sum() + s5
         weightGradient[6] += a6.sum() + s6; weightGradient[7] += a7.sum() + s7; weightGradient[8] += a8.sum() + s8
     }
+
+    /// Any stride, one pass over dY: each dY element adds its share to the nine weight gradients and scatters
+    /// `w · dY` onto the padded input gradient (when given).
+    @inline(__always)
+    static func backwardScatter(padded: UnsafePointer<Float>, paddedGradient: UnsafeMutablePointer<Float>?, paddedWidth: Int,
+                                weights: UnsafePointer<Float>, weightGradient: UnsafeMutablePointer<Float>?,
+                                outputGradient: UnsafePointer<Float>, outH: Int, outW: Int, stride: Int) {
+        let w0 = weights[0], w1 = weights[1], w2 = weights[2], w3 = weights[3], w4 = weights[4]
+        let w5 = weights[5], w6 = weights[6], w7 = weights[7], w8 = weights[8]
+        var s0: Float = 0, s1: Float = 0, s2: Float = 0, s3: Float = 0, s4: Float = 0
+        var s5: Float = 0, s6: Float = 0, s7: Float = 0, s8: Float = 0
+        for oy in 0..<outH {
+            let offset = oy * stride * paddedWidth
+            let r0 = padded + offset, r1 = r0 + paddedWidth, r2 = r1 + paddedWidth
+            let dy = outputGradient + oy * outW
+            if weightGradient != nil {
+                for ox in 0..<outW {
+                    let d = dy[ox], x = ox * stride
+                    s0 += d * r0[x]; s1 += d * r0[x + 1]; s2 += d * r0[x + 2]
+                    s3 += d * r1[x]; s4 += d * r1[x + 1]; s5 += d * r1[x + 2]
+                    s6 += d * r2[x]; s7 += d * r2[x + 1]; s8 += d * r2[x + 2]
+                }
+            }
+            if let paddedGradient {
+                let g0 = paddedGradient + offset, g1 = g0 + paddedWidth, g2 = g1 + paddedWidth
+                for ox in 0..<outW {
+                    let d = dy[ox], x = ox * stride
+                    g0[x] += w0 * d; g0[x + 1] += w1 * d; g0[x + 2] += w2 * d
+                    g1[x] += w3 * d; g1[x + 1] += w4 * d; g1[x + 2] += w5 * d
+                    g2[x] += w6 * d; g2[x + 1] += w7 * d; g2[x + 2] += w8 * d
+                }
+            }
+        }
+        if let weightGradient {
+            weightGradient[0] += s0; weightGradient[1] += s1; weightGradient[2] += s2
+            weightGradient[3] += s3; weightGradient[4] += s4; weightGradient[5] += s5
+            weightGradient[6] += s6; weightGradient[7] += s7; weightGradient[8] += s8
+        }
+    }
 }
