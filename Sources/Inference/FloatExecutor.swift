@@ -34,6 +34,8 @@ public final class FloatExecutor: @unchecked Sendable {
     private var shapeCache: [[[Int]]: [String: ValueInfo]] = [:]
     /// Buffer pools of finished runs, reused by the next runs (one per concurrent run).
     private var idleContexts: [ExecutionContext] = []
+    /// Images per sub-run when the batch is split (0: never split); see `BatchSeparability`.
+    private let batchChunk: Int
     /// Per-step-kind timing when `QATFLOW_PROFILE=1`.
     private let profiler: StepProfiler? = StepProfiler.isRequested ? StepProfiler() : nil
 
@@ -49,6 +51,8 @@ public final class FloatExecutor: @unchecked Sendable {
         self.threads = max(1, threads)
         let shapes = try ShapeInference.infer(validated)
         steps = try ExecutionPlanner.plan(validated, shapes: shapes)
+        let chunkOverride = ProcessInfo.processInfo.environment["QATFLOW_BATCH_CHUNK"].flatMap { Int($0) }
+        batchChunk = BatchSeparability.holds(for: validated, shapes: shapes) ? max(0, chunkOverride ?? Self.defaultBatchChunk) : 0
         var constants: [String: Tensor] = [:]
         for (name, initializer) in validated.initializers {
             constants[name] = Tensor(shape: initializer.shape, data: initializer.storage.floats)
@@ -82,8 +86,63 @@ public final class FloatExecutor: @unchecked Sendable {
         for name in inputs.keys where values[name] == nil {
             throw FloatExecutorError(message: "'\(name)' is not a graph input (inputs: \(graph.inputs.map(\.name)))")
         }
-        let shapes = try concreteShapes(for: inputShapes)
-        let context = borrowContext()
+        let batch = inputShapes.first?.first ?? 1
+        defer { profiler?.finishRun() }
+        if batchChunk > 0, batch > batchChunk, inputShapes.allSatisfy({ $0.first == batch }) {
+            return try runInChunks(values, batch: batch)
+        }
+        return try runWhole(values, inputShapes: inputShapes, threads: threads)
+    }
+
+    /// Images per sub-run: one image's largest activation (MobileNetV2-FMNIST: 96×32×32 floats, 384 KiB) then
+    /// stays in L2 from the layer that writes it to the layer that reads it.
+    static let defaultBatchChunk = 4
+
+    /// The batch in chunks of `batchChunk` images; with several threads, whole chunks go to each thread (no
+    /// hand-off per layer), otherwise one after another. Outputs are concatenated along dimension 0.
+    private func runInChunks(_ inputs: [String: Tensor], batch: Int) throws -> [String: Tensor] {
+        let chunkCount = (batch + batchChunk - 1) / batchChunk
+        @Sendable func chunkInputs(_ chunk: Int) -> [String: Tensor] {
+            let first = chunk * batchChunk, count = min(batchChunk, batch - first)
+            return inputs.mapValues { tensor in
+                let perImage = tensor.count / batch
+                return Tensor(shape: [count] + tensor.shape.dropFirst(),
+                              data: Array(tensor.data[(first * perImage)..<((first + count) * perImage)]))
+            }
+        }
+        let results = ChunkResults(count: chunkCount)
+        let workers = min(threads, chunkCount)
+        Parallel.forEachChunk(count: chunkCount, threads: workers) { chunks in
+            for chunk in chunks {
+                let part = chunkInputs(chunk)
+                do {
+                    let shapes = try concreteShapes(for: graph.inputs.map { part[$0.name]!.shape })
+                    results.store(.success(try runSteps(part, shapes: shapes, threads: workers > 1 ? 1 : threads)), at: chunk)
+                } catch {
+                    results.store(.failure(error), at: chunk)
+                }
+            }
+        }
+        let parts = try results.all()
+        var outputs: [String: Tensor] = [:]
+        for output in graph.outputs {
+            let pieces = parts.map { $0[output.name]! }
+            var data: [Float] = []
+            data.reserveCapacity(pieces.reduce(0) { $0 + $1.count })
+            for piece in pieces { data.append(contentsOf: piece.data) }
+            outputs[output.name] = Tensor(shape: [batch] + pieces[0].shape.dropFirst(), data: data)
+        }
+        return outputs
+    }
+
+    private func runWhole(_ inputs: [String: Tensor], inputShapes: [[Int]], threads: Int) throws -> [String: Tensor] {
+        try runSteps(inputs, shapes: try concreteShapes(for: inputShapes), threads: threads)
+    }
+
+    /// Every step once over validated inputs.
+    private func runSteps(_ inputs: [String: Tensor], shapes: [String: ValueInfo], threads: Int) throws -> [String: Tensor] {
+        var values = inputs
+        let context = borrowContext(threads: threads)
         defer { returnContext(context) }
 
         for (index, step) in steps.enumerated() {
@@ -112,7 +171,6 @@ public final class FloatExecutor: @unchecked Sendable {
                 if let finished = operands[operandIndex] { context.recycle(finished) }
             }
         }
-        profiler?.finishRun()
         var outputs: [String: Tensor] = [:]
         for output in graph.outputs { outputs[output.name] = values[output.name] ?? constants[output.name] }
         return outputs
@@ -122,10 +180,11 @@ public final class FloatExecutor: @unchecked Sendable {
         if let profiler { FileHandle.standardError.write(profiler.report().data(using: .utf8)!) }
     }
 
-    private func borrowContext() -> ExecutionContext {
+    private func borrowContext(threads: Int) -> ExecutionContext {
         stateLock.lock()
         defer { stateLock.unlock() }
-        return idleContexts.popLast() ?? ExecutionContext(threads: threads)
+        if let index = idleContexts.lastIndex(where: { $0.threads == threads }) { return idleContexts.remove(at: index) }
+        return ExecutionContext(threads: threads)
     }
 
     private func returnContext(_ context: ExecutionContext) {
@@ -147,5 +206,27 @@ public final class FloatExecutor: @unchecked Sendable {
         } catch let error as GraphValidationError {
             throw FloatExecutorError(nodeName: error.nodeName, op: error.op, message: "for input shapes \(inputShapes): \(error.message)")
         }
+    }
+}
+
+/// Results of concurrently run chunks, in chunk order. `@unchecked Sendable` is sound: `slots` is only touched
+/// under `lock`.
+private final class ChunkResults: @unchecked Sendable {
+    private let lock = NSLock()
+    private var slots: [Result<[String: Tensor], Error>?]
+
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+
+    func store(_ result: Result<[String: Tensor], Error>, at index: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        slots[index] = result
+    }
+
+    /// Every chunk's outputs, or the first chunk's error.
+    func all() throws -> [[String: Tensor]] {
+        lock.lock()
+        defer { lock.unlock() }
+        return try slots.map { try $0!.get() }
     }
 }
