@@ -86,6 +86,33 @@ final class ModelGraphTests: XCTestCase {
         }
     }
 
+    func testFusedBatchNormActivationMatchesUnfused() throws {
+        let graph = Self.smallGraph()
+        let fused = try TrainableModel(graph: graph)
+        let plain = try TrainableModel(graph: graph, fuseBatchNormActivation: false)
+        XCTAssertTrue(fused.layers[2] is FusedActivation)
+        XCTAssertTrue(plain.layers[2] is Clamp)
+        let input = randomTensor([4, 2, 8, 8], seed: 9, range: -2...2)
+        for training in [false, true] {
+            var gradients: [[[Float]]] = []
+            var outputs: [Tensor] = []
+            for model in [fused, plain] {
+                let tape = GradientTape()
+                let context = ForwardContext(tape: tape, isTraining: training, random: SeededRandom(seed: 4))
+                let loss = SoftmaxCrossEntropy()(try model(input, context: context), labels: [0, 1, 2, 3], context: context).loss
+                model.zeroGradients()
+                tape.backward(from: loss)
+                outputs.append(loss.value)
+                gradients.append(model.parameters.map(\.gradient))
+            }
+            XCTAssertEqual(outputs[0], outputs[1], "training \(training)")
+            for (a, b) in zip(gradients[0], gradients[1]) {
+                for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 1e-5 * max(1, abs(y))) }
+            }
+        }
+        XCTAssertEqual(fused.exportGraph(), plain.exportGraph())
+    }
+
     func testUnsupportedOperatorIsRefusedWithNodeName() {
         var graph = Self.smallGraph()
         graph.nodes[2].op = .softmax

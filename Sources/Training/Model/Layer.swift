@@ -73,11 +73,16 @@ public final class BatchNorm2d: Layer {
         self.varianceName = varianceName
     }
 
+    /// A ReLU/Clip that `TrainableModel` folded into this layer (its graph node then runs `FusedActivation`):
+    /// the layer outputs `clamp(BN(x))`, saving one pass over the activation forward and backward.
+    public internal(set) var fusedClamp: Clamp?
+
     public var parameters: [Parameter] { [scale, shift] }
 
     public func callAsFunction(_ inputs: [Variable], context: ForwardContext) -> Variable {
         BatchNormalization.forward(inputs[0], scale: scale.variable, shift: shift.variable, statistics: &statistics,
-                                   momentum: momentum, epsilon: epsilon, context: context)
+                                   momentum: momentum, epsilon: epsilon,
+                                   fusedClamp: fusedClamp.map { (lower: $0.lower, upper: $0.upper) }, context: context)
     }
 
     public func export(into graph: inout Graph, node: inout Node) {
@@ -108,6 +113,20 @@ public final class Clamp: Layer {
 
     public func callAsFunction(_ inputs: [Variable], context: ForwardContext) -> Variable {
         Elementwise.clamp(inputs[0], lower: lower, upper: upper, context: context)
+    }
+}
+
+/// Stands in for a ReLU/Clip node whose clamp the preceding `BatchNorm2d` already applies (`fusedClamp`): passes
+/// its input through unchanged. The graph node itself is kept, so export is unaffected.
+public final class FusedActivation: Layer {
+    public let clamp: Clamp
+
+    public init(clamp: Clamp) {
+        self.clamp = clamp
+    }
+
+    public func callAsFunction(_ inputs: [Variable], context: ForwardContext) -> Variable {
+        inputs[0]
     }
 }
 

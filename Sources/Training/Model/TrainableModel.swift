@@ -34,7 +34,10 @@ public final class TrainableModel {
     /// one): QAT replaces convolutions with fake-quantized ones, or handles Quantize/DequantizeLinear nodes. A
     /// custom layer receives the node's computed inputs (initializer inputs are its own business) and its
     /// `parameters` join the model's.
-    public init(graph: Graph, customLayer: ((Node, Graph) throws -> Layer?)? = nil) throws {
+    ///
+    /// `fuseBatchNormActivation`: a built-in BatchNorm whose only reader is a built-in ReLU/Clip applies the clamp
+    /// itself (same results, one memory pass fewer each way); the clamp node then passes its input through.
+    public init(graph: Graph, customLayer: ((Node, Graph) throws -> Layer?)? = nil, fuseBatchNormActivation: Bool = true) throws {
         guard graph.inputs.count == 1 else {
             throw TrainableModelError(message: "expected one graph input, found \(graph.inputs.map(\.name))")
         }
@@ -47,7 +50,7 @@ public final class TrainableModel {
         var builder = LayerBuilder(graph: graph)
         var parameters: [Parameter] = []
         var seen = Set<ObjectIdentifier>()
-        layers = try graph.nodes.map { node in
+        var layers: [Layer] = try graph.nodes.map { node in
             if let custom = try customLayer?(node, graph) {
                 for parameter in custom.parameters where seen.insert(ObjectIdentifier(parameter)).inserted { parameters.append(parameter) }
                 return custom
@@ -56,8 +59,23 @@ public final class TrainableModel {
             for parameter in layer.parameters where seen.insert(ObjectIdentifier(parameter)).inserted { parameters.append(parameter) }
             return layer
         }
+        if fuseBatchNormActivation { Self.fuseBatchNormActivations(graph: graph, layers: &layers) }
+        self.layers = layers
         self.parameters = parameters
         runtimeInputs = graph.nodes.map { node in node.inputs.filter { !$0.isEmpty && graph.initializers[$0] == nil } }
+    }
+
+    private static func fuseBatchNormActivations(graph: Graph, layers: inout [Layer]) {
+        var readers: [String: [Int]] = [:]
+        for (index, node) in graph.nodes.enumerated() { for name in node.inputs { readers[name, default: []].append(index) } }
+        let graphOutputs = Set(graph.outputs.map(\.name))
+        for (index, node) in graph.nodes.enumerated() {
+            guard let norm = layers[index] as? BatchNorm2d, norm.fusedClamp == nil, let value = node.outputs.first,
+                  !graphOutputs.contains(value), let only = readers[value], only.count == 1,
+                  let clamp = layers[only[0]] as? Clamp else { continue }
+            norm.fusedClamp = clamp
+            layers[only[0]] = FusedActivation(clamp: clamp)
+        }
     }
 
     /// Total number of trainable values.

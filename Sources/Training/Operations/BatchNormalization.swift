@@ -17,8 +17,11 @@ public struct BatchNormalizationStatistics: Sendable, Equatable {
 /// statistics towards them (`running = (1 − momentum)·running + momentum·batch`, PyTorch's convention, with the
 /// unbiased batch variance as PyTorch does); evaluation mode uses the running statistics.
 enum BatchNormalization {
+    /// With `fusedClamp`, returns `clamp(BN(x))` in one pass and backpropagates through both (the clamp's mask is
+    /// recomputed from `x`, so the BN output is never stored).
     static func forward(_ x: Variable, scale: Variable, shift: Variable, statistics: inout BatchNormalizationStatistics,
-                        momentum: Float, epsilon: Float, context: ForwardContext) -> Variable {
+                        momentum: Float, epsilon: Float, fusedClamp: (lower: Float, upper: Float)? = nil,
+                        context: ForwardContext) -> Variable {
         let (batch, channels) = (x.shape[0], x.shape[1])
         let plane = x.shape.dropFirst(2).reduce(1, *)
         let elements = batch * plane
@@ -71,14 +74,18 @@ enum BatchNormalization {
                 Parallel.forEach(count: batch * channels, threads: context.threads) { [multiplier, offset] index in
                     let c = index % channels, a = multiplier[c], b = offset[c]
                     let from = source.base + index * plane, to = target.base + index * plane
-                    VectorMath.affine(from, scale: a, offset: b, into: to, count: plane)
+                    if let fusedClamp {
+                        VectorMath.affineClamp(from, scale: a, offset: b, lower: fusedClamp.lower, upper: fusedClamp.upper, into: to, count: plane)
+                    } else {
+                        VectorMath.affine(from, scale: a, offset: b, into: to, count: plane)
+                    }
                 }
             }
         }
         let result = Variable(Tensor(shape: x.shape, data: output), requiresGradient: context.needsGradient(x, scale, shift))
         guard result.requiresGradient else { return result }
         let usedBatchStatistics = context.isTraining
-        context.record(result) { [threads = context.threads, center, inverseDeviation, multiplier] in
+        context.record(result) { [threads = context.threads, center, inverseDeviation, multiplier, offset] in
             // Per channel: Σdy and Σdy·x̂.
             var sumGradient = [Float](repeating: 0, count: channels), sumGradientNormalized = [Float](repeating: 0, count: channels)
             x.value.data.withUnsafeBufferPointer { input in
@@ -87,11 +94,14 @@ enum BatchNormalization {
                         sumGradientNormalized.withUnsafeMutableBufferPointer { normalizedSums in
                             let source = Parallel.SharedPointer(input.baseAddress!), dY = Parallel.SharedPointer(outputGradient.baseAddress!)
                             let s = Parallel.SharedMutablePointer(sums.baseAddress!), sn = Parallel.SharedMutablePointer(normalizedSums.baseAddress!)
-                            Parallel.forEach(count: channels, threads: threads) { [center, inverseDeviation] c in
+                            Parallel.forEach(count: channels, threads: threads) { [center, inverseDeviation, multiplier, offset] c in
                                 var dySum: Double = 0, dyxSum: Double = 0
                                 for n in 0..<batch {
-                                    let offset = (n * channels + c) * plane
-                                    let (planeSum, planeDot) = VectorMath.sumAndDot(dY.base + offset, source.base + offset, count: plane)
+                                    let start = (n * channels + c) * plane
+                                    let (planeSum, planeDot) = fusedClamp.map {
+                                        VectorMath.maskedSumAndDot(dY.base + start, source.base + start, scale: multiplier[c], offset: offset[c],
+                                                                   lower: $0.lower, upper: $0.upper, count: plane)
+                                    } ?? VectorMath.sumAndDot(dY.base + start, source.base + start, count: plane)
                                     dySum += Double(planeSum)
                                     dyxSum += Double(planeDot)
                                 }
@@ -125,11 +135,16 @@ enum BatchNormalization {
                     result.gradient.withUnsafeBufferPointer { outputGradient in
                         let source = Parallel.SharedPointer(input.baseAddress!), dY = Parallel.SharedPointer(outputGradient.baseAddress!)
                         let dX = Parallel.SharedMutablePointer(inputGradient)
-                        Parallel.forEach(count: batch * channels, threads: threads) { [multiplier, k1, k0] index in
+                        Parallel.forEach(count: batch * channels, threads: threads) { [multiplier, offset, k1, k0] index in
                             let c = index % channels, a = multiplier[c], b1 = k1[c], b0 = k0[c]
-                            let offset = index * plane
-                            let xs = source.base + offset, dys = dY.base + offset, dxs = dX.base + offset
-                            VectorMath.combine(dys, a, xs, b1, b0, into: dxs, count: plane, accumulate: !fresh)
+                            let start = index * plane
+                            let xs = source.base + start, dys = dY.base + start, dxs = dX.base + start
+                            if let fusedClamp {
+                                VectorMath.maskedCombine(dys, a, xs, b1, b0, scale: a, offset: offset[c], lower: fusedClamp.lower,
+                                                         upper: fusedClamp.upper, into: dxs, count: plane, accumulate: !fresh)
+                            } else {
+                                VectorMath.combine(dys, a, xs, b1, b0, into: dxs, count: plane, accumulate: !fresh)
+                            }
                         }
                     }
                 }

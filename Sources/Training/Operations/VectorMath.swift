@@ -123,6 +123,85 @@ enum VectorMath {
         while i < count { y[i] = min(max(x[i], lower), upper); i += 1 }
     }
 
+    /// `y[i] = min(max(a·x[i] + b, lower), upper)`: BN's affine map with a fused ReLU/Clip.
+    @inline(__always)
+    static func affineClamp(_ x: UnsafePointer<Float>, scale a: Float, offset b: Float, lower: Float, upper: Float,
+                            into y: UnsafeMutablePointer<Float>, count: Int) {
+        let av = SIMD16<Float>(repeating: a), bv = SIMD16<Float>(repeating: b)
+        let lo = SIMD16<Float>(repeating: lower), hi = SIMD16<Float>(repeating: upper)
+        let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
+        var i = 0
+        while i + 16 <= count {
+            var value = load(rx, i) * av + bv
+            value.replace(with: lo, where: value .< lo)
+            value.replace(with: hi, where: value .> hi)
+            ry.storeBytes(of: value, toByteOffset: i * 4, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count { y[i] = min(max(x[i] * a + b, lower), upper); i += 1 }
+    }
+
+    /// The gradient mask of a fused clamp, recomputed from the BN input: `dy[i]` where
+    /// `lower < a·x[i] + b < upper`, else 0 (the same rule and arithmetic as the unfused clamp's backward).
+    @inline(__always)
+    private static func masked(_ dy: SIMD16<Float>, _ x: SIMD16<Float>, _ a: SIMD16<Float>, _ b: SIMD16<Float>,
+                               _ lo: SIMD16<Float>, _ hi: SIMD16<Float>) -> SIMD16<Float> {
+        let u = x * a + b
+        return dy.replacing(with: 0, where: (u .<= lo) .| (u .>= hi))
+    }
+
+    /// `(Σ d[i], Σ d[i]·x[i])` with `d` = `dy` masked by the fused clamp.
+    @inline(__always)
+    static func maskedSumAndDot(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, scale a: Float, offset b: Float,
+                                lower: Float, upper: Float, count: Int) -> (sum: Float, dot: Float) {
+        let av = SIMD16<Float>(repeating: a), bv = SIMD16<Float>(repeating: b)
+        let lo = SIMD16<Float>(repeating: lower), hi = SIMD16<Float>(repeating: upper)
+        var s0 = SIMD16<Float>(), d0 = SIMD16<Float>()
+        let rdy = UnsafeRawPointer(dy), rx = UnsafeRawPointer(x)
+        var i = 0
+        while i + 16 <= count {
+            let xv = load(rx, i)
+            let d = masked(load(rdy, i), xv, av, bv, lo, hi)
+            s0 += d
+            d0 += d * xv
+            i += 16
+        }
+        var total = s0.sum(), product = d0.sum()
+        while i < count {
+            let u = x[i] * a + b
+            let d = u > lower && u < upper ? dy[i] : 0
+            total += d; product += d * x[i]
+            i += 1
+        }
+        return (total, product)
+    }
+
+    /// `dx[i] (+)= k·d[i] + c·x[i] + e` with `d` = `dy` masked by the fused clamp.
+    @inline(__always)
+    static func maskedCombine(_ dy: UnsafePointer<Float>, _ k: Float, _ x: UnsafePointer<Float>, _ c: Float, _ e: Float,
+                              scale a: Float, offset b: Float, lower: Float, upper: Float,
+                              into dx: UnsafeMutablePointer<Float>, count: Int, accumulate: Bool) {
+        let av = SIMD16<Float>(repeating: a), bv = SIMD16<Float>(repeating: b)
+        let lo = SIMD16<Float>(repeating: lower), hi = SIMD16<Float>(repeating: upper)
+        let kv = SIMD16<Float>(repeating: k), cv = SIMD16<Float>(repeating: c), ev = SIMD16<Float>(repeating: e)
+        let rdy = UnsafeRawPointer(dy), rx = UnsafeRawPointer(x), rdx = UnsafeMutableRawPointer(dx)
+        var i = 0
+        while i + 16 <= count {
+            let xv = load(rx, i)
+            var value = masked(load(rdy, i), xv, av, bv, lo, hi) * kv + xv * cv + ev
+            if accumulate { value += load(UnsafeRawPointer(rdx), i) }
+            rdx.storeBytes(of: value, toByteOffset: i * 4, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count {
+            let u = x[i] * a + b
+            let d = u > lower && u < upper ? dy[i] : 0
+            let value = k * d + c * x[i] + e
+            dx[i] = accumulate ? dx[i] + value : value
+            i += 1
+        }
+    }
+
     /// `y[i] += x[i]`.
     @inline(__always)
     static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
