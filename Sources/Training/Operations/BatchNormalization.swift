@@ -31,24 +31,16 @@ enum BatchNormalization {
         if context.isTraining {
             var batchVariance = [Float](repeating: 0, count: channels)
             x.value.data.withUnsafeBufferPointer { input in
-                center.withUnsafeMutableBufferPointer { centerBuffer in
-                    batchVariance.withUnsafeMutableBufferPointer { varianceBuffer in
-                        let source = Parallel.SharedPointer(input.baseAddress!)
-                        let means = Parallel.SharedMutablePointer(centerBuffer.baseAddress!)
-                        let variances = Parallel.SharedMutablePointer(varianceBuffer.baseAddress!)
-                        Parallel.forEach(count: channels, threads: context.threads) { c in
-                            var total: Double = 0
-                            for n in 0..<batch { total += Double(VectorMath.sum(source.base + (n * channels + c) * plane, count: plane)) }
-                            let mean = Float(total / Double(elements))
-                            var squares: Double = 0
-                            for n in 0..<batch {
-                                squares += Double(VectorMath.squaredDeviation(source.base + (n * channels + c) * plane, count: plane, center: mean))
-                            }
-                            means.base[c] = mean
-                            variances.base[c] = Float(squares / Double(elements))
-                        }
-                    }
+                let source = Parallel.SharedPointer(input.baseAddress!)
+                let totals = ChannelSums.reduce(batch: batch, channels: channels, threads: context.threads) { index, _ in
+                    (Double(VectorMath.sum(source.base + index * plane, count: plane)), 0)
                 }
+                let means = totals.first.map { Float($0 / Double(elements)) }
+                let squares = ChannelSums.reduce(batch: batch, channels: channels, threads: context.threads) { index, c in
+                    (Double(VectorMath.squaredDeviation(source.base + index * plane, count: plane, center: means[c])), 0)
+                }
+                center = means
+                batchVariance = squares.first.map { Float($0 / Double(elements)) }
             }
             let unbiasing = elements > 1 ? Float(elements) / Float(elements - 1) : 1
             for c in 0..<channels {
@@ -86,30 +78,23 @@ enum BatchNormalization {
         guard result.requiresGradient else { return result }
         let usedBatchStatistics = context.isTraining
         context.record(result) { [threads = context.threads, center, inverseDeviation, multiplier, offset] in
-            // Per channel: Σdy and Σdy·x̂.
+            // Per channel: Σdy and Σdy·x̂ (through the fused clamp's mask when there is one).
             var sumGradient = [Float](repeating: 0, count: channels), sumGradientNormalized = [Float](repeating: 0, count: channels)
             x.value.data.withUnsafeBufferPointer { input in
                 result.gradient.withUnsafeBufferPointer { outputGradient in
-                    sumGradient.withUnsafeMutableBufferPointer { sums in
-                        sumGradientNormalized.withUnsafeMutableBufferPointer { normalizedSums in
-                            let source = Parallel.SharedPointer(input.baseAddress!), dY = Parallel.SharedPointer(outputGradient.baseAddress!)
-                            let s = Parallel.SharedMutablePointer(sums.baseAddress!), sn = Parallel.SharedMutablePointer(normalizedSums.baseAddress!)
-                            Parallel.forEach(count: channels, threads: threads) { [center, inverseDeviation, multiplier, offset] c in
-                                var dySum: Double = 0, dyxSum: Double = 0
-                                for n in 0..<batch {
-                                    let start = (n * channels + c) * plane
-                                    let (planeSum, planeDot) = fusedClamp.map {
-                                        VectorMath.maskedSumAndDot(dY.base + start, source.base + start, scale: multiplier[c], offset: offset[c],
-                                                                   lower: $0.lower, upper: $0.upper, count: plane)
-                                    } ?? VectorMath.sumAndDot(dY.base + start, source.base + start, count: plane)
-                                    dySum += Double(planeSum)
-                                    dyxSum += Double(planeDot)
-                                }
-                                s.base[c] = Float(dySum)
-                                // Σ dy·(x − centre)·invσ = invσ·(Σ dy·x − centre·Σ dy)
-                                sn.base[c] = Float((dyxSum - Double(center[c]) * dySum) * Double(inverseDeviation[c]))
-                            }
-                        }
+                    let source = Parallel.SharedPointer(input.baseAddress!), dY = Parallel.SharedPointer(outputGradient.baseAddress!)
+                    let sums = ChannelSums.reduce(batch: batch, channels: channels, threads: threads) { [multiplier, offset] index, c in
+                        let start = index * plane
+                        let (planeSum, planeDot) = fusedClamp.map {
+                            VectorMath.maskedSumAndDot(dY.base + start, source.base + start, scale: multiplier[c], offset: offset[c],
+                                                       lower: $0.lower, upper: $0.upper, count: plane)
+                        } ?? VectorMath.sumAndDot(dY.base + start, source.base + start, count: plane)
+                        return (Double(planeSum), Double(planeDot))
+                    }
+                    for c in 0..<channels {
+                        sumGradient[c] = Float(sums.first[c])
+                        // Σ dy·(x − centre)·invσ = invσ·(Σ dy·x − centre·Σ dy)
+                        sumGradientNormalized[c] = Float((sums.second[c] - Double(center[c]) * sums.first[c]) * Double(inverseDeviation[c]))
                     }
                 }
             }
@@ -151,5 +136,36 @@ enum BatchNormalization {
             }
         }
         return result
+    }
+}
+
+/// Per-channel sums over an NCHW tensor, visiting planes in memory order (image by image) so the reads stream;
+/// each worker owns a contiguous range of images and its own partial sums, added in worker order afterwards.
+enum ChannelSums {
+    static func reduce(batch: Int, channels: Int, threads: Int,
+                       _ body: @Sendable (_ planeIndex: Int, _ channel: Int) -> (Double, Double)) -> (first: [Double], second: [Double]) {
+        let workers = max(1, min(threads, batch))
+        var partial = [Double](repeating: 0, count: workers * 2 * channels)
+        partial.withUnsafeMutableBufferPointer { buffer in
+            let target = Parallel.SharedMutablePointer(buffer.baseAddress!)
+            Parallel.forEach(count: workers, threads: workers) { worker in
+                let sums = target.base + worker * 2 * channels
+                for n in Parallel.chunk(worker, of: workers, count: batch) {
+                    for c in 0..<channels {
+                        let (a, b) = body(n * channels + c, c)
+                        sums[c] += a
+                        sums[channels + c] += b
+                    }
+                }
+            }
+        }
+        var first = [Double](repeating: 0, count: channels), second = [Double](repeating: 0, count: channels)
+        for worker in 0..<workers {
+            for c in 0..<channels {
+                first[c] += partial[worker * 2 * channels + c]
+                second[c] += partial[worker * 2 * channels + channels + c]
+            }
+        }
+        return (first, second)
     }
 }
