@@ -44,7 +44,10 @@ enum DepthwiseConvolution {
             }
             let needInput = x.requiresGradient, needWeight = weight.requiresGradient
             guard needInput || needWeight else { return }
-            var weightGradient = [Float](repeating: 0, count: channels * taps)
+            // Workers take contiguous image ranges (planes are then read in memory order), each with its own
+            // weight-gradient partial, summed in worker order afterwards.
+            let workers = max(1, min(threads, batch))
+            var weightGradient = [Float](repeating: 0, count: workers * channels * taps)
             let gatherBackward = isPlain3x3(g) && g.strideHeight == 1 && g.strideWidth == 1
                 && g.padTop == 1 && g.padLeft == 1 && g.padBottom == 1 && g.padRight == 1
             // Kernels rotated by 180° for the gather form of dX.
@@ -62,14 +65,16 @@ enum DepthwiseConvolution {
                                 let dX = inputGradientBase.map { Parallel.SharedMutablePointer($0) }
                                 flippedWeights.withUnsafeBufferPointer { flippedBuffer in
                                 let flipped = Parallel.SharedPointer(flippedBuffer.baseAddress ?? weights.baseAddress!)
-                                Parallel.forEachChunk(count: channels, threads: threads) { channelRange in
+                                Parallel.forEach(count: workers, threads: workers) { worker in
+                                    let images = Parallel.chunk(worker, of: workers, count: batch)
+                                    let dW = Parallel.SharedMutablePointer(dW.base + worker * channels * taps)
                                     withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * paddedH * paddedW) { buffers in
                                         let padded = buffers.baseAddress!, paddedGradient = buffers.baseAddress! + paddedH * paddedW
                                         padded.initialize(repeating: 0, count: paddedH * paddedW)
                                         // The gather path's padded dY keeps zero borders, as `padded` does.
                                         paddedGradient.initialize(repeating: 0, count: paddedH * paddedW)
-                                        for c in channelRange {
-                                            for n in 0..<batch {
+                                        for n in images {
+                                            for c in 0..<channels {
                                                 let index = n * channels + c
                                                 if needWeight {
                                                     copyIntoPadded(source.base + index * height * width, height: height, width: width,
@@ -127,7 +132,9 @@ enum DepthwiseConvolution {
             }
             if needWeight {
                 weight.accumulateGradient { gradient in
-                    for i in 0..<weightGradient.count { gradient[i] += weightGradient[i] }
+                    for worker in 0..<workers {
+                        for i in 0..<(channels * taps) { gradient[i] += weightGradient[worker * channels * taps + i] }
+                    }
                 }
             }
         }
