@@ -2,6 +2,15 @@
 /// not associative, so the compiler keeps the order), and these sit on the hot path of every backward step.
 /// Planes are as small as 4×4, so each has a 16-lane step before the scalar tail.
 enum VectorMath {
+    /// Tree reduction of one vector (the generic `SIMD.sum()` is an out-of-line lane loop, called per plane).
+    @inline(__always)
+    static func horizontalSum(_ v: SIMD16<Float>) -> Float {
+        let eight = v.lowHalf + v.highHalf
+        let four = eight.lowHalf + eight.highHalf
+        let two = four.lowHalf + four.highHalf
+        return two[0] + two[1]
+    }
+
     @inline(__always)
     private static func load(_ p: UnsafeRawPointer, _ index: Int) -> SIMD16<Float> {
         p.loadUnaligned(fromByteOffset: index * 4, as: SIMD16<Float>.self)
@@ -18,7 +27,7 @@ enum VectorMath {
             i += 32
         }
         if i + 16 <= count { a0 += load(raw, i); i += 16 }
-        var total = (a0 + a1).sum()
+        var total = horizontalSum(a0 + a1)
         while i < count { total += x[i]; i += 1 }
         return total
     }
@@ -35,7 +44,7 @@ enum VectorMath {
             i += 32
         }
         if i + 16 <= count { a0 += load(rx, i) * load(ry, i); i += 16 }
-        var total = (a0 + a1).sum()
+        var total = horizontalSum(a0 + a1)
         while i < count { total += x[i] * y[i]; i += 1 }
         return total
     }
@@ -52,7 +61,7 @@ enum VectorMath {
             d0 += xv * load(ry, i)
             i += 16
         }
-        var total = s0.sum(), product = d0.sum()
+        var total = horizontalSum(s0), product = horizontalSum(d0)
         while i < count { total += x[i]; product += x[i] * y[i]; i += 1 }
         return (total, product)
     }
@@ -69,7 +78,7 @@ enum VectorMath {
             a0 += d * d
             i += 16
         }
-        var total = a0.sum()
+        var total = horizontalSum(a0)
         while i < count { let d = x[i] - center; total += d * d; i += 1 }
         return total
     }
@@ -166,7 +175,7 @@ enum VectorMath {
             d0 += d * xv
             i += 16
         }
-        var total = s0.sum(), product = d0.sum()
+        var total = horizontalSum(s0), product = horizontalSum(d0)
         while i < count {
             let u = x[i] * a + b
             let d = u > lower && u < upper ? dy[i] : 0
