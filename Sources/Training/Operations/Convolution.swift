@@ -27,15 +27,18 @@ enum Convolution {
         let imageInput = channels * height * width, imageOutput = outputChannels * plane
         let packed = packRows(weight.value.data, groups: groups, rows: rows, depth: depth, transposed: false)
         var output = [Float](unsafeUninitializedCapacity: batch * imageOutput) { buffer, initialized in
-            let biasValues = bias?.value.data
-            for n in 0..<batch {
-                for o in 0..<outputChannels {
-                    (buffer.baseAddress! + n * imageOutput + o * plane).initialize(repeating: biasValues?[o] ?? 0, count: plane)
+            // With a bias the GEMM accumulates onto it; without one it overwrites, so nothing is filled.
+            if let biasValues = bias?.value.data {
+                for n in 0..<batch {
+                    for o in 0..<outputChannels {
+                        (buffer.baseAddress! + n * imageOutput + o * plane).initialize(repeating: biasValues[o], count: plane)
+                    }
                 }
             }
             initialized = batch * imageOutput
         }
         let pointwise = geometry.isPointwise
+        let accumulateOntoBias = bias != nil
         let workers = min(context.threads, batch)
         let innerThreads = workers == 1 ? context.threads : 1
         x.value.data.withUnsafeBufferPointer { input in
@@ -54,7 +57,7 @@ enum Convolution {
                                 }
                                 GEMM.multiply(packedA: packed[g], n: plane, b: matrix, ldb: plane,
                                               c: target.base + n * imageOutput + g * rows * plane, ldc: plane,
-                                              accumulate: true, threads: innerThreads)
+                                              accumulate: accumulateOntoBias, threads: innerThreads)
                             }
                         }
                     }

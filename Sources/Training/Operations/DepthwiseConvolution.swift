@@ -13,6 +13,7 @@ enum DepthwiseConvolution {
         // Every plane is set to its bias below before the taps accumulate.
         var output = [Float](unsafeUninitializedCapacity: batch * channels * plane) { _, initialized in initialized = batch * channels * plane }
         let biasValues = bias?.value.data ?? [Float](repeating: 0, count: channels)
+        let hasBias = bias != nil
         x.value.data.withUnsafeBufferPointer { input in
             weight.value.data.withUnsafeBufferPointer { weights in
                 output.withUnsafeMutableBufferPointer { out in
@@ -26,9 +27,9 @@ enum DepthwiseConvolution {
                                 copyIntoPadded(source.base + index * height * width, height: height, width: width,
                                                geometry: g, padded: padded.baseAddress!, paddedWidth: paddedW)
                                 let y = target.base + index * plane
-                                y.update(repeating: biasValues[c], count: plane)
+                                if hasBias || !isPlain3x3(g) { y.update(repeating: biasValues[c], count: plane) }
                                 forwardPlane(padded: padded.baseAddress!, paddedWidth: paddedW, weights: w.base + c * taps,
-                                             output: y, outH: outH, outW: outW, geometry: g)
+                                             output: y, outH: outH, outW: outW, geometry: g, accumulate: hasBias)
                             }
                         }
                     }
@@ -159,10 +160,12 @@ enum DepthwiseConvolution {
     /// `y[oy, ox] += Σ w[ky, kx] · padded[oy·s + ky·d, ox·s + kx·d]`.
     @inline(__always)
     static func forwardPlane(padded: UnsafePointer<Float>, paddedWidth: Int, weights: UnsafePointer<Float>,
-                             output: UnsafeMutablePointer<Float>, outH: Int, outW: Int, geometry g: WindowGeometry) {
+                             output: UnsafeMutablePointer<Float>, outH: Int, outW: Int, geometry g: WindowGeometry,
+                             accumulate: Bool) {
+        // `accumulate` false lets the 3×3 kernel store (no bias fill); the general loop always adds.
         if isPlain3x3(g) {
             DepthwiseKernels3x3.correlate(padded: padded, paddedWidth: paddedWidth, weights: weights, output: output,
-                                          outH: outH, outW: outW, stride: g.strideHeight, accumulate: true)
+                                          outH: outH, outW: outW, stride: g.strideHeight, accumulate: accumulate)
             return
         }
         for oy in 0..<outH {
