@@ -68,12 +68,16 @@ public final class Trainer {
         _ = AllocatorTuning.applied
     }
 
-    /// One step on `batch`. Throws `TrainingDivergedError` (and leaves the weights untouched) when the loss or the
+    /// One step on `batch`. Throws `TrainingDivergedError` (leaving weights and BN statistics as they were before
+    /// the step) when the loss or the
     /// gradient norm is not finite, or the loss exceeds `divergenceFactor` × the first loss.
     @discardableResult
     public func trainStep(_ batch: Batch) throws -> StepResult {
         let tape = GradientTape()
         let context = ForwardContext(tape: tape, isTraining: true, threads: threads, random: random)
+        // The forward pass moves BN running statistics; a diverged step puts them back with the weights untouched.
+        let norms = model.batchNormLayers
+        let statisticsBefore = norms.map(\.statistics)
         model.zeroGradients()
         let logits = try model(batch.images, context: context)
         let (lossValue, correct) = loss(logits, labels: batch.labels, context: context)
@@ -82,6 +86,7 @@ public final class Trainer {
         let learningRate = schedule.learningRate(at: step)
         func diverged(_ reason: String) -> TrainingDivergedError {
             tape.reset()
+            for (layer, statistics) in zip(norms, statisticsBefore) { layer.statistics = statistics }
             return TrainingDivergedError(step: step, loss: value, learningRate: learningRate, reason: reason)
         }
         guard value.isFinite else { throw diverged("the loss is not a finite number") }

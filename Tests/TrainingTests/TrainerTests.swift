@@ -125,8 +125,10 @@ final class TrainerTests: XCTestCase {
         let batch = Batch(images: randomTensor([8, 1, 8, 8], seed: 3), labels: [0, 1, 2, 3, 4, 5, 6, 7])
         var failure: TrainingDivergedError?
         var lastGood: [[Float]] = []
+        var lastGoodStatistics: [BatchNormalizationStatistics] = []
         for _ in 0..<20 {
             lastGood = model.parameters.map(\.value.data)
+            lastGoodStatistics = model.batchNormLayers.map(\.statistics)
             do {
                 try trainer.trainStep(batch)
             } catch let error as TrainingDivergedError {
@@ -137,6 +139,7 @@ final class TrainerTests: XCTestCase {
         let error = try XCTUnwrap(failure, "a learning rate of 1e6 must diverge")
         XCTAssertTrue(error.description.contains("diverged at step \(error.step)"), error.description)
         XCTAssertEqual(model.parameters.map(\.value.data), lastGood, "the failing step's update is not applied")
+        XCTAssertEqual(model.batchNormLayers.map(\.statistics), lastGoodStatistics, "nor its BN statistics update")
         XCTAssertTrue(lastGood.allSatisfy { $0.allSatisfy(\.isFinite) })
     }
 }
