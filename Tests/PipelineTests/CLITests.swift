@@ -93,6 +93,42 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(badDataset.stderr.contains("validation"), badDataset.stderr)
     }
 
+    /// `qatflow infer` on an NPY batch gives ONNX Runtime's logits (both files written and read by numpy).
+    func testInferMatchesOnnxRuntime() throws {
+        let project = try project()
+        let python = ProcessInfo.processInfo.environment["QATFLOW_PYTHON"] ?? Self.repository.appendingPathComponent(".venv/bin/python").path
+        guard FileManager.default.isExecutableFile(atPath: python) else { return XCTFail("no Python venv at \(python): run `make venv`") }
+        func python(_ code: String) throws -> String {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: python)
+            process.arguments = ["-c", code]
+            process.currentDirectoryURL = project.directory
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            try process.run()
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            XCTAssertEqual(process.terminationStatus, 0)
+            return String(decoding: data, as: UTF8.self)
+        }
+        _ = try python("import numpy as np; np.save('x.npy', np.random.default_rng(1).standard_normal((3, 1, 32, 32)).astype(np.float32))")
+        let infer = try run(["infer", "models/m.onnx", "--input", "x.npy", "--output", "y.npy"], in: project.directory)
+        XCTAssertEqual(infer.status, 0, infer.stderr)
+        let difference = try python("""
+            import numpy as np, onnxruntime as ort
+            x = np.load('x.npy'); y = np.load('y.npy')
+            ref = ort.InferenceSession('models/m.onnx', providers=['CPUExecutionProvider']).run(None, {'input': x})[0]
+            print(y.shape == ref.shape, float(np.abs(y - ref).max()))
+            """)
+        let parts = difference.split(separator: " ")
+        XCTAssertEqual(parts.first, "True", difference)
+        XCTAssertLessThanOrEqual(Double(parts.last!.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 1, 1e-4, difference)
+
+        let wrongShape = try run(["infer", "models/m.onnx", "--input", "y.npy", "--output", "z.npy"], in: project.directory)
+        XCTAssertNotEqual(wrongShape.status, 0)
+        XCTAssertTrue(wrongShape.stderr.contains("y.npy") && wrongShape.stderr.contains("does not fit"), wrongShape.stderr)
+    }
+
     func testEvalJSONMatchesOnnxRuntime() throws {
         let project = try project()
         let ours = try run(["eval", "models/m.onnx", "--images", "2000", "--json"], in: project.directory)
