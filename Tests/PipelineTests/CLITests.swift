@@ -96,11 +96,11 @@ final class CLITests: XCTestCase {
     /// `qatflow infer` on an NPY batch gives ONNX Runtime's logits (both files written and read by numpy).
     func testInferMatchesOnnxRuntime() throws {
         let project = try project()
-        let python = ProcessInfo.processInfo.environment["QATFLOW_PYTHON"] ?? Self.repository.appendingPathComponent(".venv/bin/python").path
-        guard FileManager.default.isExecutableFile(atPath: python) else { return XCTFail("no Python venv at \(python): run `make venv`") }
+        let interpreter = ProcessInfo.processInfo.environment["QATFLOW_PYTHON"] ?? Self.repository.appendingPathComponent(".venv/bin/python").path
+        guard FileManager.default.isExecutableFile(atPath: interpreter) else { return XCTFail("no Python venv at \(interpreter): run `make venv`") }
         func python(_ code: String) throws -> String {
             let process = Process()
-            process.executableURL = URL(fileURLWithPath: python)
+            process.executableURL = URL(fileURLWithPath: interpreter)
             process.arguments = ["-c", code]
             process.currentDirectoryURL = project.directory
             let pipe = Pipe()
