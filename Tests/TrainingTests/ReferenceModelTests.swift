@@ -42,11 +42,11 @@ final class ReferenceModelTests: XCTestCase {
 
     func loadReferenceGraph() throws -> Graph {
         let python = Self.repository.appendingPathComponent(".venv/bin/python")
-        guard FileManager.default.isExecutableFile(atPath: python.path) else { throw XCTSkip("no Python venv at \(python.path)") }
+        guard FileManager.default.isExecutableFile(atPath: python.path) else { throw TrainingTestFailure("no Python venv at \(python.path): run `make venv`") }
         let candidates = [Self.repository.appendingPathComponent("models"), URL(fileURLWithPath: "/work/shared/models")]
             .map { $0.appendingPathComponent("mobilenetv2-fmnist-pytorch.onnx") }
         guard let model = candidates.first(where: { FileManager.default.fileExists(atPath: $0.path) }) else {
-            throw XCTSkip("mobilenetv2-fmnist-pytorch.onnx not found")
+            throw TrainingTestFailure("models/mobilenetv2-fmnist-pytorch.onnx not found")
         }
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("qatflow-training-\(UUID().uuidString).safetensors")
         defer { try? FileManager.default.removeItem(at: output) }
@@ -55,7 +55,7 @@ final class ReferenceModelTests: XCTestCase {
         process.arguments = ["-c", Self.converter, model.path, output.path]
         try process.run()
         process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw XCTSkip("Python conversion failed (status \(process.terminationStatus))") }
+        guard process.terminationStatus == 0 else { throw TrainingTestFailure("Python conversion failed (status \(process.terminationStatus))") }
         return try ModelFile.read(output)
     }
 
@@ -74,4 +74,10 @@ final class ReferenceModelTests: XCTestCase {
         XCTAssertEqual(exported, graph)
         XCTAssertEqual(try FloatExecutor(graph: exported).run(["input": input])["logits"], reference)
     }
+}
+
+/// A missing prerequisite (venv, model, dataset) is a failure with a message, never a skip.
+struct TrainingTestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -73,7 +73,7 @@ final class TrainerTests: XCTestCase {
         do {
             images = try DatasetLoader.load(spec, projectDirectory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
         } catch {
-            throw XCTSkip("Fashion-MNIST not available: \(error)")
+            throw TrainingTestFailure("Fashion-MNIST not available (run `make datasets`): \(error)")
         }
         let model = try TrainableModel(graph: Self.smallCNN(seed: 1))
         let steps = 300
