@@ -23,3 +23,7 @@ printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "re-run (all
 echo
 echo "== float inference, MobileNetV2-FMNIST (models/mobilenetv2-fmnist-pytorch.onnx) =="
 "$PYTHON" scripts/bench_float.py "$QATFLOW" models/mobilenetv2-fmnist-pytorch.onnx "$work"
+
+echo
+echo "== int8 kernels (u8s8 GEMM GOPS per ISA path against the vpdpbusd ceiling measured in the same run; depthwise ms) =="
+"$(dirname "$QATFLOW")/kernel-bench"
