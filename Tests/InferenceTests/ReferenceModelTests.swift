@@ -67,8 +67,8 @@ final class ReferenceModelTests: XCTestCase {
 
     func testMobileNetV2MatchesONNXRuntimeAndFoldingKeepsIt() throws {
         let python = Self.repository.appendingPathComponent(".venv/bin/python")
-        guard FileManager.default.isExecutableFile(atPath: python.path) else { throw XCTSkip("no Python venv at \(python.path)") }
-        guard let model = modelPath() else { throw XCTSkip("mobilenetv2-fmnist-pytorch.onnx not found (set QATFLOW_MODELS)") }
+        guard FileManager.default.isExecutableFile(atPath: python.path) else { return XCTFail("no Python venv at \(python.path): run `make venv`") }
+        guard let model = modelPath() else { return XCTFail("models/mobilenetv2-fmnist-pytorch.onnx not found (or set QATFLOW_MODELS)") }
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("qatflow-reference-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
