@@ -10,7 +10,7 @@ import Kernels
 ///     DQ → Conv (1×1 | depthwise 3×3 | group 1) → [Relu | Clip] → Q     QuantizedGEMM / Depthwise / Convolution
 ///     DQ → Gemm → [Relu | Clip] → Q                                    QuantizedGEMM (one row per image)
 ///     DQ, DQ → Add → [Relu | Clip] → Q                                 QuantizedAdd
-///     DQ → GlobalAveragePool → Q                                       QuantizedGlobalAveragePool
+///     DQ → GlobalAveragePool → Q                                       int32 sums, one rescale (Int8GlobalAveragePoolStep)
 ///     DQ → Flatten | Reshape | Identity → Q, equal grids               shared storage or a reorder
 ///
 /// (weights DequantizeLinear of int8, biases of int32 initializers). The matched nodes disappear into one step.
