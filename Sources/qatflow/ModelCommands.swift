@@ -79,6 +79,7 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Images per forward pass.") var batch = 100
     @Flag(help: "Print one JSON object (top1, top5, images, per_class, confusion).") var json = false
     @Flag(help: "No progress line.") var quiet = false
+    @Option(help: "int8 or float; default: int8 for quantized (QDQ) models, float otherwise. float on a quantized model is its simulation.") var engine: String?
 
     func run() throws {
         do {
@@ -86,12 +87,13 @@ struct EvalCommand: ParsableCommand {
             if let images { spec.limit = images }
             let data = try DatasetLoader.load(spec, projectDirectory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
             let graph = try ModelLoader.load(URL(fileURLWithPath: model))
-            let metrics = try Evaluator.evaluate(graph, on: data, batch: max(1, batch),
+            let chosen = try chooseEngine(engine, for: graph, model: model)
+            let metrics = try Evaluator.evaluate(graph, on: data, batch: max(1, batch), engine: chosen,
                                                  progress: ProgressReporter(prefix: "eval", quiet: quiet || json), label: model)
             if json {
                 printLine(metrics.json.canonical)
             } else {
-                printLine(String(format: "%@ on %@: top-1 %.2f %%, top-5 %.2f %% (%d images)", model, dataset, metrics.top1, metrics.top5, metrics.images))
+                printLine(String(format: "%@ on %@ (%@ engine): top-1 %.2f %%, top-5 %.2f %% (%d images)", model, dataset, chosen.rawValue, metrics.top1, metrics.top5, metrics.images))
             }
         } catch {
             throw fail(error)
@@ -107,28 +109,37 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Threads.") var threads = 1
     @Option(help: "Timed forward passes (after 5 warm-up passes).") var repeats = 100
     @Flag(help: "Print one JSON object.") var json = false
+    @Option(help: "int8 or float; default: int8 for quantized (QDQ) models, float otherwise.") var engine: String?
 
     func run() throws {
         do {
             let graph = try ModelLoader.load(URL(fileURLWithPath: model))
+            let chosen = try chooseEngine(engine, for: graph, model: model)
             guard let input = graph.inputs.first else { throw StageFailure("\(model) has no input") }
             let shape = [batch] + input.shape.dropFirst().map { $0 < 0 ? 1 : $0 }
             var generator = SystemRandomNumberGenerator()
             let tensor = Tensor(shape: shape, data: (0..<shape.reduce(1, *)).map { _ in Float.random(in: -1...1, using: &generator) })
-            let executor = try FloatExecutor(graph: graph, threads: max(1, threads))
-            for _ in 0..<5 { _ = try executor.run([input.name: tensor]) }
+            let run: ([String: Tensor]) throws -> [String: Tensor]
+            if chosen == .int8 {
+                let executor = try Int8Executor(graph: graph, threads: max(1, threads))
+                run = { try executor.run($0) }
+            } else {
+                let executor = try FloatExecutor(graph: graph, threads: max(1, threads))
+                run = { try executor.run($0) }
+            }
+            for _ in 0..<5 { _ = try run([input.name: tensor]) }
             var samples: [Double] = []
             for _ in 0..<max(1, repeats) {
                 let start = DispatchTime.now().uptimeNanoseconds
-                _ = try executor.run([input.name: tensor])
+                _ = try run([input.name: tensor])
                 samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
             }
             samples.sort()
             let median = samples[samples.count / 2], minimum = samples[0]
             if json {
-                printLine(JSONValue.object(["median_ms": .double(median), "min_ms": .double(minimum), "batch": .int(batch), "threads": .int(threads)]).canonical)
+                printLine(JSONValue.object(["median_ms": .double(median), "min_ms": .double(minimum), "batch": .int(batch), "threads": .int(threads), "engine": .string(chosen.rawValue)]).canonical)
             } else {
-                printLine(String(format: "%@: batch %d, %d thread(s): median %.3f ms, min %.3f ms, %.0f img/s", model, batch, threads, median, minimum, Double(batch) * 1000 / median))
+                printLine(String(format: "%@ (%@ engine): batch %d, %d thread(s): median %.3f ms, min %.3f ms, %.0f img/s", model, chosen.rawValue, batch, threads, median, minimum, Double(batch) * 1000 / median))
             }
         } catch {
             throw fail(error)
@@ -173,4 +184,16 @@ struct QuantizeCommand: ParsableCommand {
             throw fail(error)
         }
     }
+}
+
+/// `--engine`: int8 needs a quantized (QDQ) model; the default follows the model.
+func chooseEngine(_ requested: String?, for graph: Graph, model: String) throws -> EvaluationEngine {
+    guard let requested else { return Evaluator.isQuantized(graph) ? .int8 : .float }
+    guard let engine = EvaluationEngine(rawValue: requested) else {
+        throw StageFailure("--engine \(requested): expected int8 or float")
+    }
+    if engine == .int8 && !Evaluator.isQuantized(graph) {
+        throw StageFailure("--engine int8: \(model) is a float model; quantize it first (qatflow quantize)")
+    }
+    return engine
 }

@@ -66,10 +66,25 @@ struct ClassificationTally {
     }
 }
 
-/// Runs a float model over a labelled set.
+/// Which engine runs a model.
+public enum EvaluationEngine: String, Sendable {
+    /// The float reference executor; for a QDQ model this is its fake-quant simulation.
+    case float
+    /// The int8 executor (QDQ models only).
+    case int8
+}
+
+/// Runs a model over a labelled set.
 public enum Evaluator {
-    public static func evaluate(_ graph: Graph, on data: LabeledImages, batch: Int, progress: ProgressReporter,
-                                label: String) throws -> ClassificationMetrics {
+    /// True for QDQ models (docs/quantization.md), which the int8 engine can run.
+    public static func isQuantized(_ graph: Graph) -> Bool {
+        graph.nodes.contains { $0.op == .quantizeLinear }
+    }
+
+    /// Top-1/top-5 of `graph` on `data`; `onPrediction` receives each image's top-1 class in order (for agreement checks).
+    public static func evaluate(_ graph: Graph, on data: LabeledImages, batch: Int, engine: EvaluationEngine = .float,
+                                threads: Int = 2, progress: ProgressReporter, label: String,
+                                onPrediction: ((Int) -> Void)? = nil) throws -> ClassificationMetrics {
         guard let input = graph.inputs.first, graph.inputs.count == 1 else {
             throw StageFailure("model '\(graph.name)' has \(graph.inputs.count) inputs; evaluation needs exactly one image input")
         }
@@ -78,16 +93,24 @@ public enum Evaluator {
         guard expected.count == 3, zip(expected, given).allSatisfy({ $0 == -1 || $0 == $1 }) else {
             throw StageFailure("model input '\(input.name)' has shape \(formatShape(input.shape)), but the dataset gives N×\(given.map(String.init).joined(separator: "×")) images; check the dataset's pad/preprocessing")
         }
-        let executor = try FloatExecutor(graph: graph)
+        let run: ([String: Tensor]) throws -> [String: Tensor]
+        switch engine {
+        case .float:
+            let executor = try FloatExecutor(graph: graph, threads: threads)
+            run = executor.run
+        case .int8:
+            let executor = try Int8Executor(graph: graph, threads: threads)
+            run = executor.run
+        }
         guard let outputName = graph.outputs.first?.name else { throw StageFailure("model '\(graph.name)' has no output") }
         var tally: ClassificationTally?
         var pixels: [Float] = [], labels: [Int] = []
-        progress.begin("evaluate \(label)", total: data.count)
+        progress.begin("evaluate \(label) (\(engine.rawValue))", total: data.count)
         defer { progress.finish() }
         for start in stride(from: 0, to: data.count, by: batch) {
             let indices = start..<min(start + batch, data.count)
             data.copyBatch(indices, pixels: &pixels, labels: &labels)
-            let outputs = try executor.run([input.name: Tensor(shape: [indices.count] + given, data: pixels)])
+            let outputs = try run([input.name: Tensor(shape: [indices.count] + given, data: pixels)])
             guard let logits = outputs[outputName] else { throw StageFailure("model produced no output '\(outputName)'") }
             let classes = logits.count / indices.count
             if tally == nil {
@@ -100,6 +123,12 @@ public enum Evaluator {
                 tally = ClassificationTally(classes: classes)
             }
             tally!.add(logits: logits.data, labels: labels[...])
+            if let onPrediction {
+                for row in 0..<indices.count {
+                    let scores = logits.data[row * classes..<(row + 1) * classes]
+                    onPrediction(scores.indices.max { scores[$0] < scores[$1] || (scores[$0] == scores[$1] && $0 > $1) }! - row * classes)
+                }
+            }
             progress.advance(by: indices.count)
         }
         return (tally ?? ClassificationTally(classes: data.classNames.count)).metrics(classNames: data.classNames)
@@ -131,10 +160,30 @@ public enum EvaluateStage {
         var details: [String: JSONValue] = [:]
         for (stageID, url) in context.inputModels() {
             let graph = try ModelLoader.load(url)
-            let result = try Evaluator.evaluate(graph, on: data, batch: batch, progress: context.progress, label: stageID)
-            metrics["top1/\(stageID)"] = .double(result.top1)
-            metrics["top5/\(stageID)"] = .double(result.top5)
-            details[stageID] = result.json
+            guard Evaluator.isQuantized(graph) else {
+                let result = try Evaluator.evaluate(graph, on: data, batch: batch, progress: context.progress, label: stageID)
+                metrics["top1/\(stageID)"] = .double(result.top1)
+                metrics["top5/\(stageID)"] = .double(result.top5)
+                details[stageID] = result.json
+                continue
+            }
+            // A quantized model is run by the int8 engine (its accuracy is the one reported) and by its float
+            // simulation; the two must compute the same function, so their agreement is reported too.
+            var int8Predictions: [Int] = [], simulatedPredictions: [Int] = []
+            let int8 = try Evaluator.evaluate(graph, on: data, batch: batch, engine: .int8, progress: context.progress,
+                                              label: stageID, onPrediction: { int8Predictions.append($0) })
+            let simulated = try Evaluator.evaluate(graph, on: data, batch: batch, engine: .float, progress: context.progress,
+                                                   label: stageID, onPrediction: { simulatedPredictions.append($0) })
+            let agreement = 100 * Double(zip(int8Predictions, simulatedPredictions).filter { $0 == $1 }.count) / Double(max(int8Predictions.count, 1))
+            metrics["top1/\(stageID)"] = .double(int8.top1)
+            metrics["top5/\(stageID)"] = .double(int8.top5)
+            metrics["top1_simulated/\(stageID)"] = .double(simulated.top1)
+            metrics["agreement/\(stageID)"] = .double(agreement)
+            var report = int8.json.objectValue ?? [:]
+            report["engine"] = .string("int8")
+            report["simulated"] = simulated.json
+            report["top1_agreement_with_simulation"] = .double(agreement)
+            details[stageID] = .object(report)
         }
         let report = context.outputDirectory.appendingPathComponent("evaluation.json")
         try ArtifactStore.writeAtomically(Data(JSONValue.object(details).canonical.utf8), to: report)
