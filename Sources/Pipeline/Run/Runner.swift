@@ -215,7 +215,7 @@ public final class Runner: @unchecked Sendable {
 
     static func makeRunID(_ date: Date) -> String {
         let formatter = DateFormatter()
-        formatter.dateFormat = "yyyyMMdd-HHmmss"
+        formatter.dateFormat = "yyyyMMdd-HHmmss-SSS"
         formatter.timeZone = TimeZone(identifier: "UTC")
         return formatter.string(from: date) + "-" + UUID().uuidString.prefix(4).lowercased()
     }
