@@ -27,3 +27,13 @@ echo "== float inference, MobileNetV2-FMNIST (models/mobilenetv2-fmnist-pytorch.
 echo
 echo "== int8 kernels (u8s8 GEMM GOPS per ISA path against the vpdpbusd ceiling measured in the same run; depthwise ms) =="
 "$(dirname "$QATFLOW")/kernel-bench"
+
+echo
+echo "== int8 engine vs float engine, MobileNetV2-FMNIST, 1 thread (W8A8 PTQ, 300 calibration images) =="
+"$QATFLOW" convert models/mobilenetv2-fmnist-pytorch.onnx -o "$work/float.safetensors" > /dev/null
+"$QATFLOW" quantize "$work/float.safetensors" -o "$work/int8.safetensors" --images 300 --quiet > /dev/null
+for batch in 1 32; do
+  float_ms=$("$QATFLOW" bench "$work/float.safetensors" --batch $batch --threads 1 --repeats 50 --json | sed 's/.*"median_ms":\([0-9.e+-]*\).*/\1/')
+  int8_ms=$("$QATFLOW" bench "$work/int8.safetensors" --batch $batch --threads 1 --repeats 50 --json | sed 's/.*"median_ms":\([0-9.e+-]*\).*/\1/')
+  awk -v b=$batch -v f="$float_ms" -v q="$int8_ms" 'BEGIN { printf "batch %2d: float %.3f ms, int8 %.3f ms, int8 speed-up %.2fx (target >= 2.5x)\n", b, f, q, f / q }'
+done
