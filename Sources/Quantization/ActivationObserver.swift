@@ -29,8 +29,6 @@ struct ActivationObserver: Sendable {
         histogram!.add(values)
     }
 
-    var needsHistogram: Bool { true }
-
     /// The range the chosen method picks.
     func range(_ method: ActivationCalibration, bits: Int) -> (Float, Float) {
         guard low <= high else { return (0, 0) }

@@ -20,7 +20,6 @@ struct QDQPlan {
     init(graph: Graph, skip: Set<String>) {
         var consumers: [String: [Node]] = [:]
         for node in graph.nodes { for input in node.inputs where !input.isEmpty { consumers[input, default: []].append(node) } }
-        let producer = Dictionary(graph.nodes.flatMap { node in node.outputs.map { ($0, node) } }, uniquingKeysWith: { a, _ in a })
 
         var quantized: [String] = []
         var points = Set<String>()
@@ -48,7 +47,6 @@ struct QDQPlan {
         quantizationPoints = order.filter { points.contains($0) }
         quantizedNodes = quantized
         sharedGrid = shared
-        _ = producer
     }
 
     /// Inputs carrying activations (weights and biases excluded).

@@ -308,7 +308,7 @@ public struct ManifestParser {
     }
 
     private mutating func expectString(_ node: Node, what: String) -> String? {
-        if case .scalar(let scalar) = node, case .string(let text)? = jsonValue(node) { _ = scalar; return text }
+        if case .scalar = node, case .string(let text)? = jsonValue(node) { return text }
         report(node, "\(what) must be a string; found \(describe(node))")
         return nil
     }

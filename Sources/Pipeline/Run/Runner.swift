@@ -39,6 +39,7 @@ public final class Runner: @unchecked Sendable {
     private let condition = NSCondition()
     private var finished: [String: StageRunRecord] = [:]
     private var producedOutputs: [String: [String: ArtifactReference]] = [:]
+    private var dispatched = Set<String>()
     private var running = 0
     private var completedCount = 0
 
@@ -78,7 +79,7 @@ public final class Runner: @unchecked Sendable {
         defer { condition.unlock() }
         while finished.count < plan.instances.count {
             var launched = false
-            for instance in plan.instances where finished[instance.name] == nil && !isStarted(instance.name) {
+            for instance in plan.instances where finished[instance.name] == nil && !dispatched.contains(instance.name) {
                 let upstream = instance.needs.map { finished[$0] }
                 if let broken = upstream.compactMap({ $0 }).first(where: { $0.outcome == .failed || $0.outcome == .skipped }) {
                     complete(StageRunRecord(instance: instance.name, stage: instance.stageID, kind: instance.kind.name,
@@ -89,7 +90,7 @@ public final class Runner: @unchecked Sendable {
                     continue
                 }
                 guard upstream.allSatisfy({ $0 != nil }), running < options.jobs else { continue }
-                started.insert(instance.name)
+                dispatched.insert(instance.name)
                 running += 1
                 launched = true
                 let inputs = instance.needs.map { ($0, producedOutputs[$0]!) }
@@ -105,9 +106,6 @@ public final class Runner: @unchecked Sendable {
             if !launched && finished.count < plan.instances.count { condition.wait() }
         }
     }
-
-    private var started = Set<String>()
-    private func isStarted(_ name: String) -> Bool { started.contains(name) }
 
     /// Called with `condition` locked.
     private func complete(_ result: StageRunRecord) {

@@ -41,17 +41,29 @@ struct ClassificationTally {
         confusion = Array(repeating: Array(repeating: 0, count: classes), count: classes)
     }
 
-    /// `logits` holds `labels.count` rows of `classes` scores.
-    mutating func add(logits: [Float], labels: ArraySlice<Int>) {
+    /// `logits` holds `labels.count` rows of `classes` scores. Returns each row's top-1 class.
+    /// A label is in the top 5 when fewer than five classes outscore it (ties go to the lower class index,
+    /// as for top-1), which needs no sort.
+    @discardableResult
+    mutating func add(logits: [Float], labels: ArraySlice<Int>) -> [Int] {
+        var predictions: [Int] = []
+        predictions.reserveCapacity(labels.count)
         for (row, label) in labels.enumerated() {
-            let scores = logits[row * classes..<(row + 1) * classes]
-            let ranked = scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
-            let predicted = ranked[0] - row * classes
+            let base = row * classes
+            var predicted = 0
+            for index in 1..<classes where logits[base + index] > logits[base + predicted] { predicted = index }
+            let labelScore = logits[base + label]
+            var outranking = 0
+            for index in 0..<classes where logits[base + index] > labelScore || (logits[base + index] == labelScore && index < label) {
+                outranking += 1
+            }
             confusion[label][predicted] += 1
             if predicted == label { top1Hits += 1 }
-            if ranked.prefix(5).contains(label + row * classes) { top5Hits += 1 }
+            if outranking < 5 { top5Hits += 1 }
             images += 1
+            predictions.append(predicted)
         }
+        return predictions
     }
 
     func metrics(classNames: [String]) -> ClassificationMetrics {
@@ -122,13 +134,8 @@ public enum Evaluator {
                 }
                 tally = ClassificationTally(classes: classes)
             }
-            tally!.add(logits: logits.data, labels: labels[...])
-            if let onPrediction {
-                for row in 0..<indices.count {
-                    let scores = logits.data[row * classes..<(row + 1) * classes]
-                    onPrediction(scores.indices.max { scores[$0] < scores[$1] || (scores[$0] == scores[$1] && $0 > $1) }! - row * classes)
-                }
-            }
+            let predicted = tally!.add(logits: logits.data, labels: labels[...])
+            if let onPrediction { predicted.forEach(onPrediction) }
             progress.advance(by: indices.count)
         }
         return (tally ?? ClassificationTally(classes: data.classNames.count)).metrics(classNames: data.classNames)
