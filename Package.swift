@@ -22,12 +22,12 @@ let package = Package(
         .target(name: "ONNX", dependencies: ["Graph", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 exclude: ["Proto"]),
         .target(name: "Inference", dependencies: ["Graph", "Tensor", "Kernels"]),
-        .target(name: "Quantization", dependencies: ["Graph", "Inference", "Datasets", "Tensor"]),
+        .target(name: "Quantization", dependencies: ["Graph", "Inference", "Datasets", "Tensor", "Training"]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .target(name: "Datasets", dependencies: ["CZlib"]),
         .target(name: "Training", dependencies: ["Graph", "Tensor", "Datasets"]),
         .target(name: "Pipeline", dependencies: [
-            "Graph", "ONNX", "Inference", "Quantization", "Datasets", "Tensor",
+            "Graph", "ONNX", "Inference", "Quantization", "Training", "Datasets", "Tensor",
             "Yams",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
@@ -42,7 +42,7 @@ let package = Package(
         .testTarget(name: "GraphTests", dependencies: ["Graph"]),
         .testTarget(name: "ONNXTests", dependencies: ["ONNX", "Inference"], exclude: ["Scripts"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "Quantization", "Datasets", "ONNX"]),
-        .testTarget(name: "QuantizationTests", dependencies: ["Quantization", "ONNX", "Datasets"]),
+        .testTarget(name: "QuantizationTests", dependencies: ["Quantization", "Training", "ONNX", "Datasets"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Inference", "Graph"]),
     ],
     swiftLanguageModes: [.v6]
