@@ -44,26 +44,10 @@ public struct PostTrainingQuantizer {
         }
         let plan = QDQPlan(graph: graph, skip: Set(config.skip))
         guard !plan.quantizedNodes.isEmpty else { throw QuantizationError("no quantizable node (Conv, Gemm, Add, pooling) in the model") }
-        guard let input = graph.inputs.first else { throw QuantizationError("the model has no input") }
 
-        // Calibration: run the float graph with every observed tensor exposed as an output, twice.
         let observed = plan.observed
-        let probe = try FloatExecutor(graph: Self.exposing(observed, in: graph))
-        var observers = Dictionary(uniqueKeysWithValues: observed.map { ($0, ActivationObserver()) })
-        let momentum: Double
-        if case .movingAverage(let value) = config.activationCalibration { momentum = value } else { momentum = 0.99 }
-        for pass in 0..<2 {
-            try forEachBatch(of: data, batch: batch) { tensor, done in
-                let outputs = try probe.run([input.name: tensor])
-                for name in observed {
-                    guard let values = outputs[name] else { continue }
-                    values.data.withUnsafeBufferPointer { buffer in
-                        if pass == 0 { observers[name]!.observeRange(buffer, momentum: momentum) } else { observers[name]!.observeHistogram(buffer) }
-                    }
-                }
-                progress(pass == 0 ? "calibrate ranges" : "calibrate histograms", done, data.count)
-            }
-        }
+        let observers = try Self.observe(observed, in: graph, data: data, batch: batch,
+                                         calibration: config.activationCalibration, progress: progress)
 
         var grids: [String: AffineQuantization] = [:]
         var reports: [String: LayerQuantizationReport] = [:]
@@ -82,6 +66,30 @@ public struct PostTrainingQuantizer {
         let floatNodes = graph.nodes.filter { QDQPlan.quantizableOps.contains($0.op) && !plan.quantizedNodes.contains($0.name) }.map(\.name)
         return QuantizationResult(graph: quantizedGraph, layers: observed.compactMap { reports[$0] },
                                   quantizedNodes: plan.quantizedNodes.count, floatNodes: floatNodes)
+    }
+
+    /// Calibration: runs the float graph with every tensor in `tensors` exposed as an output, twice (ranges,
+    /// then histograms over those ranges), and returns one observer per tensor.
+    static func observe(_ tensors: [String], in graph: Graph, data: LabeledImages, batch: Int, calibration: ActivationCalibration,
+                        progress: (String, Int, Int) -> Void) throws -> [String: ActivationObserver] {
+        guard let input = graph.inputs.first else { throw QuantizationError("the model has no input") }
+        let probe = try FloatExecutor(graph: exposing(tensors, in: graph))
+        var observers = Dictionary(uniqueKeysWithValues: tensors.map { ($0, ActivationObserver()) })
+        let momentum: Double
+        if case .movingAverage(let value) = calibration { momentum = value } else { momentum = 0.99 }
+        for pass in 0..<2 {
+            try forEachBatch(of: data, batch: batch) { tensor, done in
+                let outputs = try probe.run([input.name: tensor])
+                for name in tensors {
+                    guard let values = outputs[name] else { continue }
+                    values.data.withUnsafeBufferPointer { buffer in
+                        if pass == 0 { observers[name]!.observeRange(buffer, momentum: momentum) } else { observers[name]!.observeHistogram(buffer) }
+                    }
+                }
+                progress(pass == 0 ? "calibrate ranges" : "calibrate histograms", done, data.count)
+            }
+        }
+        return observers
     }
 
     /// SQNR and cosine of each quantization point, on the first calibration batch.
@@ -104,7 +112,7 @@ public struct PostTrainingQuantizer {
         }
     }
 
-    private func forEachBatch(of data: LabeledImages, batch: Int, _ body: (Tensor, Int) throws -> Void) throws {
+    private static func forEachBatch(of data: LabeledImages, batch: Int, _ body: (Tensor, Int) throws -> Void) throws {
         var pixels: [Float] = [], labels: [Int] = []
         for start in stride(from: 0, to: data.count, by: batch) {
             let range = start..<min(start + batch, data.count)

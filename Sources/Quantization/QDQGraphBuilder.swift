@@ -10,6 +10,15 @@ struct QDQGraphBuilder {
     let plan: QDQPlan
     let grids: [String: AffineQuantization]
     let config: QuantizationConfig
+    /// Per quantization point, bits other than `config.activationBits` (QAT keeps the first/last layer at 8).
+    var activationBitsOverride: [String: Int] = [:]
+    /// Per node name, weight bits other than `config.weightBits`.
+    var weightBitsOverride: [String: Int] = [:]
+    /// Per node name, the per-channel weight scales to use instead of choosing them with `config.weightCalibration`
+    /// (QAT exports the scales it trained with).
+    var weightScales: [String: [Float]] = [:]
+    /// Extra entries for the `qatflow.quantization` metadata (e.g. how QAT was run).
+    var metadataExtras: [String: Any] = [:]
 
     func build() throws -> Graph {
         var result = graph
@@ -21,7 +30,7 @@ struct QDQGraphBuilder {
 
         for input in graph.inputs where points.contains(input.name) {
             let grid = grids[input.name]!
-            nodes += activationPair(source: input.name, quantized: input.name + "::q", dequantized: input.name + "::dq", grid: grid, initializers: &initializers)
+            nodes += activationPair(point: input.name, source: input.name, quantized: input.name + "::q", dequantized: input.name + "::dq", grid: grid, initializers: &initializers)
             renamedInputs[input.name] = input.name + "::dq"
         }
 
@@ -35,7 +44,7 @@ struct QDQGraphBuilder {
             node.outputs = node.outputs.map { points.contains($0) ? $0 + "::float" : $0 }
             nodes.append(node)
             for output in quantizedOutputs {
-                nodes += activationPair(source: output + "::float", quantized: output + "::q", dequantized: output, grid: grids[output]!, initializers: &initializers)
+                nodes += activationPair(point: output, source: output + "::float", quantized: output + "::q", dequantized: output, grid: grids[output]!, initializers: &initializers)
             }
         }
         result.nodes = nodes
@@ -45,12 +54,12 @@ struct QDQGraphBuilder {
         return try result.validated()
     }
 
-    private func activationPair(source: String, quantized: String, dequantized: String, grid: AffineQuantization,
+    private func activationPair(point: String, source: String, quantized: String, dequantized: String, grid: AffineQuantization,
                                 initializers: inout [String: Initializer]) -> [Node] {
         let scale = quantized + ".scale", zeroPoint = quantized + ".zero_point"
         initializers[scale] = Initializer(name: scale, shape: [], storage: .float32([grid.scale]))
         initializers[zeroPoint] = Initializer(name: zeroPoint, shape: [], storage: .uint8([UInt8(grid.zeroPoint)]))
-        let bits: [String: AttributeValue] = ["bits": .int(config.activationBits)]
+        let bits: [String: AttributeValue] = ["bits": .int(activationBitsOverride[point] ?? config.activationBits)]
         return [
             Node(name: quantized + "/QuantizeLinear", op: .quantizeLinear, inputs: [source, scale, zeroPoint], outputs: [quantized], attributes: bits),
             Node(name: quantized + "/DequantizeLinear", op: .dequantizeLinear, inputs: [quantized, scale, zeroPoint], outputs: [dequantized], attributes: bits),
@@ -68,8 +77,18 @@ struct QDQGraphBuilder {
         let channelsLast = node.op == .gemm && node.int("transB", default: 0) == 0
         let axis = channelsLast ? 1 : 0
         let channels = weight.shape[axis]
-        let (quantized, scales) = WeightQuantizer.quantize(values, channels: channels, channelsLast: channelsLast,
-                                                             bits: config.weightBits, method: config.weightCalibration)
+        let bits = weightBitsOverride[node.name] ?? config.weightBits
+        let quantized: [Int8], scales: [Float]
+        if let trained = weightScales[node.name] {
+            guard trained.count == channels else {
+                throw QuantizationError("node '\(node.name)': \(trained.count) weight scales for \(channels) output channels")
+            }
+            let grids = trained.map { AffineQuantization(scale: $0, zeroPoint: 0, qmin: -((1 << (bits - 1)) - 1), qmax: (1 << (bits - 1)) - 1) }
+            (quantized, scales) = (WeightQuantizer.quantize(values, grids: grids, channelsLast: channelsLast), trained)
+        } else {
+            (quantized, scales) = WeightQuantizer.quantize(values, channels: channels, channelsLast: channelsLast,
+                                                          bits: bits, method: config.weightCalibration)
+        }
         let quantizedName = weightName + "::q"
         initializers.removeValue(forKey: weightName)
         initializers[quantizedName] = Initializer(name: quantizedName, shape: weight.shape, storage: .int8(quantized))
@@ -77,7 +96,7 @@ struct QDQGraphBuilder {
         initializers[quantizedName + ".zero_point"] = Initializer(name: quantizedName + ".zero_point", shape: [channels], storage: .int8(Array(repeating: 0, count: channels)))
         var nodes = [Node(name: quantizedName + "/DequantizeLinear", op: .dequantizeLinear,
                           inputs: [quantizedName, quantizedName + ".scale", quantizedName + ".zero_point"], outputs: [weightName],
-                          attributes: ["axis": .int(axis), "bits": .int(config.weightBits)])]
+                          attributes: ["axis": .int(axis), "bits": .int(bits)])]
 
         if node.inputs.count > 2, !node.inputs[2].isEmpty {
             let biasName = node.inputs[2]
@@ -104,7 +123,7 @@ struct QDQGraphBuilder {
     }
 
     private func metadata() -> String {
-        let object: [String: Any] = [
+        var object: [String: Any] = [
             "scheme": "weights symmetric per-channel int8 narrow range; activations asymmetric per-tensor uint8; bias int32",
             "weight_bits": config.weightBits,
             "activation_bits": config.activationBits,
@@ -113,6 +132,9 @@ struct QDQGraphBuilder {
             "quantized_nodes": plan.quantizedNodes,
             "skip": config.skip,
         ]
+        if !weightBitsOverride.isEmpty { object["weight_bits_by_node"] = weightBitsOverride }
+        if !activationBitsOverride.isEmpty { object["activation_bits_by_tensor"] = activationBitsOverride }
+        for (key, value) in metadataExtras { object[key] = value }
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
         return String(decoding: data, as: UTF8.self)
     }

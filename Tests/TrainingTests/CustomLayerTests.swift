@@ -39,9 +39,9 @@ final class LearnedScale: Layer {
 final class CustomLayerTests: XCTestCase {
     func testCustomLayerReplacesANodeAndTrainsThroughTheTape() throws {
         let graph = ModelGraphTests.smallGraph()
-        let model = try TrainableModel(graph: graph) { node, _ in
-            node.name == "relu0" ? LearnedScale(name: "relu0.scale") : nil
-        }
+        let model = try TrainableModel(graph: graph, rewriteLayers: { layers, graph in
+            for (index, node) in graph.nodes.enumerated() where node.name == "relu0" { layers[index] = LearnedScale(name: "relu0.scale") }
+        })
         XCTAssertTrue(model.layers[2] is LearnedScale)
         XCTAssertTrue(model.parameters.contains { $0.name == "relu0.scale" })
         let input = randomTensor([2, 2, 8, 8], seed: 3)
@@ -53,6 +53,26 @@ final class CustomLayerTests: XCTestCase {
         }
         let exported = try XCTUnwrap(model.exportGraph().nodes[2].attributes["learned_scale"]?.float)
         XCTAssertEqual(exported, 1.5, accuracy: 1e-5, "the custom layer's export hook ran")
+    }
+
+    /// A value transform (how QAT fake-quantizes activations) runs on the named value before any reader sees it,
+    /// the graph input included, and its parameters join the model's.
+    func testValueTransformsApplyToNamedValuesAndTrain() throws {
+        let graph = ModelGraphTests.smallGraph()
+        let inputName = graph.inputs[0].name, hidden = graph.nodes[0].outputs[0]
+        let model = try TrainableModel(graph: graph, valueTransforms: [inputName: LearnedScale(name: "in.scale"),
+                                                                       hidden: LearnedScale(name: "hidden.scale")])
+        XCTAssertEqual(model.parameters.suffix(2).map(\.name), ["in.scale", "hidden.scale"])
+        let plain = try TrainableModel(graph: graph)
+        let input = randomTensor([2, 2, 8, 8], seed: 4)
+        XCTAssertNotEqual(try model.predict(input).data, try plain.predict(input).data, "the transforms change the function")
+        let criterion = SoftmaxCrossEntropy()
+        assertGradientsMatchFiniteDifferences(inputs: [], parameters: Array(model.parameters.suffix(2)), step: 5e-4, tolerance: 5e-3) { context in
+            criterion(try! model(input, context: context), labels: [0, 3], context: context).loss
+        }
+        XCTAssertThrowsError(try TrainableModel(graph: graph, valueTransforms: ["nowhere": LearnedScale(name: "x")])) { error in
+            XCTAssertTrue("\(error)".contains("'nowhere'"), "\(error)")
+        }
     }
 
     func testFunctionalConvolutionOnATapeValue() {

@@ -78,6 +78,15 @@ void qf_fp32_depthwise3x3_planes(int isa, const float* input, ptrdiff_t first_pl
                                  const float* bias, float minimum, float maximum, int clamp, float* output,
                                  float* scratch);
 
+// Fake quantization (QAT): y = (clamp(round_half_even(x / scale) + zero_point, qmin, qmax) − zero_point) · scale,
+// bit-identical to quantize-then-dequantize in float. The mask gradient writes (or, with `accumulate`, adds) dy
+// where x quantizes without saturating and 0 elsewhere. min_max returns the smallest and largest element (n ≥ 1).
+void qf_fp32_fake_quantize(int isa, const float* x, float* y, ptrdiff_t n, float scale, float zero_point, float qmin,
+                           float qmax);
+void qf_fp32_fake_quantize_mask_gradient(int isa, const float* x, const float* dy, float* dx, ptrdiff_t n, float scale,
+                                         float zero_point, float qmin, float qmax, int accumulate);
+void qf_fp32_min_max(int isa, const float* x, ptrdiff_t n, float* low, float* high);
+
 // ---- Internal: one micro-kernel per ISA, called by qf_fp32_gemm ----
 // C tile (rows ≤ row_tile, columns ≤ column_tile) (+)= A panel slice (depth × row_tile) · B (depth rows, row
 // stride `ldb`: column_tile for a packed, zero-padded panel); `load_c` adds the old C; `epilogue` (may be NULL) is

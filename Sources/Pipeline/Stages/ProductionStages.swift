@@ -3,6 +3,7 @@ extension StageRegistry {
     public static let production = StageRegistry([
         ConvertStage.kind,
         QuantizeStage.kind,
+        QATStage.kind,
         EvaluateStage.kind,
     ])
 }

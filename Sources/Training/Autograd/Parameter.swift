@@ -4,6 +4,8 @@ import Tensor
 /// asked to, and export uses it to know which initializer it came from.
 public enum ParameterRole: String, Sendable {
     case weight, bias, normalizationScale, normalizationShift
+    /// A learned quantization scale or zero point (QAT with LSQ); never weight-decayed by `weightsOnly`.
+    case quantizationRange
 }
 
 /// A trainable tensor named after the graph initializer it was read from (and is written back to).

@@ -99,6 +99,11 @@ public final class BatchNorm2d: Layer {
     }
 }
 
+/// A layer that computes (and exports) a BatchNorm inside itself, e.g. a convolution with BN folded in.
+public protocol BatchNormOwner: AnyObject {
+    var batchNorm: BatchNorm2d { get }
+}
+
 /// `min(max(x, lower), upper)`: ReLU (`0, +∞`), ReLU6 (`0, 6`) or any ONNX Clip.
 public final class Clamp: Layer {
     public let lower: Float, upper: Float

@@ -27,17 +27,25 @@ public final class TrainableModel {
     public let layers: [Layer]
     /// Every trainable parameter, each once, in first-use order.
     public let parameters: [Parameter]
+    /// Applied to these values when they are computed (see `init`).
+    public let valueTransforms: [String: Layer]
     /// Per node, the inputs that are computed values (not initializers, not omitted), in input order.
     private let runtimeInputs: [[String]]
 
-    /// Builds one layer per node. `customLayer` may supply the layer for any node (return nil to use the built-in
-    /// one): QAT replaces convolutions with fake-quantized ones, or handles Quantize/DequantizeLinear nodes. A
-    /// custom layer receives the node's computed inputs (initializer inputs are its own business) and its
-    /// `parameters` join the model's.
+    /// Builds one layer per node, then lets `rewriteLayers` replace any of them: QAT swaps a Conv and the
+    /// BatchNorm after it for one BN-folded, fake-quantized convolution. The rewrite sees every built-in layer
+    /// (so a replacement can take over their parameters and statistics) and the graph; replacements run with
+    /// the node's computed inputs (initializer inputs are their own business) and their `parameters` join the
+    /// model's.
+    ///
+    /// `valueTransforms` are applied to the named values as soon as they are computed (the graph input
+    /// included), before any reader sees them: QAT fake-quantizes activations this way. Their parameters (learned
+    /// quantization scales) join the model's after the layers'.
     ///
     /// `fuseBatchNormActivation`: a built-in BatchNorm whose only reader is a built-in ReLU/Clip applies the clamp
     /// itself (same results, one memory pass fewer each way); the clamp node then passes its input through.
-    public init(graph: Graph, customLayer: ((Node, Graph) throws -> Layer?)? = nil, fuseBatchNormActivation: Bool = true) throws {
+    public init(graph: Graph, rewriteLayers: ((inout [Layer], Graph) throws -> Void)? = nil,
+                valueTransforms: [String: Layer] = [:], fuseBatchNormActivation: Bool = true) throws {
         guard graph.inputs.count == 1 else {
             throw TrainableModelError(message: "expected one graph input, found \(graph.inputs.map(\.name))")
         }
@@ -48,19 +56,21 @@ public final class TrainableModel {
         inputName = graph.inputs[0].name
         outputName = graph.outputs[0].name
         var builder = LayerBuilder(graph: graph)
+        var layers: [Layer] = try graph.nodes.map { try builder.layer(for: $0) }
+        try rewriteLayers?(&layers, graph)
+        if fuseBatchNormActivation { Self.fuseBatchNormActivations(graph: graph, layers: &layers) }
+        let producedValues = Set([inputName] + graph.nodes.flatMap(\.outputs))
+        if let unknown = valueTransforms.keys.sorted().first(where: { !producedValues.contains($0) }) {
+            throw TrainableModelError(message: "a value transform names '\(unknown)', which no node computes")
+        }
+        let transformOrder = ([inputName] + graph.nodes.flatMap(\.outputs)).compactMap { valueTransforms[$0] }
         var parameters: [Parameter] = []
         var seen = Set<ObjectIdentifier>()
-        var layers: [Layer] = try graph.nodes.map { node in
-            if let custom = try customLayer?(node, graph) {
-                for parameter in custom.parameters where seen.insert(ObjectIdentifier(parameter)).inserted { parameters.append(parameter) }
-                return custom
-            }
-            let layer = try builder.layer(for: node)
+        for layer in layers + transformOrder {
             for parameter in layer.parameters where seen.insert(ObjectIdentifier(parameter)).inserted { parameters.append(parameter) }
-            return layer
         }
-        if fuseBatchNormActivation { Self.fuseBatchNormActivations(graph: graph, layers: &layers) }
         self.layers = layers
+        self.valueTransforms = valueTransforms
         self.parameters = parameters
         runtimeInputs = graph.nodes.map { node in node.inputs.filter { !$0.isEmpty && graph.initializers[$0] == nil } }
     }
@@ -81,12 +91,19 @@ public final class TrainableModel {
     /// Total number of trainable values.
     public var parameterCount: Int { parameters.reduce(0) { $0 + $1.count } }
 
-    /// The BatchNorm layers (for freezing, statistics re-estimation, …).
-    public var batchNormLayers: [BatchNorm2d] { layers.compactMap { $0 as? BatchNorm2d } }
+    /// The BatchNorm layers (for freezing, statistics re-estimation, restoring after a diverged step, …),
+    /// including those a rewritten layer took over (QAT's BN-folded convolution).
+    public var batchNormLayers: [BatchNorm2d] {
+        layers.compactMap { ($0 as? BatchNorm2d) ?? ($0 as? BatchNormOwner)?.batchNorm }
+    }
 
     /// Runs the graph on `input` (NCHW batch). In training mode with a tape, every step is recorded for backward.
     public func callAsFunction(_ input: Tensor, context: ForwardContext) throws -> Variable {
-        var values: [String: Variable] = [inputName: Variable(input)]
+        var values: [String: Variable] = [:]
+        func store(_ value: Variable, as name: String) {
+            values[name] = valueTransforms[name].map { $0([value], context: context) } ?? value
+        }
+        store(Variable(input), as: inputName)
         for (index, node) in sourceGraph.nodes.enumerated() {
             let layer = layers[index]
             let operands = try runtimeInputs[index].map { name -> Variable in
@@ -95,7 +112,7 @@ public final class TrainableModel {
                 }
                 return value
             }
-            values[node.outputs[0]] = layer(operands, context: context)
+            store(layer(operands, context: context), as: node.outputs[0])
         }
         guard let output = values[outputName] else {
             throw TrainableModelError(message: "graph output '\(outputName)' was not computed")

@@ -1,0 +1,150 @@
+import Foundation
+import Datasets
+import Graph
+import Quantization
+import Training
+
+/// `qat`: quantization-aware fine-tuning of the upstream float model (BatchNorm kept, i.e. converted with
+/// `for_training`), written as the same QDQ model format `quantize` writes (docs/quantization.md).
+/// Defaults follow the reference recipe: 100 steps of batch 32, Adam, lr 1e-4 with the `inv` schedule.
+public enum QATStage {
+    public static let kind = StageKind(
+        name: "qat",
+        summary: "quantization-aware training (fake quant, BN folded while training) → QDQ model, bits 2–8",
+        parameters: [
+            ParameterSpec("bits", .int, default: .int(8), help: "bits of weights and activations (2–8)"),
+            ParameterSpec("weight_bits", .int, default: .null, help: "bits of weights; default: bits"),
+            ParameterSpec("activation_bits", .int, default: .null, help: "bits of activations; default: bits"),
+            ParameterSpec("keep_first_last_8bit", .bool, default: .bool(false), help: "keep the first and last quantized layer (weights, input, output) at 8 bits"),
+            ParameterSpec("feature_scale", .choice(["per_tensor", "per_channel"]), default: .string("per_tensor"), help: "activation grids per tensor (per_channel is refused: the int8 engine runs per-tensor activations)"),
+            ParameterSpec("scale_update", .choice(["maximum", "moving_average", "learned"]), default: .string("moving_average"), help: "how activation ranges follow the data: widen only, moving average, or learned (LSQ)"),
+            ParameterSpec("momentum", .double, default: .double(0.99), help: "for moving_average: weight of the old range per step"),
+            ParameterSpec("ste", .choice(StraightThroughEstimator.allCases.map(\.rawValue)), default: .string("clipped"), help: "straight-through estimator: clipped (zero gradient outside the grid) or identity (MNN)"),
+            ParameterSpec("weight_method", .choice(["max_abs", "mse"]), default: .string("max_abs"), help: "per-channel weight scales, recomputed every step"),
+            ParameterSpec("init", .choice(QuantizeStage.methods), default: .string("mse"), help: "how activation ranges are initialised on calibration images"),
+            ParameterSpec("init_images", .int, default: .int(1000), help: "calibration images for the initial ranges"),
+            ParameterSpec("steps", .int, default: .null, help: "optimizer steps (default 100 unless epochs is given)"),
+            ParameterSpec("epochs", .int, default: .null, help: "whole passes over the dataset instead of steps"),
+            ParameterSpec("batch", .int, default: .int(32), help: "images per step"),
+            ParameterSpec("optimizer", .choice(QATRecipe.OptimizerKind.allCases.map(\.rawValue)), default: .string("adam"), help: "adam, adamw or sgd"),
+            ParameterSpec("lr", .double, default: .double(1e-4), help: "learning rate"),
+            ParameterSpec("schedule", .choice(QATRecipe.ScheduleKind.allCases.map(\.rawValue)), default: .string("inv"), help: "inv: lr·(1 + 1e-4·step)^-0.75 (MNN), constant, cosine"),
+            ParameterSpec("weight_decay", .double, default: .double(4e-5), help: "weight decay (not on BN, biases or quantization scales)"),
+            ParameterSpec("freeze_bn_after", .int, default: .null, help: "steps after which BN statistics freeze and convolutions run exactly folded; default never"),
+            ParameterSpec("freeze_observers_after", .int, default: .null, help: "steps after which activation ranges stop moving; default never"),
+            ParameterSpec("augment", .bool, default: .bool(false), help: "random crop (padding 2) and horizontal flip"),
+            ParameterSpec("dataset", .dataset, default: .string("fashion-mnist:train"), help: "training (and calibration) images"),
+            ParameterSpec("seed", .int, default: .int(0), help: "shuffling and calibration subset"),
+            ParameterSpec("skip", .stringList, default: .array([]), help: "node names left in float"),
+        ],
+        inputs: .oneModel,
+        run: run)
+
+    static func configuration(_ context: StageContext) throws -> QATConfiguration {
+        let bits = try context.int("bits")
+        let scaleUpdate: ScaleUpdate
+        switch try context.string("scale_update") {
+        case "maximum": scaleUpdate = .maximum
+        case "learned": scaleUpdate = .learned
+        default:
+            let momentum = try context.double("momentum")
+            guard momentum >= 0, momentum < 1 else { throw StageFailure("stage '\(context.stageID)': momentum must be in [0, 1), got \(momentum)") }
+            scaleUpdate = .movingAverage(momentum: Float(momentum))
+        }
+        if try context.string("feature_scale") == "per_channel" {
+            throw StageFailure("stage '\(context.stageID)': feature_scale per_channel is not supported: the int8 engine and the ONNX QDQ export use one grid per activation tensor. Use per_tensor.")
+        }
+        let initialization: ActivationCalibration
+        switch try context.string("init") {
+        case "max": initialization = .max
+        case "moving_average": initialization = .movingAverage(momentum: 0.99)
+        case "percentile": initialization = .percentile(99.99)
+        case "kl": initialization = .kl
+        default: initialization = .mse
+        }
+        let configuration = QATConfiguration(
+            weightBits: context.optionalInt("weight_bits") ?? bits, activationBits: context.optionalInt("activation_bits") ?? bits,
+            scaleUpdate: scaleUpdate, estimator: StraightThroughEstimator(rawValue: try context.string("ste")) ?? .clipped,
+            weightMethod: WeightCalibration(rawValue: try context.string("weight_method")) ?? .maxAbs,
+            keepFirstAndLastAt8Bits: try context.bool("keep_first_last_8bit"), skip: try context.stringList("skip"),
+            initialization: initialization)
+        for (name, value) in [("weight_bits", configuration.weightBits), ("activation_bits", configuration.activationBits)] where !(2...8).contains(value) {
+            throw StageFailure("stage '\(context.stageID)': \(name) must be between 2 and 8, got \(value)")
+        }
+        return configuration
+    }
+
+    static func recipe(_ context: StageContext, trainingImages: Int) throws -> QATRecipe {
+        var recipe = QATRecipe()
+        recipe.batch = try context.int("batch")
+        guard recipe.batch >= 1, recipe.batch <= trainingImages else {
+            throw StageFailure("stage '\(context.stageID)': batch must be between 1 and the \(trainingImages) training images, got \(recipe.batch)")
+        }
+        switch (context.optionalInt("steps"), context.optionalInt("epochs")) {
+        case (.some, .some): throw StageFailure("stage '\(context.stageID)': give steps or epochs, not both")
+        case (let steps?, nil): recipe.steps = steps
+        case (nil, let epochs?): recipe.steps = epochs * (trainingImages / recipe.batch)
+        case (nil, nil): recipe.steps = 100
+        }
+        guard recipe.steps >= 0 else { throw StageFailure("stage '\(context.stageID)': steps must be ≥ 0, got \(recipe.steps)") }
+        recipe.optimizer = QATRecipe.OptimizerKind(rawValue: try context.string("optimizer")) ?? .adam
+        recipe.schedule = QATRecipe.ScheduleKind(rawValue: try context.string("schedule")) ?? .inv
+        recipe.learningRate = Float(try context.double("lr"))
+        recipe.weightDecay = Float(try context.double("weight_decay"))
+        recipe.freezeBatchNormAfter = context.optionalInt("freeze_bn_after")
+        recipe.freezeObserversAfter = context.optionalInt("freeze_observers_after")
+        recipe.augment = try context.bool("augment")
+        recipe.seed = UInt64(try context.int("seed"))
+        return recipe
+    }
+
+    static func run(_ context: StageContext) throws -> StageResult {
+        let configuration = try configuration(context)
+        let source = try ModelLoader.load(try context.inputModel())
+        guard source.nodes.contains(where: { $0.op == .batchNormalization }) || !source.nodes.contains(where: { $0.op == .conv }) else {
+            throw StageFailure("stage '\(context.stageID)': the input model has no BatchNormalization nodes left; QAT folds BN while training, so convert the model with for_training: true")
+        }
+        let data = try DatasetLoader.load(try context.dataset("dataset"), projectDirectory: context.projectDirectory)
+        let recipe = try recipe(context, trainingImages: data.count)
+        let initImages = try context.int("init_images")
+        guard initImages >= 1 else { throw StageFailure("stage '\(context.stageID)': init_images must be ≥ 1") }
+        let calibration = try CalibrationSubset.take(initImages, from: data, seed: recipe.seed)
+
+        var phase = ""
+        let qat = try QuantizationAwareModel(graph: source, configuration: configuration, calibration: calibration) { label, done, total in
+            if label != phase { phase = label; context.progress.begin("init: " + label, total: total) }
+            context.progress.advanceTo(done)
+        }
+        context.progress.finish()
+        context.progress.begin("qat", total: recipe.steps)
+        let summary: QATRunSummary
+        do {
+            summary = try QuantizationAwareTraining.train(qat, on: data, recipe: recipe) { report in
+                context.progress.advanceTo(report.step)
+            }
+        } catch let error as TrainingDivergedError {
+            throw StageFailure("stage '\(context.stageID)': \(error)")
+        }
+        context.progress.finish()
+
+        let graph = try qat.exportQuantizedGraph(metadata: [
+            "qat_steps": summary.steps, "qat_batch": recipe.batch, "qat_lr": Double(recipe.learningRate),
+            "qat_optimizer": recipe.optimizer.rawValue, "qat_schedule": recipe.schedule.rawValue,
+        ])
+        let output = context.outputDirectory.appendingPathComponent("model.safetensors")
+        try ModelFile.write(graph, to: output)
+        let size = (try FileManager.default.attributesOfItem(atPath: output.path)[.size] as? Int) ?? 0
+        var metrics: [String: JSONValue] = [
+            "steps": .int(summary.steps),
+            "images": .int(summary.images),
+            "seconds": .double(summary.seconds),
+            "step_ms": .double(summary.steps > 0 ? summary.seconds * 1000 / Double(summary.steps) : 0),
+            "file_bytes": .int(size),
+            "fake_quantized_layers": .int(qat.weightLayers.count),
+        ]
+        if summary.finalLoss.isFinite { metrics["train_loss"] = .double(Double(summary.finalLoss)) }
+        if summary.finalAccuracy.isFinite { metrics["train_accuracy"] = .double(Double(summary.finalAccuracy)) }
+        if let frozen = summary.batchNormFrozenAt { metrics["bn_frozen_at"] = .int(frozen) }
+        return StageResult(artifacts: ["model": "model.safetensors"], metrics: metrics)
+    }
+}

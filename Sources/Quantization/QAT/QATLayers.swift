@@ -1,0 +1,274 @@
+import Graph
+import Tensor
+import Training
+
+/// How an activation quantizer's range follows the data during QAT.
+public enum ScaleUpdate: Sendable, Equatable {
+    /// The range only widens: min of the minima, max of the maxima (MNN's "Maximum", without its sign bug).
+    case maximum
+    /// `range ← momentum·range + (1 − momentum)·batch range` (MNN's "MovingAverage" uses 0.99).
+    case movingAverage(momentum: Float)
+    /// LSQ: scale and zero point are parameters trained by gradient descent.
+    case learned
+
+    public var name: String {
+        switch self {
+        case .maximum: return "maximum"
+        case .movingAverage: return "moving_average"
+        case .learned: return "learned"
+        }
+    }
+}
+
+/// Fake-quantizes one activation tensor with a per-tensor asymmetric grid. Installed by `QuantizationAwareModel`
+/// as a value transform, so every reader of the tensor sees the quantized value, as in the exported QDQ graph.
+public final class ActivationFakeQuantizer: Layer {
+    public let tensorName: String
+    public let bits: Int
+    public let update: ScaleUpdate
+    public let estimator: StraightThroughEstimator
+    /// The observed range (`maximum`, `movingAverage`); the grid is derived from it as PTQ derives it.
+    public private(set) var low: Float, high: Float
+    /// False once observers are frozen: the range stays as it is.
+    public var isObserving = true
+    /// `learned` only: the grid's scale and zero point (one value each).
+    let learnedScale: Parameter?, learnedZeroPoint: Parameter?
+
+    public init(tensorName: String, bits: Int, update: ScaleUpdate, estimator: StraightThroughEstimator,
+                initialLow: Float, initialHigh: Float) {
+        self.tensorName = tensorName
+        self.bits = bits
+        self.update = update
+        self.estimator = estimator
+        low = initialLow
+        high = initialHigh
+        if update == .learned {
+            let grid = AffineQuantization.activation(low: initialLow, high: initialHigh, bits: bits)
+            learnedScale = Parameter(name: tensorName + "::qat.scale", role: .quantizationRange, value: Tensor(shape: [1], data: [grid.scale]))
+            learnedZeroPoint = Parameter(name: tensorName + "::qat.zero_point", role: .quantizationRange,
+                                         value: Tensor(shape: [1], data: [Float(grid.zeroPoint)]))
+        } else {
+            learnedScale = nil
+            learnedZeroPoint = nil
+        }
+    }
+
+    public var parameters: [Parameter] { [learnedScale, learnedZeroPoint].compactMap { $0 } }
+
+    /// The grid this quantizer applies now (and that export writes).
+    public var grid: AffineQuantization {
+        if let learnedScale, let learnedZeroPoint {
+            return FakeQuantizeOperations.learnedGrid(scale: learnedScale.value.data[0], zeroPoint: learnedZeroPoint.value.data[0], bits: bits)
+        }
+        return AffineQuantization.activation(low: low, high: high, bits: bits)
+    }
+
+    public func callAsFunction(_ inputs: [Variable], context: ForwardContext) -> Variable {
+        let x = inputs[0]
+        if let learnedScale, let learnedZeroPoint {
+            // LSQ's gradient scale 1/√(N·Qp), N = features per image.
+            let features = max(1, x.value.count / max(1, x.shape.first ?? 1))
+            let gradientScale = 1 / (Float(features) * Float((1 << bits) - 1)).squareRoot()
+            return FakeQuantizeOperations.learnedActivation(x, scale: learnedScale.variable, zeroPoint: learnedZeroPoint.variable,
+                                                            bits: bits, gradientScale: gradientScale, context: context)
+        }
+        if context.isTraining && isObserving {
+            let batch = FakeQuantizeOperations.minMax(x.value, threads: context.threads)
+            switch update {
+            case .maximum:
+                low = min(low, batch.low)
+                high = max(high, batch.high)
+            case .movingAverage(let momentum):
+                low = momentum * low + (1 - momentum) * batch.low
+                high = momentum * high + (1 - momentum) * batch.high
+            case .learned:
+                break
+            }
+        }
+        return FakeQuantizeOperations.activation(x, grid: grid, estimator: estimator, context: context)
+    }
+
+    /// Not a graph node: export writes its grid through `QuantizationAwareModel.exportQuantizedGraph()`.
+    public func export(into graph: inout Graph, node: inout Node) {}
+}
+
+/// How per-channel weight grids are chosen from the (folded) weights at each step.
+struct WeightGridChooser {
+    let bits: Int
+    let method: WeightCalibration
+
+    func grids(_ values: [Float], channels: Int) -> [AffineQuantization] {
+        WeightQuantizer.grids(values, channels: channels, channelsLast: false, bits: bits, method: method)
+    }
+}
+
+/// A layer whose weights are fake-quantized per output channel; export needs the scales it trained with.
+public protocol WeightFakeQuantizing: AnyObject {
+    /// The graph node this layer computes.
+    var nodeName: String { get }
+    var weightBits: Int { get }
+    /// The per-channel scales of the weights as they are now (folded with BN where BN is folded in).
+    func currentWeightScales() -> [Float]
+}
+
+/// A Conv followed by a BatchNorm, trained as one BN-folded convolution (Krishnamoorthi 2018, as PyTorch's
+/// `ConvBn2d`): the weight that gets the grid is `W·γ/σ` with σ from the running variance, exactly the weight
+/// `GraphTransforms.foldBatchNormalization` exports.
+///
+/// - Training with BN live: `y = conv(x, fq(W·γ/σ)) · σ/γ`, then BatchNorm with batch statistics (which also
+///   moves the running statistics): the batch-statistics correction.
+/// - BN frozen, or evaluation: `y = conv(x, fq(W·γ/σ)) + β + (b − μ)·γ/σ`, the deployed folded convolution.
+///
+/// The fold factor γ/σ is treated as a constant in the weight path (γ still learns through BatchNorm while it
+/// is live, and β always does); PyTorch differentiates through it too, a second-order effect at QAT's step counts.
+public final class FoldedConvBatchNorm: Layer, WeightFakeQuantizing {
+    public let nodeName: String
+    public let convolution: Conv2d
+    public let batchNorm: BatchNorm2d
+    public let weightBits: Int
+    let chooser: WeightGridChooser
+    let estimator: StraightThroughEstimator
+    /// True after `freeze_bn_after` steps: running statistics stop moving and BN is applied folded.
+    public var isBatchNormFrozen = false
+
+    init(nodeName: String, convolution: Conv2d, batchNorm: BatchNorm2d, chooser: WeightGridChooser, estimator: StraightThroughEstimator) {
+        self.nodeName = nodeName
+        self.convolution = convolution
+        self.batchNorm = batchNorm
+        self.weightBits = chooser.bits
+        self.chooser = chooser
+        self.estimator = estimator
+    }
+
+    public var parameters: [Parameter] { convolution.parameters + batchNorm.parameters }
+
+    /// γ/σ per output channel, computed as `foldBatchNormalization` computes it.
+    func foldFactors() -> [Float] {
+        let gamma = batchNorm.scale.value.data, variance = batchNorm.statistics.variance
+        return (0..<gamma.count).map { gamma[$0] / (variance[$0] + batchNorm.epsilon).squareRoot() }
+    }
+
+    public func currentWeightScales() -> [Float] {
+        let factors = foldFactors()
+        let folded = FakeQuantizeOperations.foldedValues(convolution.weight.value.data, multiplier: factors, channels: factors.count)
+        return chooser.grids(folded, channels: factors.count).map(\.scale)
+    }
+
+    public func callAsFunction(_ inputs: [Variable], context: ForwardContext) -> Variable {
+        let factors = foldFactors(), channels = factors.count
+        let folded = FakeQuantizeOperations.foldedValues(convolution.weight.value.data, multiplier: factors, channels: channels)
+        let weight = FakeQuantizeOperations.weight(convolution.weight.variable, multiplier: factors,
+                                                   grids: chooser.grids(folded, channels: channels), estimator: estimator, context: context)
+        let y = Functional.conv2d(inputs[0], weight: weight, bias: nil, geometry: convolution.geometry, groups: convolution.groups,
+                                  context: context)
+        let bias = convolution.bias
+        if context.isTraining && !isBatchNormFrozen {
+            var unfolded = FakeQuantizeOperations.channelScale(y, factor: factors.map { $0 != 0 ? 1 / $0 : 0 }, context: context)
+            if let bias {
+                unfolded = FakeQuantizeOperations.channelShift(unfolded, shift: bias.value.data,
+                                                               sources: [(bias.variable, [Float](repeating: 1, count: channels))], context: context)
+            }
+            return Functional.batchNorm(unfolded, scale: batchNorm.scale.variable, shift: batchNorm.shift.variable,
+                                        statistics: &batchNorm.statistics, momentum: batchNorm.momentum, epsilon: batchNorm.epsilon,
+                                        context: context)
+        }
+        // Same float operations as foldBatchNormalization: (b − μ)·factor + β.
+        let mean = batchNorm.statistics.mean, beta = batchNorm.shift.value.data
+        let biasValues = bias?.value.data ?? [Float](repeating: 0, count: channels)
+        let shift = (0..<channels).map { (biasValues[$0] - mean[$0]) * factors[$0] + beta[$0] }
+        var sources: [(variable: Variable, coefficient: [Float])] = [(batchNorm.shift.variable, [Float](repeating: 1, count: channels))]
+        if let bias { sources.append((bias.variable, factors)) }
+        return FakeQuantizeOperations.channelShift(y, shift: shift, sources: sources, context: context)
+    }
+
+    /// Writes the (unfolded) convolution weights; the BatchNorm's node exports γ, β and the statistics.
+    public func export(into graph: inout Graph, node: inout Node) {
+        convolution.export(into: &graph, node: &node)
+    }
+}
+
+/// Stands at the BatchNorm node whose work `FoldedConvBatchNorm` does: passes its input through and exports
+/// the BatchNorm's parameters and statistics, so `exportGraph()` still writes a complete float model.
+public final class FoldedBatchNormSlot: Layer, BatchNormOwner {
+    public let batchNorm: BatchNorm2d
+
+    init(batchNorm: BatchNorm2d) { self.batchNorm = batchNorm }
+
+    public func callAsFunction(_ inputs: [Variable], context: ForwardContext) -> Variable { inputs[0] }
+
+    public func export(into graph: inout Graph, node: inout Node) {
+        batchNorm.export(into: &graph, node: &node)
+    }
+}
+
+/// A convolution without BatchNorm after it, with fake-quantized weights.
+public final class FakeQuantizedConvolution: Layer, WeightFakeQuantizing {
+    public let nodeName: String
+    public let convolution: Conv2d
+    public let weightBits: Int
+    let chooser: WeightGridChooser
+    let estimator: StraightThroughEstimator
+
+    init(nodeName: String, convolution: Conv2d, chooser: WeightGridChooser, estimator: StraightThroughEstimator) {
+        self.nodeName = nodeName
+        self.convolution = convolution
+        self.weightBits = chooser.bits
+        self.chooser = chooser
+        self.estimator = estimator
+    }
+
+    public var parameters: [Parameter] { convolution.parameters }
+
+    public func currentWeightScales() -> [Float] {
+        chooser.grids(convolution.weight.value.data, channels: convolution.weight.value.shape[0]).map(\.scale)
+    }
+
+    public func callAsFunction(_ inputs: [Variable], context: ForwardContext) -> Variable {
+        let channels = convolution.weight.value.shape[0]
+        let weight = FakeQuantizeOperations.weight(convolution.weight.variable, multiplier: nil,
+                                                   grids: chooser.grids(convolution.weight.value.data, channels: channels),
+                                                   estimator: estimator, context: context)
+        return Functional.conv2d(inputs[0], weight: weight, bias: convolution.bias?.variable, geometry: convolution.geometry,
+                                 groups: convolution.groups, context: context)
+    }
+
+    public func export(into graph: inout Graph, node: inout Node) {
+        convolution.export(into: &graph, node: &node)
+    }
+}
+
+/// A fully connected layer (Gemm) with fake-quantized weights, per output feature.
+public final class FakeQuantizedLinear: Layer, WeightFakeQuantizing {
+    public let nodeName: String
+    public let linear: Linear
+    public let weightBits: Int
+    let chooser: WeightGridChooser
+    let estimator: StraightThroughEstimator
+
+    init(nodeName: String, linear: Linear, chooser: WeightGridChooser, estimator: StraightThroughEstimator) {
+        self.nodeName = nodeName
+        self.linear = linear
+        self.weightBits = chooser.bits
+        self.chooser = chooser
+        self.estimator = estimator
+    }
+
+    public var parameters: [Parameter] { linear.parameters }
+
+    public func currentWeightScales() -> [Float] {
+        chooser.grids(linear.weight.value.data, channels: linear.weight.value.shape[0]).map(\.scale)
+    }
+
+    public func callAsFunction(_ inputs: [Variable], context: ForwardContext) -> Variable {
+        let outputs = linear.weight.value.shape[0]
+        let weight = FakeQuantizeOperations.weight(linear.weight.variable, multiplier: nil,
+                                                   grids: chooser.grids(linear.weight.value.data, channels: outputs),
+                                                   estimator: estimator, context: context)
+        return Functional.linear(inputs[0], weight: weight, bias: linear.bias?.variable, alpha: linear.alpha, beta: linear.beta,
+                                 context: context)
+    }
+
+    public func export(into graph: inout Graph, node: inout Node) {
+        linear.export(into: &graph, node: &node)
+    }
+}

@@ -1,0 +1,105 @@
+import Datasets
+import Foundation
+import Tensor
+import Training
+
+/// The fine-tuning part of QAT. Defaults are the reference recipe (MNN's demo): 100 steps of batch 32, Adam
+/// (β₁ 0.9) with weight decay 4e-5, lr 1e-4 · (1 + 1e-4·step)^−0.75.
+public struct QATRecipe: Sendable, Equatable {
+    public enum OptimizerKind: String, Sendable, CaseIterable { case adam, adamw, sgd }
+    public enum ScheduleKind: String, Sendable, CaseIterable { case inv, constant, cosine }
+
+    public var steps: Int = 100
+    public var batch: Int = 32
+    public var optimizer: OptimizerKind = .adam
+    public var learningRate: Float = 1e-4
+    public var schedule: ScheduleKind = .inv
+    public var weightDecay: Float = 4e-5
+    /// SGD momentum (Adam uses β₁ = 0.9).
+    public var momentum: Float = 0.9
+    /// After this many steps BatchNorm statistics freeze and convolutions run exactly folded (nil: never).
+    public var freezeBatchNormAfter: Int?
+    /// After this many steps activation ranges stop following the data (nil: never).
+    public var freezeObserversAfter: Int?
+    /// Random crop (padding 2) and horizontal flip on the training images.
+    public var augment = false
+    public var seed: UInt64 = 0
+    public var threads = 2
+
+    public init() {}
+
+    func makeOptimizer() -> Optimizer {
+        switch optimizer {
+        case .adam: return Adam(weightDecay: weightDecay, weightDecayScope: .weightsOnly)
+        case .adamw: return Adam.adamW(weightDecay: weightDecay)
+        case .sgd: return SGD(momentum: momentum, weightDecay: weightDecay, weightDecayScope: .weightsOnly)
+        }
+    }
+
+    func makeSchedule() -> LearningRateSchedule {
+        switch schedule {
+        case .inv: return InverseSchedule(base: learningRate, gamma: 1e-4, power: 0.75)
+        case .constant: return ConstantSchedule(learningRate)
+        case .cosine: return CosineSchedule(base: learningRate, totalSteps: steps)
+        }
+    }
+}
+
+/// What a QAT run did.
+public struct QATRunSummary: Sendable {
+    public var steps: Int
+    public var images: Int
+    public var seconds: Double
+    /// Mean loss and accuracy over the last reported window of training steps (training mode, fake-quantized).
+    public var finalLoss: Float
+    public var finalAccuracy: Float
+    public var batchNormFrozenAt: Int?
+    public var observersFrozenAt: Int?
+}
+
+/// Runs the QAT fine-tuning loop on a `QuantizationAwareModel`.
+public enum QuantizationAwareTraining {
+    public static func train(_ qat: QuantizationAwareModel, on data: LabeledImages, recipe: QATRecipe,
+                             progress: (TrainingProgress) -> Void = { _ in }) throws -> QATRunSummary {
+        guard recipe.steps >= 0 else { throw QuantizationError("steps must be ≥ 0, got \(recipe.steps)") }
+        guard recipe.batch >= 1, recipe.batch <= data.count else {
+            throw QuantizationError("batch \(recipe.batch) must be between 1 and the \(data.count) training images")
+        }
+        let trainer = Trainer(model: qat.model, optimizer: recipe.makeOptimizer(), schedule: recipe.makeSchedule(),
+                              threads: recipe.threads, seed: recipe.seed)
+        let augmentation = recipe.augment ? Augmentation(cropPadding: 2, horizontalFlip: true) : Augmentation()
+        var batches = ShuffledBatches(data, batchSize: recipe.batch, augmentation: augmentation, seed: recipe.seed)
+        var summary = QATRunSummary(steps: 0, images: 0, seconds: 0, finalLoss: .nan, finalAccuracy: .nan)
+        let start = Date()
+        // Freezing happens between steps, so the loop runs in segments between freeze points.
+        var done = 0
+        func freezeIfDue() {
+            if let at = recipe.freezeBatchNormAfter, done >= at, summary.batchNormFrozenAt == nil {
+                qat.freezeBatchNorm()
+                summary.batchNormFrozenAt = done
+            }
+            if let at = recipe.freezeObserversAfter, done >= at, summary.observersFrozenAt == nil {
+                qat.freezeObservers()
+                summary.observersFrozenAt = done
+            }
+        }
+        freezeIfDue()
+        while done < recipe.steps {
+            let nextFreeze = [recipe.freezeBatchNormAfter, recipe.freezeObserversAfter].compactMap { $0 }.filter { $0 > done }.min()
+            let segment = min(recipe.steps, nextFreeze ?? recipe.steps) - done
+            try trainer.train(batches: &batches, steps: segment, reportEvery: 10) { report in
+                summary.finalLoss = report.loss
+                summary.finalAccuracy = report.accuracy
+                var overall = report
+                overall.totalSteps = recipe.steps
+                progress(overall)
+            }
+            done += segment
+            freezeIfDue()
+        }
+        summary.steps = done
+        summary.images = done * recipe.batch
+        summary.seconds = Date().timeIntervalSince(start)
+        return summary
+    }
+}

@@ -1,0 +1,176 @@
+import Datasets
+import Foundation
+import Graph
+import Inference
+import ONNX
+import Tensor
+import Training
+import XCTest
+@testable import Quantization
+
+/// `smallNetwork()` with a BatchNorm after each convolution (as a `for_training` conversion keeps it):
+/// conv → BN → ReLU → depthwise conv → BN → ReLU6 → add → GAP → flatten → gemm.
+func smallNetworkWithBatchNorm(seed: UInt64 = 1) -> Graph {
+    var graph = smallNetwork(seed: seed)
+    var generator = SeededGenerator(seed: seed + 100)
+    func random(_ range: ClosedRange<Float>) -> [Float] { (0..<8).map { _ in Float.random(in: range, using: &generator) } }
+    var nodes: [Node] = []
+    for node in graph.nodes {
+        guard node.op == .conv else { nodes.append(node); continue }
+        let name = node.name, raw = node.outputs[0] + "_conv"
+        var conv = node
+        conv.outputs = [raw]
+        nodes.append(conv)
+        for (suffix, values) in [("gamma", random(0.5...1.5)), ("beta", random(-0.2...0.2)), ("mean", random(-0.3...0.3)), ("var", random(0.5...2))] {
+            graph.initializers["\(name).\(suffix)"] = Initializer(name: "\(name).\(suffix)", shape: [8], storage: .float32(values))
+        }
+        nodes.append(Node(name: name + "_bn", op: .batchNormalization,
+                          inputs: [raw, "\(name).gamma", "\(name).beta", "\(name).mean", "\(name).var"], outputs: node.outputs,
+                          attributes: ["epsilon": .float(1e-5), "momentum": .float(0.9)]))
+    }
+    graph.nodes = nodes
+    return graph
+}
+
+final class FakeQuantizeKernelTests: XCTestCase {
+    /// Every ISA path rounds exactly like `AffineQuantization` (ties to even, saturation), ties included.
+    func testKernelMatchesAffineQuantizationOnEveryPath() {
+        var generator = SeededGenerator(seed: 7)
+        let grids = [AffineQuantization.activation(low: -1.3, high: 2.9, bits: 8), .activation(low: 0, high: 6, bits: 4),
+                     .activation(low: -0.5, high: 0.7, bits: 2), .weight(maxAbs: 0.8, bits: 3)]
+        for grid in grids {
+            // Random values, exact ties (k + ½)·scale, and values far outside the range.
+            var values = (0..<1000).map { _ in Float.random(in: -4...8, using: &generator) }
+            values += (-300...300).map { (Float($0) + 0.5) * grid.scale }
+            values += [1e9, -1e9, 0, -0]
+            let expected = values.map { grid.fakeQuantize($0) }
+            for isa in FP32InstructionSet.supported {
+                var output = [Float](repeating: .nan, count: values.count)
+                values.withUnsafeBufferPointer { x in
+                    output.withUnsafeMutableBufferPointer { y in
+                        FakeQuantizeKernel.apply(x.baseAddress!, into: y.baseAddress!, count: x.count, scale: grid.scale,
+                                                 zeroPoint: Float(grid.zeroPoint), qmin: Float(grid.qmin), qmax: Float(grid.qmax),
+                                                 instructionSet: isa)
+                    }
+                }
+                let mismatches = zip(output, expected).filter { $0 != $1 }.count
+                XCTAssertEqual(mismatches, 0, "\(isa), grid \(grid)")
+                let (low, high) = values.withUnsafeBufferPointer { FakeQuantizeKernel.minMax($0.baseAddress!, count: $0.count, instructionSet: isa) }
+                XCTAssertEqual(low, values.min())
+                XCTAssertEqual(high, values.max())
+            }
+        }
+    }
+
+    func testClippedEstimatorZeroesGradientOutsideTheGridAndIdentityDoesNot() {
+        let grid = AffineQuantization.activation(low: 0, high: 1, bits: 8)
+        // 1.002 / (1/255) = 255.5…, which rounds to 256: saturated, so clipped.
+        let x = Variable(Tensor(shape: [1, 5], data: [-0.5, 0.25, 0.5, 1.002, 3]), requiresGradient: true)
+        for (estimator, expected) in [(StraightThroughEstimator.clipped, [Float(0), 1, 1, 0, 0]), (.identity, [1, 1, 1, 1, 1])] {
+            let tape = GradientTape()
+            x.zeroGradient()
+            let y = FakeQuantizeOperations.activation(x, grid: grid, estimator: estimator, context: ForwardContext(tape: tape, isTraining: true))
+            XCTAssertEqual(y.value.data, x.value.data.map { grid.fakeQuantize($0) })
+            tape.backward(from: y)
+            XCTAssertEqual(x.gradient, expected, "\(estimator)")
+        }
+    }
+
+    /// LSQ: d x̂ / d s is round(x/s) − x/s inside the grid and the clamp bound minus z outside; d x̂ / d z is −s
+    /// outside, 0 inside; both times the gradient scale.
+    func testLearnedScaleAndZeroPointGradients() {
+        let scale = Variable(Tensor(shape: [1], data: [0.1]), requiresGradient: true)
+        let zeroPoint = Variable(Tensor(shape: [1], data: [3]), requiresGradient: true)
+        let x = Variable(Tensor(shape: [1, 3], data: [0.123, -1, 5]), requiresGradient: true)
+        let tape = GradientTape()
+        let y = FakeQuantizeOperations.learnedActivation(x, scale: scale, zeroPoint: zeroPoint, bits: 4, gradientScale: 0.5,
+                                                         context: ForwardContext(tape: tape, isTraining: true))
+        // Grid [0, 15], z = 3: 0.123 → 1.23 → 1 (+3) inside; −1 → −10 + 3 < 0 below; 5 → 50 + 3 > 15 above.
+        XCTAssertEqual(y.value.data[0], 0.1, accuracy: 1e-6)
+        XCTAssertEqual(y.value.data[1], -0.3, accuracy: 1e-6)
+        XCTAssertEqual(y.value.data[2], 1.2, accuracy: 1e-6)
+        tape.backward(from: y)
+        XCTAssertEqual(x.gradient, [1, 0, 0])
+        let inside = Float(1) - Float(0.123) / Float(0.1)
+        XCTAssertEqual(scale.gradient[0], 0.5 * (inside + (0 - 3) + (15 - 3)), accuracy: 1e-5)
+        XCTAssertEqual(zeroPoint.gradient[0], 0.5 * (-0.1 - 0.1), accuracy: 1e-6)
+    }
+}
+
+final class QuantizationAwareModelTests: XCTestCase {
+    /// In evaluation mode the QAT model computes the exported QDQ graph's function: logits within one output
+    /// step (the int32 bias rounding is the only difference), and the same structure PTQ writes.
+    func testEvaluationModeMatchesTheExportedGraph() throws {
+        let graph = smallNetworkWithBatchNorm()
+        let data = try randomImages(64, side: 12, seed: 5)
+        for bits in [8, 4] {
+            let qat = try QuantizationAwareModel(graph: graph, configuration: QATConfiguration(weightBits: bits, activationBits: bits),
+                                                 calibration: data, batch: 16)
+            XCTAssertEqual(qat.weightLayers.count, 3, "conv1 and dw folded with their BN, fc")
+            XCTAssertEqual(qat.weightLayers.filter { $0 is FoldedConvBatchNorm }.count, 2)
+            let exported = try qat.exportQuantizedGraph()
+            XCTAssertFalse(exported.nodes.contains { $0.op == .batchNormalization }, "BN is folded in the export")
+            XCTAssertEqual(exported.nodes.filter { $0.op == .quantizeLinear }.count, 7, "x, r1, r2, a, g, f (on g's grid), logits")
+            let sample = Tensor(shape: [32, 1, 12, 12], data: data.batch(0..<32).pixels)
+            let simulated = try qat.model.predict(sample)
+            let reference = try FloatExecutor(graph: exported).run(["x": sample])["logits"]!
+            let step = qat.activationGrids()["logits"]!.scale
+            let within = zip(simulated.data, reference.data).filter { abs($0 - $1) <= step * 1.001 }.count
+            XCTAssertEqual(within, simulated.count, "bits \(bits): every logit within one step of \(step)")
+        }
+    }
+
+    /// A few QAT steps train the model (loss falls on a fixed batch) and move BN statistics until frozen;
+    /// freezing makes the training-mode forward equal the evaluation forward.
+    func testTrainingStepsLowerTheLossAndFreezingFoldsBatchNorm() throws {
+        let graph = smallNetworkWithBatchNorm()
+        let data = try randomImages(64, side: 12, seed: 6)
+        let qat = try QuantizationAwareModel(graph: graph, configuration: QATConfiguration(weightBits: 4, activationBits: 4),
+                                             calibration: data, batch: 16)
+        var recipe = QATRecipe()
+        recipe.steps = 30
+        recipe.batch = 64
+        recipe.learningRate = 1e-2
+        recipe.schedule = .constant
+        recipe.freezeBatchNormAfter = 20
+        recipe.freezeObserversAfter = 25
+        let before = try ModelEvaluation.evaluate(qat.model, on: data).loss
+        let statistics = qat.model.batchNormLayers.map(\.statistics)
+        let summary = try QuantizationAwareTraining.train(qat, on: data, recipe: recipe)
+        XCTAssertEqual(summary.steps, 30)
+        XCTAssertEqual(summary.batchNormFrozenAt, 20)
+        XCTAssertNotEqual(qat.model.batchNormLayers.map(\.statistics), statistics, "BN statistics moved before the freeze")
+        let after = try ModelEvaluation.evaluate(qat.model, on: data).loss
+        XCTAssertLessThan(after, before, "the loss on the training images fell")
+
+        let frozenStatistics = qat.model.batchNormLayers.map(\.statistics)
+        let sample = Tensor(shape: [16, 1, 12, 12], data: data.batch(0..<16).pixels)
+        let training = try qat.model(sample, context: ForwardContext(tape: nil, isTraining: true)).value
+        XCTAssertEqual(qat.model.batchNormLayers.map(\.statistics), frozenStatistics, "frozen BN does not move")
+        XCTAssertEqual(training.data, try qat.model.predict(sample).data, "frozen BN + frozen observers: training forward = evaluation forward")
+    }
+
+    func testFirstAndLastLayerStayAt8Bits() throws {
+        let data = try randomImages(32, side: 12, seed: 8)
+        let qat = try QuantizationAwareModel(graph: smallNetworkWithBatchNorm(),
+                                             configuration: QATConfiguration(weightBits: 3, activationBits: 3, keepFirstAndLastAt8Bits: true),
+                                             calibration: data, batch: 16)
+        let exported = try qat.exportQuantizedGraph()
+        func bits(_ output: String) -> Int? { exported.nodes.first { $0.outputs == [output] }?.int("bits", default: -1) }
+        XCTAssertEqual(bits("x::q"), 8, "the first layer's input")
+        XCTAssertEqual(bits("w1"), 8, "the first layer's weights")
+        XCTAssertEqual(bits("fc"), 8, "the last layer's weights")
+        XCTAssertEqual(bits("logits::q"), 8, "the last layer's output")
+        XCTAssertEqual(bits("w2"), 3, "a middle layer's weights")
+        XCTAssertEqual(bits("a::q"), 3, "a middle activation")
+        XCTAssertEqual(bits("g::q"), 8, "the last layer's input (GAP output)")
+    }
+
+    func testFoldedGraphWithoutBatchNormIsRefusedByTheStageButWorksHere() throws {
+        // Without BN there is nothing to fold: convolutions get fake-quantized weights directly.
+        let data = try randomImages(16, side: 12, seed: 9)
+        let qat = try QuantizationAwareModel(graph: smallNetwork(), configuration: QATConfiguration(), calibration: data, batch: 16)
+        XCTAssertTrue(qat.weightLayers.allSatisfy { !($0 is FoldedConvBatchNorm) })
+        XCTAssertThrowsError(try QuantizationAwareModel(graph: smallNetwork(), configuration: QATConfiguration(weightBits: 1), calibration: data))
+    }
+}
