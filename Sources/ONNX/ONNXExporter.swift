@@ -14,9 +14,11 @@ public struct ONNXExportError: Error, CustomStringConvertible, Sendable {
     public var description: String { "ONNX export: \(message)" }
 }
 
-/// Writes a `Graph` as an ONNX model (default-domain opsets 13–18): float graphs and QuantizeLinear/
-/// DequantizeLinear nodes. The IR's attribute forms are turned back into ONNX's input forms (Clip bounds, Reshape
-/// shape, Pad pads/value, Dropout ratio become constant initializers); a dynamic dimension becomes dim_param "N".
+/// Writes a `Graph` as an ONNX model (default-domain opsets 13–18): float graphs and QDQ graphs. The IR's attribute
+/// forms are turned back into ONNX's input forms (Clip bounds, Reshape shape, Pad pads/value, Dropout ratio become
+/// constant initializers); a dynamic dimension becomes dim_param "N". A QDQ graph (one with QuantizeLinear or
+/// DequantizeLinear nodes) is written in standard ONNX QDQ form (`StandardQDQForm`): no qatflow `bits` attribute,
+/// sub-8-bit activations clipped in the integer domain, scalar per-tensor parameters.
 public enum ONNXExporter {
     public static let supportedOpsets: ClosedRange<Int> = 13...18
 
@@ -31,7 +33,8 @@ public enum ONNXExporter {
         opsetImport.domain = ""
         opsetImport.version = Int64(opset)
         model.opsetImport = [opsetImport]
-        var writer = GraphProtoWriter(graph: graph)
+        let isQDQ = graph.nodes.contains { $0.op == .quantizeLinear || $0.op == .dequantizeLinear }
+        var writer = GraphProtoWriter(graph: isQDQ ? try StandardQDQForm.rewrite(graph) : graph)
         model.graph = try writer.write()
         model.metadataProps = graph.metadata.keys.sorted().map { key in
             var entry = Onnx_StringStringEntryProto()
@@ -70,6 +73,8 @@ private struct GraphProtoWriter {
     let graph: Graph
     private var initializers: [Onnx_TensorProto] = []
     private var takenNames: Set<String>
+    /// Element type of every value, so constants that ONNX types like their operand (Clip bounds) match it.
+    private let elementTypes: [String: DataType]
 
     init(graph: Graph) {
         self.graph = graph
@@ -77,6 +82,30 @@ private struct GraphProtoWriter {
         names.formUnion(graph.inputs.map(\.name))
         for node in graph.nodes { names.formUnion(node.inputs); names.formUnion(node.outputs) }
         takenNames = names
+        elementTypes = Self.elementTypes(of: graph)
+    }
+
+    /// Forward pass over the nodes: QuantizeLinear yields its zero point's type (uint8 when absent), the
+    /// type-preserving ops their input's type, everything else float32.
+    private static func elementTypes(of graph: Graph) -> [String: DataType] {
+        var types = graph.valueInfo.mapValues(\.dataType)
+        for input in graph.inputs { types[input.name] = input.dataType }
+        for (name, initializer) in graph.initializers { types[name] = initializer.storage.dataType }
+        for node in graph.nodes {
+            let type: DataType
+            switch node.op {
+            case .quantizeLinear:
+                type = node.inputs.count > 2 ? graph.initializers[node.inputs[2]]?.storage.dataType ?? .uint8 : .uint8
+            case .dequantizeLinear:
+                type = .float32
+            case .clip, .relu, .identity, .reshape, .flatten, .maxPool, .pad, .dropout, .concat:
+                type = types[node.inputs.first ?? ""] ?? .float32
+            default:
+                type = .float32
+            }
+            for output in node.outputs where !output.isEmpty { types[output] = type }
+        }
+        return types
     }
 
     mutating func write() throws -> Onnx_GraphProto {
@@ -123,9 +152,11 @@ private struct GraphProtoWriter {
         switch node.op {
         case .clip:
             inputs = [inputs[0]]
+            // ONNX types Clip's bounds like its input: an integer Clip (after a sub-8-bit QuantizeLinear) gets integer bounds.
+            let boundType = elementTypes[inputs[0]] ?? .float32
             for bound in ["min", "max"] {
                 if let value = attributes.removeValue(forKey: bound)?.float {
-                    inputs.append(addConstant("\(node.name)_\(bound)", shape: [], storage: .float32([value])))
+                    inputs.append(addConstant("\(node.name)_\(bound)", shape: [], storage: Self.scalar(value, as: boundType)))
                 } else {
                     inputs.append("")
                 }
@@ -160,6 +191,19 @@ private struct GraphProtoWriter {
         }
         proto.attribute = attributes.keys.sorted().map { attributeProto(name: $0, value: attributes[$0]!) }
         return proto
+    }
+
+    /// A scalar constant of `type`; integer bounds are whole numbers already (quantized ranges), and an infinite
+    /// bound saturates to the type's end.
+    private static func scalar(_ value: Float, as type: DataType) -> TensorStorage {
+        let whole = Int(max(min(value.rounded(), 9e18), -9e18))
+        switch type {
+        case .float32: return .float32([value])
+        case .uint8: return .uint8([UInt8(clamping: whole)])
+        case .int8: return .int8([Int8(clamping: whole)])
+        case .int32: return .int32([Int32(clamping: whole)])
+        case .int64: return .int64([Int64(whole)])
+        }
     }
 
     /// Attributes ONNX declares as FLOAT on the ops the IR has.

@@ -5,5 +5,6 @@ extension StageRegistry {
         QuantizeStage.kind,
         QATStage.kind,
         EvaluateStage.kind,
+        ExportStage.kind,
     ])
 }
