@@ -25,6 +25,7 @@ public struct StageRecord: Codable, Sendable {
 
 /// The content-addressed cache under `.qatflow/`:
 /// `cache/objects/ab/abcdef…` (artifacts by SHA-256), `cache/stages/<key>.json` (stage records),
+/// `cache/checkpoints/<key>/` (a long stage's checkpoints, kept across killed runs until its record exists),
 /// `tmp/` (work in progress, emptied at the start of each run), `runs/<id>/` (run records), `lock`.
 /// Every write goes to a temporary file first and is renamed into place, so a killed process leaves no
 /// half-written object or record; a record is written only after all its objects are in place.
@@ -38,6 +39,18 @@ public struct ArtifactStore: Sendable {
     public var temporaryDirectory: URL { root.appendingPathComponent("tmp") }
     public var runsDirectory: URL { root.appendingPathComponent("runs") }
     public var lockFile: URL { root.appendingPathComponent("lock") }
+    public var checkpointsDirectory: URL { root.appendingPathComponent("cache/checkpoints") }
+
+    /// The checkpoint folder of the stage with `key`. Unlike `tmp/` it is not emptied when a run starts: a
+    /// killed stage resumes from it. Created by the stage when it first saves.
+    public func checkpointDirectory(forKey key: String) -> URL {
+        checkpointsDirectory.appendingPathComponent(key)
+    }
+
+    /// Deletes the checkpoints of a stage whose record is stored (they can no longer be resumed from).
+    public func removeCheckpoints(forKey key: String) {
+        try? FileManager.default.removeItem(at: checkpointDirectory(forKey: key))
+    }
 
     public func prepare() throws {
         for directory in [objectsDirectory, recordsDirectory, temporaryDirectory, runsDirectory] {

@@ -1,6 +1,8 @@
 import Foundation
 
-/// `qatflow gc`: deletes objects that no stage record references, under the run lock.
+/// `qatflow gc`: deletes objects that no stage record references, and checkpoint folders of stages that have
+/// a record (finished: nothing will resume from them), under the run lock. Checkpoints of stages without a
+/// record are kept: a re-run of that stage resumes from them.
 public struct GarbageCollector {
     public let store: ArtifactStore
 
@@ -8,6 +10,8 @@ public struct GarbageCollector {
 
     public struct Result {
         public var removedObjects = 0, removedBytes = 0, keptObjects = 0, keptBytes = 0
+        /// Checkpoint folders (and their bytes) removed, and those kept because their stage may resume.
+        public var removedCheckpointFolders = 0, removedCheckpointBytes = 0, keptCheckpointFolders = 0
     }
 
     public func collect(dryRun: Bool = false) throws -> Result {
@@ -15,9 +19,21 @@ public struct GarbageCollector {
         let lock = try FileLock(url: store.lockFile, onWait: { FileHandle.standardError.write(Data(($0 + "\n").utf8)) })
         defer { lock.unlock() }
         if !dryRun { try store.clearTemporaryFiles() }
-        let referenced = Set(store.allRecords().flatMap { $0.outputs.values.map(\.digest) })
+        let records = store.allRecords()
+        let referenced = Set(records.flatMap { $0.outputs.values.map(\.digest) })
         var result = Result()
         let fm = FileManager.default
+        let finishedKeys = Set(records.map(\.key))
+        for key in (try? fm.contentsOfDirectory(atPath: store.checkpointsDirectory.path)) ?? [] {
+            let folder = store.checkpointsDirectory.appendingPathComponent(key)
+            let files = (try? fm.subpathsOfDirectory(atPath: folder.path)) ?? []
+            guard finishedKeys.contains(key) || files.isEmpty else { result.keptCheckpointFolders += 1; continue }
+            result.removedCheckpointFolders += 1
+            result.removedCheckpointBytes += files.reduce(0) { total, file in
+                total + ((try? fm.attributesOfItem(atPath: folder.appendingPathComponent(file).path)[.size] as? Int) ?? 0)
+            }
+            if !dryRun { try fm.removeItem(at: folder) }
+        }
         for prefix in (try? fm.contentsOfDirectory(atPath: store.objectsDirectory.path)) ?? [] {
             let directory = store.objectsDirectory.appendingPathComponent(prefix)
             for name in (try? fm.contentsOfDirectory(atPath: directory.path)) ?? [] {

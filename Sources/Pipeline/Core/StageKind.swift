@@ -55,8 +55,23 @@ public enum InputRule: Sendable, Equatable {
     case oneModel
     /// One or more upstream stages with `model` artifacts (e.g. `evaluate` compares them).
     case models
-    /// Any upstream stages; the stage decides (used by test-only kinds).
+    /// Any upstream stages; the stage decides, through its `check` (e.g. `train`: a model builder or one
+    /// upstream model) or at run time (test-only kinds).
     case any
+}
+
+/// A problem `StageKind.check` finds in a stage's parameters, naming the parameter at fault so the manifest
+/// error can point at its line and column (nil: the stage as a whole).
+public struct ParameterProblem: Sendable, Equatable, CustomStringConvertible {
+    public let parameter: String?
+    public let message: String
+
+    public init(_ parameter: String?, _ message: String) {
+        self.parameter = parameter
+        self.message = message
+    }
+
+    public var description: String { parameter.map { "parameter '\($0)': \(message)" } ?? message }
 }
 
 /// What a finished stage hands back: files it wrote into its output directory, named, and its metrics.
@@ -94,14 +109,21 @@ public struct StageKind: Sendable {
     public let summary: String
     public let parameters: [ParameterSpec]
     public let inputs: InputRule
+    /// Checks that one parameter's type cannot express — values that depend on each other (`epochs` or `steps`,
+    /// not both) or on the number of upstream stages. Called by the planner with type-checked parameters
+    /// (defaults filled in) and the number of `needs:`, so a problem is reported as `file:line:column` before
+    /// any work starts.
+    public let check: @Sendable (_ parameters: [String: JSONValue], _ upstreamStages: Int) -> [ParameterProblem]
     public let run: @Sendable (StageContext) throws -> StageResult
 
     public init(name: String, summary: String, parameters: [ParameterSpec], inputs: InputRule,
+                check: @escaping @Sendable ([String: JSONValue], Int) -> [ParameterProblem] = { _, _ in [] },
                 run: @escaping @Sendable (StageContext) throws -> StageResult) {
         self.name = name
         self.summary = summary
         self.parameters = parameters
         self.inputs = inputs
+        self.check = check
         self.run = run
     }
 
@@ -124,9 +146,18 @@ public struct StageContext: Sendable {
     /// Datasets declared in the manifest, by name.
     public let datasets: [String: DatasetSpec]
     public let progress: ProgressReporter
+    /// Where a long stage keeps checkpoints between runs. The runner gives every stage key its own folder
+    /// (`.qatflow/cache/checkpoints/<key>/`) that outlives a killed run, so a re-run of the same stage finds what
+    /// the killed one saved; the runner removes it once the stage's record is stored. The folder may not exist
+    /// yet. Without a runner it defaults to a folder inside `outputDirectory` (no resume across runs).
+    public let checkpointDirectory: URL
+    /// One-line messages for the user (resumed from a checkpoint, an epoch finished); printed unless quiet.
+    /// Unlike `progress`, these also appear when stderr is not a terminal.
+    public let log: @Sendable (String) -> Void
 
     public init(stageID: String, parameters: [String: JSONValue], inputs: [StageInput], outputDirectory: URL,
-                projectDirectory: URL, datasets: [String: DatasetSpec], progress: ProgressReporter) {
+                projectDirectory: URL, datasets: [String: DatasetSpec], progress: ProgressReporter,
+                checkpointDirectory: URL? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.stageID = stageID
         self.parameters = parameters
         self.inputs = inputs
@@ -134,6 +165,8 @@ public struct StageContext: Sendable {
         self.projectDirectory = projectDirectory
         self.datasets = datasets
         self.progress = progress
+        self.checkpointDirectory = checkpointDirectory ?? outputDirectory.appendingPathComponent(".checkpoints")
+        self.log = log
     }
 
     public func string(_ name: String) throws -> String {
@@ -143,6 +176,10 @@ public struct StageContext: Sendable {
     public func optionalString(_ name: String) -> String? { parameters[name]?.stringValue }
     /// An optional integer parameter (declared with default `.null`).
     public func optionalInt(_ name: String) -> Int? { parameters[name]?.intValue }
+    /// An optional dataset parameter (declared with default `.null`), resolved like `dataset(_:)`.
+    public func optionalDataset(_ name: String) throws -> DatasetSpec? {
+        parameters[name]?.stringValue == nil ? nil : try dataset(name)
+    }
     public func int(_ name: String) throws -> Int {
         guard let value = parameters[name]?.intValue else { throw missing(name, "an integer") }
         return value

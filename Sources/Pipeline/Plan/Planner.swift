@@ -63,6 +63,7 @@ public struct Planner {
             for combination in combinations(of: axes[stage.id]!, in: manifest.matrix) {
                 let name = Self.instanceName(stage.id, combination)
                 var parameters: [String: JSONValue] = [:]
+                let problemsBefore = diagnostics.count
                 for spec in kind.parameters {
                     let entry = stage.parameters[spec.name]
                     guard var value = entry?.value ?? spec.defaultValue else { continue }
@@ -73,6 +74,14 @@ public struct Planner {
                     case .failure(let message):
                         let source = entry?.location == nil && entry != nil ? " (from --set)" : ""
                         diagnostics.append(ManifestDiagnostic(place, "stage '\(name)', parameter '\(spec.name)'\(source): \(message)"))
+                    }
+                }
+                // Checks across parameters need every parameter well-typed first.
+                if diagnostics.count == problemsBefore {
+                    for problem in kind.check(parameters, stage.needs.count) {
+                        let entry = problem.parameter.flatMap { stage.parameters[$0] }
+                        let source = entry != nil && entry?.location == nil ? " (from --set)" : ""
+                        diagnostics.append(ManifestDiagnostic(entry?.location ?? stage.location, "stage '\(name)'\(problem.parameter == nil ? ":" : ",") \(problem)\(source)"))
                     }
                 }
                 let needs = stage.needs.map { need in

@@ -149,7 +149,11 @@ public final class Runner: @unchecked Sendable {
                                metrics: finishedMetrics(need))
                 },
                 outputDirectory: output, projectDirectory: plan.projectDirectory, datasets: plan.datasets,
-                progress: ProgressReporter(prefix: instance.name, quiet: options.quiet))
+                progress: ProgressReporter(prefix: instance.name, quiet: options.quiet),
+                checkpointDirectory: store.checkpointDirectory(forKey: stageKey),
+                log: { [print = self.print, quiet = options.quiet, name = instance.name] message in
+                    if !quiet { print("      \(name): \(message)") }
+                })
             let result = try instance.kind.run(context)
             var stored: [String: ArtifactReference] = [:]
             for (name, fileName) in result.artifacts.sorted(by: { $0.key < $1.key }) {
@@ -165,6 +169,7 @@ public final class Runner: @unchecked Sendable {
                                         parameters: instance.parameters, inputs: inputDigests, outputs: stored,
                                         metrics: result.metrics, created: Date().iso8601, seconds: seconds,
                                         engineVersion: QatflowVersion.string))
+            store.removeCheckpoints(forKey: stageKey)
             try restoreOutputs(of: instance, stored)
             return record(.ran, outputs: stored, metrics: result.metrics)
         } catch {

@@ -16,6 +16,8 @@ final class StageKeyBuilder: @unchecked Sendable {
         var parameters: [String: JSONValue] = [:]
         for spec in instance.kind.parameters {
             guard let value = instance.parameters[spec.name] else { continue }
+            // An optional file or dataset left unset (null) names nothing to digest.
+            if value == .null { parameters[spec.name] = .null; continue }
             switch spec.type {
             case .inputFile:
                 parameters[spec.name] = .object(["sha256": .string(try fileDigest(value.stringValue ?? ""))])

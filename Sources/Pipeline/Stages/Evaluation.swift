@@ -17,6 +17,11 @@ public struct ClassificationMetrics: Sendable {
     public let confusion: [[Int]]
     public let classNames: [String]
 
+    /// Per-class accuracy (percent) in label order, as a metric list.
+    public var perClassMetric: JSONValue { .array(perClass.map(JSONValue.double)) }
+    /// The confusion matrix (rows: true class, columns: predicted) as a metric.
+    public var confusionMetric: JSONValue { .array(confusion.map { .array($0.map(JSONValue.int)) }) }
+
     public var json: JSONValue {
         .object([
             "images": .int(images),
@@ -146,7 +151,9 @@ public enum Evaluator {
     }
 }
 
-/// `evaluate`: accuracy of every upstream model on one dataset, side by side.
+/// `evaluate`: accuracy of every upstream model on one dataset, side by side. Besides top-1/top-5, each model's
+/// per-class accuracy and confusion matrix are metrics (`per_class/<stage>`, `confusion/<stage>`), so run
+/// records and `qatflow show` consumers get them without opening the report.
 public enum EvaluateStage {
     public static let kind = StageKind(
         name: "evaluate",
@@ -171,6 +178,8 @@ public enum EvaluateStage {
                 let result = try Evaluator.evaluate(graph, on: data, batch: batch, progress: context.progress, label: stageID)
                 metrics["top1/\(stageID)"] = .double(result.top1)
                 metrics["top5/\(stageID)"] = .double(result.top5)
+                metrics["per_class/\(stageID)"] = result.perClassMetric
+                metrics["confusion/\(stageID)"] = result.confusionMetric
                 details[stageID] = result.json
                 continue
             }
@@ -184,6 +193,8 @@ public enum EvaluateStage {
             let agreement = 100 * Double(zip(int8Predictions, simulatedPredictions).filter { $0 == $1 }.count) / Double(max(int8Predictions.count, 1))
             metrics["top1/\(stageID)"] = .double(int8.top1)
             metrics["top5/\(stageID)"] = .double(int8.top5)
+            metrics["per_class/\(stageID)"] = int8.perClassMetric
+            metrics["confusion/\(stageID)"] = int8.confusionMetric
             metrics["top1_simulated/\(stageID)"] = .double(simulated.top1)
             metrics["agreement/\(stageID)"] = .double(agreement)
             var report = int8.json.objectValue ?? [:]

@@ -2,6 +2,7 @@
 extension StageRegistry {
     public static let production = StageRegistry([
         ConvertStage.kind,
+        TrainStage.kind,
         QuantizeStage.kind,
         QATStage.kind,
         EvaluateStage.kind,

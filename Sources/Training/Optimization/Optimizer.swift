@@ -28,7 +28,8 @@ public final class SGD: Optimizer {
     public var nesterov: Bool
     public var weightDecay: Float
     public var weightDecayScope: WeightDecayScope
-    private var buffers: [ObjectIdentifier: [Float]] = [:]
+    /// Momentum buffers; internal so `OptimizerState` can save and restore them for checkpoints.
+    var buffers: [ObjectIdentifier: [Float]] = [:]
 
     public init(momentum: Float = 0, nesterov: Bool = false, weightDecay: Float = 0, weightDecayScope: WeightDecayScope = .all) {
         precondition(!nesterov || momentum > 0, "Nesterov momentum needs momentum > 0")
@@ -75,9 +76,10 @@ public final class Adam: Optimizer {
     public var weightDecay: Float
     public var decoupledWeightDecay: Bool
     public var weightDecayScope: WeightDecayScope
-    private var moments: [ObjectIdentifier: (first: [Float], second: [Float])] = [:]
+    /// Internal so `OptimizerState` can save and restore them for checkpoints.
+    var moments: [ObjectIdentifier: (first: [Float], second: [Float])] = [:]
     /// Steps taken (the bias correction's t).
-    public private(set) var stepCount = 0
+    public internal(set) var stepCount = 0
 
     public init(beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8, weightDecay: Float = 0,
                 decoupledWeightDecay: Bool = false, weightDecayScope: WeightDecayScope = .all) {
