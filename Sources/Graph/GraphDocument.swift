@@ -1,7 +1,8 @@
 import Foundation
 
-/// The JSON form of a `Graph` stored in the model file's `__metadata__["qatflow.graph"]`. Weights are not in it:
-/// each initializer names the safetensors tensor that holds its data.
+/// Format 1 of the JSON form of a `Graph` in the model file's `__metadata__["qatflow.graph"]`, kept so that files
+/// written before format 2 (`CompactGraphDocument`) still load; nothing writes it any more. Weights are not in it:
+/// each initializer names the safetensors tensor that holds its data. Its `AttributeDocument` is format 2's too.
 ///
 /// Attributes get an explicit one-key form (`{"i": 3}`, `{"f": 0.5}`, `{"ints": […]}`, `{"floats": […]}`,
 /// `{"s": "…"}`) so the JSON is readable by other tools; floats that JSON cannot spell are written as the strings

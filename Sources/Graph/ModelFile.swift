@@ -1,38 +1,26 @@
 import Foundation
 
-/// The qatflow model file: a valid safetensors file whose tensors are the graph's initializers and whose
+/// The qatflow model file: a valid safetensors file whose tensors hold the graph's initializers and whose
 /// `__metadata__` holds `format = qatflow`, `qatflow.version` and the graph itself as JSON (`qatflow.graph`).
 /// Python's `safetensors` opens it; reading never executes anything; writing is atomic.
+///
+/// Format 2 (written): `CompactGraphDocument` — names written once, initializers stored as plain tensors, bit-packed
+/// tensors, fills or products (`InitializerForm`). Format 1 (read only): `GraphDocument`, one plain tensor per
+/// initializer under its own name; files of earlier qatflow versions (and caches holding them) still load.
 public enum ModelFile {
-    /// Version of the graph JSON layout; readers reject files of a newer version.
-    public static let formatVersion = "1"
+    /// Version of the layout written; readers reject files of a newer version.
+    public static let formatVersion = "2"
+    /// Versions this reader understands.
+    static let readableVersions = ["1", "2"]
 
     static let dtypeNames: [DataType: String] = [.float32: "F32", .int8: "I8", .uint8: "U8", .int32: "I32", .int64: "I64"]
+    static let dataTypes = Dictionary(uniqueKeysWithValues: dtypeNames.map { ($1, $0) })
 
     /// The file's bytes.
     public static func encode(_ graph: Graph) throws -> Data {
-        var tensors: [SafetensorsContainer.TensorRecord] = []
-        var references: [GraphDocument.InitializerReference] = []
-        for name in graph.initializers.keys.sorted() {
-            let initializer = graph.initializers[name]!
-            // "__metadata__" is reserved by safetensors; any other name is used as is.
-            let tensorName = name == "__metadata__" ? "initializer.__metadata__" : name
-            references.append(.init(name: name, tensor: tensorName))
-            tensors.append(.init(name: tensorName, dtype: dtypeNames[initializer.storage.dataType]!, shape: initializer.shape,
-                                 bytes: littleEndianBytes(initializer.storage)))
-        }
-        let document = GraphDocument(
-            name: graph.name, inputs: graph.inputs, outputs: graph.outputs,
-            nodes: graph.nodes.map { node in
-                .init(name: node.name, op: node.op.rawValue, inputs: node.inputs, outputs: node.outputs,
-                      attributes: node.attributes.mapValues(GraphDocument.AttributeDocument.init))
-            },
-            initializers: references,
-            valueInfo: graph.valueInfo.keys.sorted().map { graph.valueInfo[$0]! },
-            metadata: graph.metadata)
-        let graphJSON = String(decoding: try GraphDocument.encoder().encode(document), as: UTF8.self)
+        let (graphJSON, tensors) = try CompactGraphCoding.encode(graph)
         let container = SafetensorsContainer(
-            metadata: ["format": "qatflow", "qatflow.version": formatVersion, "qatflow.graph": graphJSON],
+            metadata: [("format", "qatflow"), ("qatflow.version", formatVersion), ("qatflow.graph", String(decoding: graphJSON, as: UTF8.self))],
             tensors: tensors)
         return try container.encoded()
     }
@@ -70,52 +58,71 @@ public enum ModelFile {
         let container = try SafetensorsContainer.decode(data, file: name)
         // The metadata lives in the JSON header, which starts at byte 8.
         func fail(_ message: String) -> ModelFileError { ModelFileError(file: name, byteOffset: 8, message) }
-        guard container.metadata["format"] == "qatflow" else {
+        guard container.metadata("format") == "qatflow" else {
             throw fail("expected __metadata__ \"format\": \"qatflow\" (a safetensors file without a qatflow graph?)")
         }
-        guard let version = container.metadata["qatflow.version"] else { throw fail("expected __metadata__ \"qatflow.version\"") }
-        guard version == formatVersion else { throw fail("qatflow.version \(version) is not supported (expected \(formatVersion))") }
-        guard let graphJSON = container.metadata["qatflow.graph"] else { throw fail("expected __metadata__ \"qatflow.graph\"") }
-        let document: GraphDocument
+        guard let version = container.metadata("qatflow.version") else { throw fail("expected __metadata__ \"qatflow.version\"") }
+        guard readableVersions.contains(version) else {
+            if let number = Int(version), let newest = Int(formatVersion), number > newest {
+                throw fail("qatflow.version \(version) is newer than this qatflow reads (format \(readableVersions.joined(separator: ", "))): "
+                    + "the file was written by a newer qatflow; update qatflow to read it")
+            }
+            throw fail("qatflow.version \(version) is not a qatflow format version (expected one of \(readableVersions.joined(separator: ", ")))")
+        }
+        guard let graphJSON = container.metadata("qatflow.graph") else { throw fail("expected __metadata__ \"qatflow.graph\"") }
+        let graph: Graph
         do {
-            document = try GraphDocument.decoder().decode(GraphDocument.self, from: Data(graphJSON.utf8))
+            graph = version == "1"
+                ? try readVersion1(graphJSON: Data(graphJSON.utf8), tensors: container.tensors)
+                : try CompactGraphCoding.decode(graphJSON: Data(graphJSON.utf8), tensors: container.tensors)
+        } catch let problem as FormatProblem {
+            throw ModelFileError(file: name, byteOffset: problem.byteOffset ?? 8, problem.message)
         } catch let error as DecodingError {
             throw fail("qatflow.graph is not a valid graph: \(describe(error))")
+        } catch let error as GraphValidationError {
+            throw fail("qatflow.graph is not a valid graph: \(error)")
         } catch {
             throw fail("qatflow.graph is not valid JSON: \(error)")
         }
+        return graph
+    }
 
+    /// Format 1: `GraphDocument`, every initializer a plain tensor it names.
+    static func readVersion1(graphJSON: Data, tensors records: [SafetensorsContainer.TensorRecord]) throws -> Graph {
+        let document = try GraphDocument.decoder().decode(GraphDocument.self, from: graphJSON)
         var nodes: [Node] = []
         for node in document.nodes {
-            guard let op = OpType(rawValue: node.op) else {
-                throw fail("node '\(node.name)': unknown op '\(node.op)' (expected one of \(OpType.allCases.map(\.rawValue).joined(separator: ", ")))")
-            }
-            var attributes: [String: AttributeValue] = [:]
-            for (key, attribute) in node.attributes {
-                guard let value = attribute.value else { throw fail("node '\(node.name)': attribute '\(key)' must have exactly one of i, f, ints, floats, s") }
-                attributes[key] = value
-            }
-            nodes.append(Node(name: node.name, op: op, inputs: node.inputs, outputs: node.outputs, attributes: attributes))
+            nodes.append(try makeNode(name: node.name, op: node.op, inputs: node.inputs, outputs: node.outputs, attributes: node.attributes))
         }
-        let tensors = Dictionary(container.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let tensors = Dictionary(records.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         var initializers: [String: Initializer] = [:]
         for reference in document.initializers {
             guard let tensor = tensors[reference.tensor] else {
-                throw fail("initializer '\(reference.name)' refers to tensor '\(reference.tensor)', which the file does not contain")
+                throw FormatProblem("initializer '\(reference.name)' refers to tensor '\(reference.tensor)', which the file does not contain")
             }
-            guard initializers[reference.name] == nil else { throw fail("initializer '\(reference.name)' is listed twice") }
+            guard initializers[reference.name] == nil else { throw FormatProblem("initializer '\(reference.name)' is listed twice") }
             initializers[reference.name] = Initializer(name: reference.name, shape: tensor.shape, storage: storage(tensor))
         }
         var valueInfo: [String: ValueInfo] = [:]
         for info in document.valueInfo { valueInfo[info.name] = info }
         let graph = Graph(name: document.name, inputs: document.inputs, outputs: document.outputs, nodes: nodes,
                           initializers: initializers, valueInfo: valueInfo, metadata: document.metadata)
-        do {
-            _ = try ShapeInference.infer(graph)
-        } catch let error as GraphValidationError {
-            throw fail("qatflow.graph is not a valid graph: \(error)")
-        }
+        _ = try ShapeInference.infer(graph)
         return graph
+    }
+
+    /// A node from its JSON parts; throws for an unknown op or an attribute that is not exactly one kind.
+    static func makeNode(name: String, op: String, inputs: [String], outputs: [String],
+                         attributes documents: [String: GraphDocument.AttributeDocument]) throws -> Node {
+        guard let opType = OpType(rawValue: op) else {
+            throw FormatProblem("node '\(name)': unknown op '\(op)' (expected one of \(OpType.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        var attributes: [String: AttributeValue] = [:]
+        for (key, attribute) in documents {
+            guard let value = attribute.value else { throw FormatProblem("node '\(name)': attribute '\(key)' must have exactly one of i, f, ints, floats, s") }
+            attributes[key] = value
+        }
+        return Node(name: name, op: opType, inputs: inputs, outputs: outputs, attributes: attributes)
     }
 
     // MARK: Bytes

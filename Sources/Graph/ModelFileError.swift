@@ -16,3 +16,15 @@ public struct ModelFileError: Error, CustomStringConvertible, Equatable, Sendabl
         return "\(file): \(message)"
     }
 }
+
+/// A problem inside a model file found by code that does not know the file's name; `ModelFile` reports it as a
+/// `ModelFileError`. Without a byte offset the problem is in the graph JSON, which starts at byte 8.
+struct FormatProblem: Error {
+    var byteOffset: Int?
+    var message: String
+
+    init(_ message: String, byteOffset: Int? = nil) {
+        self.message = message
+        self.byteOffset = byteOffset
+    }
+}

@@ -10,25 +10,39 @@ struct SafetensorsContainer {
         var dtype: String
         var shape: [Int]
         var bytes: Data
+        /// Where the tensor's data starts in the file (set when decoding; error messages name it).
+        var fileOffset = 0
     }
 
-    var metadata: [String: String]
+    /// Written first and in this order, so that `head -c` shows it before the tensor table.
+    var metadata: [(key: String, value: String)]
     var tensors: [TensorRecord]
 
     /// Bytes per element of each supported dtype.
     static let elementSizes: [String: Int] = ["F32": 4, "I8": 1, "U8": 1, "I32": 4, "I64": 8]
 
+    func metadata(_ key: String) -> String? { metadata.first { $0.key == key }?.value }
+
     // MARK: Encoding
 
+    /// The header is written by hand (not as one serialized dictionary) to control its order: `__metadata__`
+    /// first, then the tensors in data order.
     func encoded() throws -> Data {
-        var header: [String: Any] = [:]
-        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        func json(_ string: String) throws -> String { String(decoding: try encoder.encode(string), as: UTF8.self) }
+        var members: [String] = []
+        if !metadata.isEmpty {
+            let pairs = try metadata.map { "\(try json($0.key)):\(try json($0.value))" }
+            members.append("\"__metadata__\":{\(pairs.joined(separator: ","))}")
+        }
         var offset = 0
         for tensor in tensors {
-            header[tensor.name] = ["dtype": tensor.dtype, "shape": tensor.shape, "data_offsets": [offset, offset + tensor.bytes.count]]
+            let shape = tensor.shape.map(String.init).joined(separator: ",")
+            members.append("\(try json(tensor.name)):{\"dtype\":\(try json(tensor.dtype)),\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + tensor.bytes.count)]}")
             offset += tensor.bytes.count
         }
-        var headerBytes = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys, .withoutEscapingSlashes])
+        var headerBytes = Data("{\(members.joined(separator: ","))}".utf8)
         // Pad with spaces so that the tensor data starts 8-byte aligned (what the reference writer does).
         let padding = (8 - (8 + headerBytes.count) % 8) % 8
         headerBytes.append(contentsOf: [UInt8](repeating: 0x20, count: padding))
@@ -61,16 +75,17 @@ struct SafetensorsContainer {
         }
         guard let header = parsed as? [String: Any] else { throw fail(8, "expected the header to be a JSON object") }
 
-        var metadata: [String: String] = [:]
+        var metadata: [(key: String, value: String)] = []
         if let rawMetadata = header["__metadata__"] {
             guard let map = rawMetadata as? [String: Any], let strings = map as? [String: String] else {
                 throw fail(8, "expected __metadata__ to map strings to strings")
             }
-            metadata = strings
+            metadata = strings.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         }
         let bufferSize = data.count - headerEnd
-        var entries: [(name: String, dtype: String, shape: [Int], begin: Int, end: Int)] = []
-        for (name, value) in header where name != "__metadata__" {
+        var entries: [(name: String, dtype: String, shape: [Int], begin: Int, end: Int, elements: Int, elementSize: Int)] = []
+        // Names in order and data checked in file order, so that the error reported is always the first one.
+        for (name, value) in header.sorted(by: { $0.key < $1.key }) where name != "__metadata__" {
             guard let entry = value as? [String: Any] else { throw fail(8, "tensor '\(name)': expected an object with dtype, shape, data_offsets") }
             guard let dtype = entry["dtype"] as? String, let elementSize = elementSizes[dtype] else {
                 throw fail(8, "tensor '\(name)': expected dtype one of \(elementSizes.keys.sorted()), got \(entry["dtype"] ?? "nothing")")
@@ -81,23 +96,25 @@ struct SafetensorsContainer {
             guard let offsets = integers(entry["data_offsets"]), offsets.count == 2 else {
                 throw fail(8, "tensor '\(name)': expected data_offsets [begin, end], got \(entry["data_offsets"] ?? "nothing")")
             }
-            let (begin, end) = (offsets[0], offsets[1])
-            guard begin >= 0, begin <= end, end <= bufferSize else {
-                throw fail(headerEnd + max(begin, 0), "tensor '\(name)': data_offsets [\(begin), \(end)] out of range (expected 0 ≤ begin ≤ end ≤ \(bufferSize))")
-            }
             var elements = 1
             for dimension in shape {
                 let (product, overflow) = elements.multipliedReportingOverflow(by: dimension)
                 guard !overflow else { throw fail(8, "tensor '\(name)': shape \(shape) is too large") }
                 elements = product
             }
-            let (expectedBytes, overflow) = elements.multipliedReportingOverflow(by: elementSize)
-            guard !overflow, expectedBytes == end - begin else {
-                throw fail(headerEnd + begin, "tensor '\(name)': \(dtype) \(shape) needs \(elements) × \(elementSize) bytes but data_offsets span \(end - begin)")
-            }
-            entries.append((name, dtype, shape, begin, end))
+            entries.append((name, dtype, shape, offsets[0], offsets[1], elements, elementSize))
         }
         entries.sort { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
+        for entry in entries {
+            let (name, begin, end) = (entry.name, entry.begin, entry.end)
+            guard begin >= 0, begin <= end, end <= bufferSize else {
+                throw fail(headerEnd + max(begin, 0), "tensor '\(name)': data_offsets [\(begin), \(end)] out of range (expected 0 ≤ begin ≤ end ≤ \(bufferSize))")
+            }
+            let (expectedBytes, overflow) = entry.elements.multipliedReportingOverflow(by: entry.elementSize)
+            guard !overflow, expectedBytes == end - begin else {
+                throw fail(headerEnd + begin, "tensor '\(name)': \(entry.dtype) \(entry.shape) needs \(entry.elements) × \(entry.elementSize) bytes but data_offsets span \(end - begin)")
+            }
+        }
         var expectedBegin = 0
         for entry in entries {
             guard entry.begin >= expectedBegin else {
@@ -113,7 +130,8 @@ struct SafetensorsContainer {
         }
         let tensors = entries.map { entry in
             TensorRecord(name: entry.name, dtype: entry.dtype, shape: entry.shape,
-                         bytes: data.subdata(in: (data.startIndex + headerEnd + entry.begin)..<(data.startIndex + headerEnd + entry.end)))
+                         bytes: data.subdata(in: (data.startIndex + headerEnd + entry.begin)..<(data.startIndex + headerEnd + entry.end)),
+                         fileOffset: headerEnd + entry.begin)
         }
         return SafetensorsContainer(metadata: metadata, tensors: tensors)
     }

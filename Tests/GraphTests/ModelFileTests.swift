@@ -26,64 +26,31 @@ final class ModelFileTests: XCTestCase {
 
     func testHeaderLayout() throws {
         let data = try ModelFile.encode(GraphFixtures.network())
-        let headerLength = data.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
-        XCTAssertEqual((8 + headerLength) % 8, 0, "tensor data starts 8-byte aligned")
-        let header = try XCTUnwrap(JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + headerLength))) as? [String: Any])
+        let (header, dataStart, text) = try ModelFileTestSupport.header(data)
+        XCTAssertEqual(dataStart % 8, 0, "tensor data starts 8-byte aligned")
+        // `head -c` shows the qatflow keys first, then the graph's name, inputs and ops.
+        XCTAssertTrue(text.hasPrefix(#"{"__metadata__":{"format":"qatflow","qatflow.version":"2","qatflow.graph":"{\"name\":\"fixture\",\"inputs\":"#),
+                      String(text.prefix(200)))
         let metadata = try XCTUnwrap(header["__metadata__"] as? [String: String])
         XCTAssertEqual(metadata["format"], "qatflow")
         XCTAssertEqual(metadata["qatflow.version"], ModelFile.formatVersion)
-        XCTAssertNotNil(metadata["qatflow.graph"])
-        XCTAssertEqual((header["w.int64"] as? [String: Any])?["dtype"] as? String, "I64")
+        let document = try ModelFileTestSupport.graphDocument(data)
+        XCTAssertEqual((document["valueInfo"] as? [Any])?.count, 0, "a graph without value types lists none")
+        let validated = try ModelFileTestSupport.graphDocument(ModelFile.encode(GraphFixtures.network().validated()))
+        XCTAssertEqual(validated["valueInfo"] as? String, "inferred", "inferred value types are recomputed, not stored")
+        // The int64 initializer needs 34 bits: a packed U8 tensor.
+        let tensors = try XCTUnwrap(document["tensors"] as? [[Any]])
+        XCTAssertTrue(tensors.contains { $0.count == 4 && $0[1] as? String == "I64" && $0[3] as? Int == 34 }, "\(tensors)")
     }
 
-    /// Python's safetensors (the reference reader) must open the file and see the same tensors.
+    /// Python's safetensors (the reference reader) must open the file, and a reader written from the format's
+    /// description must see the same initializers.
     func testPythonSafetensorsReadsTheFile() throws {
-        let python = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath().deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent(".venv/bin/python")
-        guard FileManager.default.isExecutableFile(atPath: python.path) else {
-            return XCTFail("no Python venv at \(python.path): run `make venv`")
-        }
         let graph = GraphFixtures.network()
         let url = directory.appendingPathComponent("model.safetensors")
         try ModelFile.write(graph, to: url)
-        let script = """
-            import json, sys
-            from safetensors.numpy import load_file
-            from safetensors import safe_open
-            tensors = load_file(sys.argv[1])
-            with safe_open(sys.argv[1], framework="np") as f:
-                meta = f.metadata()
-            out = {"metadata_format": meta["format"], "graph_name": json.loads(meta["qatflow.graph"])["name"], "tensors": {}}
-            for name, array in tensors.items():
-                out["tensors"][name] = {"dtype": str(array.dtype), "shape": list(array.shape),
-                                        "values": [float(v) for v in array.reshape(-1)]}
-            print(json.dumps(out))
-            """
-        let process = Process()
-        process.executableURL = python
-        process.arguments = ["-c", script, url.path]
-        let stdout = Pipe(), stderr = Pipe()
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
-        let output = stdout.fileHandleForReading.readDataToEndOfFile()
-        let errors = stderr.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0, String(decoding: errors, as: UTF8.self))
-        let result = try XCTUnwrap(JSONSerialization.jsonObject(with: output) as? [String: Any])
-        XCTAssertEqual(result["metadata_format"] as? String, "qatflow")
-        XCTAssertEqual(result["graph_name"] as? String, "fixture")
-        let tensors = try XCTUnwrap(result["tensors"] as? [String: [String: Any]])
-        XCTAssertEqual(Set(tensors.keys), Set(graph.initializers.keys))
-        let numpyTypes: [DataType: String] = [.float32: "float32", .int8: "int8", .uint8: "uint8", .int32: "int32", .int64: "int64"]
-        for (name, initializer) in graph.initializers {
-            let tensor = try XCTUnwrap(tensors[name])
-            XCTAssertEqual(tensor["dtype"] as? String, numpyTypes[initializer.storage.dataType], name)
-            XCTAssertEqual(tensor["shape"] as? [Int], initializer.shape, name)
-            let values = try XCTUnwrap(tensor["values"] as? [Double])
-            // Compared as Float: Foundation's JSON parser may be off in the last bits of a Double.
-            XCTAssertEqual(values.map { Float($0) }, initializer.storage.floats, name)
-        }
+        let stored = try ModelFileTestSupport.assertPythonReads(url, as: graph)
+        XCTAssertFalse(stored.isEmpty)
     }
 
     func expectError(_ data: Data, containing fragments: [String], file: StaticString = #filePath, line: UInt = #line) {
@@ -151,9 +118,18 @@ final class ModelFileTests: XCTestCase {
             data.replaceSubrange(range, with: Data(new.utf8))
             return data
         }
-        expectError(try replacing(#"\"op\":\"Clip\""#, with: #"\"op\":\"Clop\""#), containing: ["unknown op 'Clop'", "relu6"])
-        expectError(try replacing(#"\"tensor\":\"fc.w\""#, with: #"\"tensor\":\"fc.x\""#), containing: ["fc.x"])
-        expectError(try replacing(#"[\"r\",\"p\"]"#, with: #"[\"r\",\"q\"]"#), containing: ["'add' (Add)"])
+        expectError(try replacing(#"[\"Clip\""#, with: #"[\"Clop\""#), containing: ["unknown op 'Clop'", "relu6"])
+        // A tensor the graph lists but the file lacks (the first tensor of the table renamed).
+        let (_, _, text) = try ModelFileTestSupport.header(original)
+        let firstTensor = try XCTUnwrap(text.range(of: #"\},"[0-9]+":\{"#, options: .regularExpression))
+        let key = String(text[firstTensor].dropFirst(3).dropLast(3))
+        expectError(try replacing("\"\(key)\":{\"dtype\"", with: "\"\(String(repeating: "x", count: key.count))\":{\"dtype\""),
+                    containing: ["expected safetensors tensor '\(key)'", "does not contain"])
+
+        var broken = GraphFixtures.network()
+        let add = try XCTUnwrap(broken.nodes.firstIndex { $0.name == "add" })
+        broken.nodes[add].inputs = ["r", "q"]
+        expectError(try ModelFile.encode(broken), containing: ["'add' (Add)"])
     }
 
     func testReadingMissingFileNamesIt() {
