@@ -129,13 +129,13 @@ struct QDQGraphBuilder {
             "activation_bits": config.activationBits,
             "activation_method": config.activationCalibration.name,
             "weight_method": config.weightCalibration.rawValue,
-            "quantized_nodes": plan.quantizedNodes,
+            "quantized_node_count": plan.quantizedNodes.count,
             "skip": config.skip,
         ]
         if !weightBitsOverride.isEmpty { object["weight_bits_by_node"] = weightBitsOverride }
         if !activationBitsOverride.isEmpty { object["activation_bits_by_tensor"] = activationBitsOverride }
         for (key, value) in metadataExtras { object[key] = value }
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
         return String(decoding: data, as: UTF8.self)
     }
 }

@@ -38,7 +38,31 @@ public enum QATStage {
             ParameterSpec("skip", .stringList, default: .array([]), help: "node names left in float"),
         ],
         inputs: .oneModel,
+        check: { parameters, _ in problems(parameters) },
         run: run)
+
+    /// Parameter mistakes found before anything runs (the planner reports them at the manifest's line:column).
+    static func problems(_ parameters: [String: JSONValue]) -> [ParameterProblem] {
+        var problems: [ParameterProblem] = []
+        func int(_ name: String) -> Int? { parameters[name]?.intValue }
+        func require(_ condition: Bool, _ name: String, _ message: @autoclosure () -> String) {
+            if !condition { problems.append(ParameterProblem(name, message())) }
+        }
+        for name in ["bits", "weight_bits", "activation_bits"] {
+            if let bits = int(name) { require((2...8).contains(bits), name, "must be between 2 and 8, got \(bits)") }
+        }
+        if int("steps") != nil && int("epochs") != nil { problems.append(ParameterProblem("epochs", "give either 'steps' or 'epochs', not both")) }
+        if let steps = int("steps") { require(steps >= 0, "steps", "must be at least 0, got \(steps)") }
+        if let epochs = int("epochs") { require(epochs >= 1, "epochs", "must be at least 1, got \(epochs)") }
+        for name in ["batch", "init_images"] { if let value = int(name) { require(value >= 1, name, "must be at least 1, got \(value)") } }
+        for name in ["freeze_bn_after", "freeze_observers_after"] { if let value = int(name) { require(value >= 0, name, "must be at least 0, got \(value)") } }
+        if let rate = parameters["lr"]?.doubleValue { require(rate >= 0 && rate.isFinite, "lr", "must be a number ≥ 0, got \(rate)") }
+        if let momentum = parameters["momentum"]?.doubleValue { require(momentum >= 0 && momentum < 1, "momentum", "must be in [0, 1), got \(momentum)") }
+        if parameters["feature_scale"]?.stringValue == "per_channel" {
+            problems.append(ParameterProblem("feature_scale", "per_channel is not supported: the int8 engine and the ONNX QDQ export use one grid per activation tensor; use per_tensor"))
+        }
+        return problems
+    }
 
     static func configuration(_ context: StageContext) throws -> QATConfiguration {
         let bits = try context.int("bits")
@@ -99,6 +123,10 @@ public enum QATStage {
     }
 
     static func run(_ context: StageContext) throws -> StageResult {
+        let problems = problems(context.parameters)
+        guard problems.isEmpty else {
+            throw StageFailure("stage '\(context.stageID)': " + problems.map(\.description).joined(separator: "; "))
+        }
         let configuration = try configuration(context)
         let source = try ModelLoader.load(try context.inputModel())
         guard source.nodes.contains(where: { $0.op == .batchNormalization }) || !source.nodes.contains(where: { $0.op == .conv }) else {
@@ -116,6 +144,7 @@ public enum QATStage {
             context.progress.advanceTo(done)
         }
         context.progress.finish()
+        context.log("initial ranges from \(calibration.count) calibration images (\(try context.string("init"))); \(recipe.steps) steps of batch \(recipe.batch), \(qat.weightLayers.count) fake-quantized layers, \(qat.activationQuantizers.count) activation quantizers")
         context.progress.begin("qat", total: recipe.steps)
         let summary: QATRunSummary
         do {
