@@ -1,3 +1,4 @@
+import Dispatch
 import Tensor
 
 /// A reverse-mode tape: each differentiable operation appends a closure that, given its output's gradient, adds
@@ -7,6 +8,10 @@ import Tensor
 /// after backward.
 public final class GradientTape {
     private var steps: [() -> Void] = []
+    /// Benchmarks only (nil otherwise): `timer.currentTag` of each recorded step, and `backward` adds each step's
+    /// wall time to `timer` under that tag. `TrainableModel` attaches its timer here.
+    public var timer: OperationTimer?
+    private var tags: [Int] = []
 
     public init() {}
 
@@ -21,6 +26,11 @@ public final class GradientTape {
             guard output.hasGradient else { return }
             backward()
         }
+        if let timer {
+            // Steps recorded before the timer was attached count as untagged.
+            tags += repeatElement(OperationTimer.untagged, count: steps.count - 1 - tags.count)
+            tags.append(timer.currentTag)
+        }
     }
 
     /// Seeds `d loss / d loss = 1` (or `seed` for a non-scalar output) and runs every step in reverse order.
@@ -31,13 +41,46 @@ public final class GradientTape {
         loss.accumulateGradient { gradient in
             for i in 0..<initial.count { gradient[i] += initial[i] }
         }
-        for step in steps.reversed() { step() }
+        if let timer {
+            for index in steps.indices.reversed() {
+                let start = DispatchTime.now().uptimeNanoseconds
+                steps[index]()
+                timer.addBackward(DispatchTime.now().uptimeNanoseconds - start,
+                                  tag: index < tags.count ? tags[index] : OperationTimer.untagged)
+            }
+        } else {
+            for step in steps.reversed() { step() }
+        }
         steps.removeAll(keepingCapacity: true)
+        tags.removeAll(keepingCapacity: true)
     }
 
     /// Drops every recorded step without running it (evaluation, or an abandoned step).
     public func reset() {
         steps.removeAll(keepingCapacity: true)
+        tags.removeAll(keepingCapacity: true)
+    }
+}
+
+/// Wall time of forward and backward work per tag, for benchmarks (`qatflow bench-train`): `TrainableModel`
+/// tags its work with the graph node index (value transforms such as QAT's activation fake quantization with
+/// `valueTransformTag`); work outside the model (the loss) is `untagged`.
+public final class OperationTimer {
+    public static let untagged = -1
+    public static let valueTransformTag = -2
+    /// The tag given to tape steps recorded from now on.
+    public var currentTag = OperationTimer.untagged
+    public private(set) var forwardNanoseconds: [Int: UInt64] = [:]
+    public private(set) var backwardNanoseconds: [Int: UInt64] = [:]
+
+    public init() {}
+
+    public func addForward(_ nanoseconds: UInt64, tag: Int) { forwardNanoseconds[tag, default: 0] += nanoseconds }
+    public func addBackward(_ nanoseconds: UInt64, tag: Int) { backwardNanoseconds[tag, default: 0] += nanoseconds }
+
+    public func reset() {
+        forwardNanoseconds = [:]
+        backwardNanoseconds = [:]
     }
 }
 

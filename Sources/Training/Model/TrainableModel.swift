@@ -31,6 +31,10 @@ public final class TrainableModel {
     public let valueTransforms: [String: Layer]
     /// Per node, the inputs that are computed values (not initializers, not omitted), in input order.
     private let runtimeInputs: [[String]]
+    /// Benchmarks only (nil otherwise): forward wall time per node index (value transforms under
+    /// `OperationTimer.valueTransformTag`) is added to it, and a recording forward attaches it to the tape so
+    /// backward steps are timed under the same tags.
+    public var timer: OperationTimer?
 
     /// Builds one layer per node, then lets `rewriteLayers` replace any of them: QAT swaps a Conv and the
     /// BatchNorm after it for one BN-folded, fake-quantized convolution. The rewrite sees every built-in layer
@@ -100,8 +104,22 @@ public final class TrainableModel {
     /// Runs the graph on `input` (NCHW batch). In training mode with a tape, every step is recorded for backward.
     public func callAsFunction(_ input: Tensor, context: ForwardContext) throws -> Variable {
         var values: [String: Variable] = [:]
+        let timer = self.timer
+        if let timer { context.tape?.timer = timer }
+        defer { timer?.currentTag = OperationTimer.untagged }
+        // Runs `body` under `tag`, adding its wall time to the timer when there is one.
+        func timed(_ tag: Int, _ body: () -> Variable) -> Variable {
+            guard let timer else { return body() }
+            timer.currentTag = tag
+            let start = DispatchTime.now().uptimeNanoseconds
+            let result = body()
+            timer.addForward(DispatchTime.now().uptimeNanoseconds - start, tag: tag)
+            return result
+        }
         func store(_ value: Variable, as name: String) {
-            values[name] = valueTransforms[name].map { $0([value], context: context) } ?? value
+            values[name] = valueTransforms[name].map { transform in
+                timed(OperationTimer.valueTransformTag) { transform([value], context: context) }
+            } ?? value
         }
         store(Variable(input), as: inputName)
         for (index, node) in sourceGraph.nodes.enumerated() {
@@ -112,7 +130,7 @@ public final class TrainableModel {
                 }
                 return value
             }
-            store(layer(operands, context: context), as: node.outputs[0])
+            store(timed(index) { layer(operands, context: context) }, as: node.outputs[0])
         }
         guard let output = values[outputName] else {
             throw TrainableModelError(message: "graph output '\(outputName)' was not computed")
