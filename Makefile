@@ -31,7 +31,7 @@ run: build datasets
 	$(QATFLOW) run $(PIPELINE)
 
 bench: build venv datasets
-	bash scripts/bench.sh $(QATFLOW)
+	PYTHON=$(PYTHON) bash scripts/bench.sh $(QATFLOW)
 
 proto:
 	bash scripts/gen-proto.sh
