@@ -70,6 +70,13 @@ struct Int8GraphCompiler {
             let slot = floatSlot(input.name)
             program.inputs.append((input.name, slot))
         }
+        // A quantized Gemm whose output stays float (the classifier's logits): integer accumulation, float result.
+        for (index, node) in graph.nodes.enumerated() where node.op == .gemm && !claimed.contains(index) {
+            if let step = try floatOutputGemmStep(node) {
+                patternSteps[index] = step
+                claimed.insert(index)
+            }
+        }
         let outputNames = Set(graph.outputs.map(\.name))
         for (index, node) in graph.nodes.enumerated() {
             if let step = patternSteps[index] { program.steps.append(step); continue }
@@ -308,6 +315,27 @@ struct Int8GraphCompiler {
         let kernel = QuantizedGEMM(outputChannels: outputChannels, depth: depth, weights: rowMajor, bias: bias,
                                    multipliers: multipliers, inputZeroPoint: input.zeroPoint, output: clamp)
         return Int8GEMMStep(label: node.name, kernel: kernel, input: inputStorage, output: destination, rowsPerImage: 1)
+    }
+
+    /// `Gemm(DQ(x), DQ(W), DQ(b))` with a float output: int32 accumulators `Σ (x − z)·W + b` scaled once by
+    /// `s_in · s_w[n]` (the bias scale) — the exact value the QDQ graph describes, rounded once to float.
+    private mutating func floatOutputGemmStep(_ node: Node) throws -> (any Int8Step)? {
+        let transposed = node.int("transB", default: 0) != 0
+        guard let first = dequantized[node.inputs[0]], let inputStorage = storages[first.source],
+              let inputLayout = layouts[first.source], inputLayout.perImageShape.count == 1,
+              node.int("transA", default: 0) == 0, node.float("alpha", default: 1) == 1, node.float("beta", default: 1) == 1,
+              let weights = quantizedWeights(node, outputAxis: transposed ? 0 : 1), weights.shape.count == 2 else { return nil }
+        let (outputChannels, depth) = transposed ? (weights.shape[0], weights.shape[1]) : (weights.shape[1], weights.shape[0])
+        guard depth == inputLayout.perImageShape[0], depth <= 32_768 else { return nil }
+        var rowMajor = weights.values  // [N, K]
+        if !transposed {
+            for n in 0..<outputChannels { for k in 0..<depth { rowMajor[n * depth + k] = weights.values[k * outputChannels + n] } }
+        }
+        guard let bias = try quantizedBias(node, inputScale: first.grid.scale, weightScales: weights.scales, channels: outputChannels) else { return nil }
+        return Int8GEMMFloatOutputStep(label: node.name, weights: rowMajor, bias: bias ?? [Int32](repeating: 0, count: outputChannels),
+                                       scales: weights.scales.map { first.grid.scale * $0 }, inputZeroPoint: Int32(first.grid.zeroPoint),
+                                       outputChannels: outputChannels, depth: depth, input: inputStorage,
+                                       destination: floatSlot(node.outputs[0]))
     }
 
     // MARK: - Weights and biases

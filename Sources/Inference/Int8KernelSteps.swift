@@ -1,4 +1,5 @@
 import Kernels
+import Tensor
 
 // The steps that run an int8 kernel from u8 storage to u8 storage. Sizes were checked by the compiler against
 // shape inference, so each step only scales its per-image extents by the workspace's batch.
@@ -117,5 +118,40 @@ struct Int8ReorderStep: Int8Step {
                 for position in 0..<perImage { destination[base + position] = source[base + Int(table[position])] }
             }
         }
+    }
+}
+
+/// A fully connected layer on u8 codes with a float output (a graph output such as logits, which stays float):
+/// exact int32 accumulation, then one multiplication by `s_in · s_w[n]`. Small (a classifier), so plain Swift.
+struct Int8GEMMFloatOutputStep: Int8Step {
+    let label: String
+    /// Row-major `[outputChannels, depth]`.
+    let weights: [Int8]
+    let bias: [Int32]
+    let scales: [Float]
+    let inputZeroPoint: Int32
+    let outputChannels: Int, depth: Int
+    let input: Int
+    let destination: Int
+    var reads: [Int] { [input] }
+    var writes: [Int] { [] }
+
+    func run(in workspace: Int8Workspace, threads: Int) {
+        let source = workspace.input(input), batch = workspace.batch
+        let values = [Float](unsafeUninitializedCapacity: batch * outputChannels) { y, initialized in
+            weights.withUnsafeBufferPointer { w in
+                for image in 0..<batch {
+                    let x = source.baseAddress! + image * depth
+                    for n in 0..<outputChannels {
+                        let row = w.baseAddress! + n * depth
+                        var accumulator = bias[n]
+                        for k in 0..<depth { accumulator &+= (Int32(x[k]) - inputZeroPoint) * Int32(row[k]) }
+                        y[image * outputChannels + n] = Float(accumulator) * scales[n]
+                    }
+                }
+            }
+            initialized = batch * outputChannels
+        }
+        workspace.floats[destination] = Tensor(shape: [batch, outputChannels], data: values)
     }
 }

@@ -3,7 +3,7 @@ import Graph
 
 /// Which nodes of a float graph get quantized and which tensors become quantization points (Q → DQ pairs).
 /// See docs/quantization.md: a quantized node reads dequantized inputs and its output (after a fused ReLU/ReLU6)
-/// is quantized; shape-only nodes (Flatten, Reshape, MaxPool, Identity) pass their input's grid through.
+/// is quantized unless it is a graph output; shape-only nodes (Flatten, Reshape, MaxPool, Identity) pass their input's grid through.
 struct QDQPlan {
     /// Nodes computed in int8 (by name).
     let quantizedNodes: [String]
@@ -23,6 +23,7 @@ struct QDQPlan {
 
         var quantized: [String] = []
         var points = Set<String>()
+        let graphOutputs = Set(graph.outputs.map(\.name))
         for node in graph.nodes where Self.quantizableOps.contains(node.op) && !skip.contains(node.name) {
             let dataInputs = Self.dataInputs(of: node)
             // Every data input must be a runtime value (an Add with a constant operand stays float).
@@ -34,7 +35,10 @@ struct QDQPlan {
             }
             quantized.append(node.name)
             points.formUnion(dataInputs)
-            points.insert(Self.quantizedOutput(of: node, consumers: consumers))
+            // A graph output stays float (the classifier's logits): nothing reads it as codes, and an 8-bit grid
+            // on logits only adds ties to the top-1 decision.
+            let output = Self.quantizedOutput(of: node, consumers: consumers)
+            if !graphOutputs.contains(output) { points.insert(output) }
         }
 
         // Pass-through: a point produced by a shape-only node from another point shares that point's grid.

@@ -110,13 +110,15 @@ final class QuantizationAwareModelTests: XCTestCase {
             XCTAssertEqual(qat.weightLayers.filter { $0 is FoldedConvBatchNorm }.count, 2)
             let exported = try qat.exportQuantizedGraph()
             XCTAssertFalse(exported.nodes.contains { $0.op == .batchNormalization }, "BN is folded in the export")
-            XCTAssertEqual(exported.nodes.filter { $0.op == .quantizeLinear }.count, 7, "x, r1, r2, a, g, f (on g's grid), logits")
+            XCTAssertEqual(exported.nodes.filter { $0.op == .quantizeLinear }.count, 6, "x, r1, r2, a, g, f (on g's grid); logits stay float")
             let sample = Tensor(shape: [32, 1, 12, 12], data: data.batch(0..<32).pixels)
             let simulated = try qat.model.predict(sample)
             let reference = try FloatExecutor(graph: exported).run(["x": sample])["logits"]!
-            let step = qat.activationGrids()["logits"]!.scale
-            let within = zip(simulated.data, reference.data).filter { abs($0 - $1) <= step * 1.001 }.count
-            XCTAssertEqual(within, simulated.count, "bits \(bits): every logit within one step of \(step)")
+            // Only the int32 rounding of biases differs (training keeps biases float): within an 8-bit step of the
+            // logits' range at 8 bits; at 4 bits an activation code now and then flips (each a coarse step).
+            let range = reference.data.max()! - reference.data.min()!
+            XCTAssertLessThanOrEqual(simulated.maxAbsoluteDifference(reference), range * (bits == 8 ? 1.0 / 255 : 0.05), "bits \(bits)")
+            XCTAssertGreaterThan(PostTrainingQuantizerTests.cosine(simulated.data, reference.data), bits == 8 ? 0.9999 : 0.999, "bits \(bits)")
         }
     }
 
@@ -160,7 +162,7 @@ final class QuantizationAwareModelTests: XCTestCase {
         XCTAssertEqual(bits("x::q"), 8, "the first layer's input")
         XCTAssertEqual(bits("w1"), 8, "the first layer's weights")
         XCTAssertEqual(bits("fc"), 8, "the last layer's weights")
-        XCTAssertEqual(bits("logits::q"), 8, "the last layer's output")
+        XCTAssertNil(bits("logits::q"), "the logits (a graph output) stay float")
         XCTAssertEqual(bits("w2"), 3, "a middle layer's weights")
         XCTAssertEqual(bits("a::q"), 3, "a middle activation")
         XCTAssertEqual(bits("g::q"), 8, "the last layer's input (GAP output)")
@@ -172,5 +174,48 @@ final class QuantizationAwareModelTests: XCTestCase {
         let qat = try QuantizationAwareModel(graph: smallNetwork(), configuration: QATConfiguration(), calibration: data, batch: 16)
         XCTAssertTrue(qat.weightLayers.allSatisfy { !($0 is FoldedConvBatchNorm) })
         XCTAssertThrowsError(try QuantizationAwareModel(graph: smallNetwork(), configuration: QATConfiguration(weightBits: 1), calibration: data))
+    }
+
+    /// The reference recipe on the real PyTorch MobileNetV2-FMNIST (100 steps of batch 32, W8A8): the exported
+    /// model keeps float accuracy on the int8 engine, and the int8 engine agrees with the simulation (the QDQ
+    /// graph in float) on ≥ 99.9 % of the 10k test images, with ≥ 99 % of logits within one output step.
+    func testReferenceRecipeOnMobileNetV2AgreesWithTheInt8Engine() throws {
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let graph = try ONNXImporter.importModel(at: repository.appendingPathComponent("models/mobilenetv2-fmnist-pytorch.onnx"), forTraining: true)
+        let train = try DatasetLoader.load(try DatasetSpec(name: "fashion-mnist", split: .train), projectDirectory: repository)
+        let test = try DatasetLoader.load(try DatasetSpec(name: "fashion-mnist", split: .test), projectDirectory: repository)
+        let calibration = try LabeledImages(count: 500, channels: 1, height: 32, width: 32, pixels: train.batch(0..<500).pixels,
+                                            labels: train.batch(0..<500).labels, classNames: train.classNames)
+        let qat = try QuantizationAwareModel(graph: graph, configuration: QATConfiguration(), calibration: calibration)
+        _ = try QuantizationAwareTraining.train(qat, on: train, recipe: QATRecipe())
+        let exported = try qat.exportQuantizedGraph()
+
+        let int8 = try Int8Executor(graph: exported, threads: 2), simulation = try FloatExecutor(graph: exported, threads: 2)
+        let float = try FloatExecutor(graph: graph, threads: 2)
+        var agree = 0, int8Correct = 0, floatCorrect = 0, logitsWithinStep = 0, logits = 0
+        func argmax(_ row: ArraySlice<Float>) -> Int { row.indices.max { row[$0] < row[$1] }! - row.startIndex }
+        for start in stride(from: 0, to: test.count, by: 500) {
+            let (pixels, labels) = test.batch(start..<min(start + 500, test.count))
+            let input = ["input": Tensor(shape: [labels.count, 1, 32, 32], data: pixels)]
+            let a = try int8.run(input)["logits"]!.data, b = try simulation.run(input)["logits"]!.data
+            let f = try float.run(input)["logits"]!.data
+            for row in 0..<labels.count {
+                let range = row * 10..<(row + 1) * 10
+                let p = argmax(a[range]), q = argmax(b[range])
+                if p == q { agree += 1 }
+                if p == labels[row] { int8Correct += 1 }
+                if argmax(f[range]) == labels[row] { floatCorrect += 1 }
+            }
+            // Logits are float: "one output step" is the step of an 8-bit grid over this batch's logit range.
+            let step = (b.max()! - b.min()!) / 255
+            logitsWithinStep += zip(a, b).filter { abs($0 - $1) <= step }.count
+            logits += a.count
+        }
+        let agreement = 100 * Double(agree) / Double(test.count)
+        let int8Top1 = 100 * Double(int8Correct) / Double(test.count), floatTop1 = 100 * Double(floatCorrect) / Double(test.count)
+        print("QAT W8A8 100×32 on MobileNetV2-FMNIST: float \(floatTop1) %, int8 \(int8Top1) %, agreement \(agreement) %, logits within one step \(100 * Double(logitsWithinStep) / Double(logits)) %")
+        XCTAssertGreaterThanOrEqual(int8Top1, floatTop1 - 0.1, "QAT must not hurt")
+        XCTAssertGreaterThanOrEqual(agreement, 99.9)
+        XCTAssertGreaterThanOrEqual(Double(logitsWithinStep) / Double(logits), 0.99)
     }
 }
