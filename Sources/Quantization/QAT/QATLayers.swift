@@ -31,6 +31,9 @@ public final class ActivationFakeQuantizer: Layer {
     public private(set) var low: Float, high: Float
     /// False once observers are frozen: the range stays as it is.
     public var isObserving = true
+    /// The ReLU/ReLU6 that produces this tensor, when QAT let this quantizer apply it (`absorb(_:)`): the grid's
+    /// saturation then does the clamp, saving a pass forward and backward.
+    public private(set) var absorbedClamp: Clamp?
     /// `learned` only: the grid's scale and zero point (one value each).
     let learnedScale: Parameter?, learnedZeroPoint: Parameter?
 
@@ -63,8 +66,25 @@ public final class ActivationFakeQuantizer: Layer {
         return AffineQuantization.activation(low: low, high: high, bits: bits)
     }
 
+    /// Takes over `clamp` (the node producing this tensor then passes its input through). Only for observed
+    /// ranges with the clipped estimator: there the grid's saturation at `[dequantize(qmin), dequantize(qmax)]`
+    /// inside `[lower, upper]` *is* the clamp, forward (values) and backward (zero gradient outside).
+    func absorb(_ clamp: Clamp) {
+        precondition(update != .learned && estimator == .clipped, "only observed ranges with the clipped estimator absorb a clamp")
+        absorbedClamp = clamp
+        low = max(low, clamp.lower)
+        high = min(high, clamp.upper)
+    }
+
     public func callAsFunction(_ inputs: [Variable], context: ForwardContext) -> Variable {
-        let x = inputs[0]
+        var x = inputs[0]
+        if let clamp = absorbedClamp {
+            // The grid implies the clamp unless a range left [lower, upper] (it cannot while observing clamped data).
+            let span = grid.representableRange
+            if span.lowerBound < clamp.lower || span.upperBound > clamp.upper * (1 + 1e-6) {
+                x = Functional.clamp(x, lower: clamp.lower, upper: clamp.upper, context: context)
+            }
+        }
         if let learnedScale, let learnedZeroPoint {
             // LSQ's gradient scale 1/√(N·Qp), N = features per image.
             let features = max(1, x.value.count / max(1, x.shape.first ?? 1))
@@ -73,7 +93,10 @@ public final class ActivationFakeQuantizer: Layer {
                                                             bits: bits, gradientScale: gradientScale, context: context)
         }
         if context.isTraining && isObserving {
-            let batch = FakeQuantizeOperations.minMax(x.value, threads: context.threads)
+            var batch = FakeQuantizeOperations.minMax(x.value, threads: context.threads)
+            if let clamp = absorbedClamp {  // the range of the clamped values
+                batch = (min(max(batch.low, clamp.lower), clamp.upper), max(min(batch.high, clamp.upper), clamp.lower))
+            }
             switch update {
             case .maximum:
                 low = min(low, batch.low)

@@ -129,6 +129,14 @@ public final class QuantizationAwareModel {
                     weightLayers.append(layer)
                 }
             }
+            // A ReLU/ReLU6 whose output is fake-quantized: the quantizer's grid saturation does the clamp.
+            guard configuration.estimator == .clipped, configuration.scaleUpdate != .learned else { return }
+            for (index, node) in graph.nodes.enumerated() {
+                guard let clamp = layers[index] as? Clamp, let quantizer = quantizers[node.outputs[0]],
+                      clamp.lower == 0, clamp.upper > 0 else { continue }
+                quantizer.absorb(clamp)
+                layers[index] = FusedActivation(clamp: clamp)
+            }
         }, valueTransforms: quantizers)
         self.model = model
         self.weightLayers = weightLayers
