@@ -38,3 +38,8 @@ proto:
 
 clean:
 	rm -rf $(BUILD_DIR) .qatflow
+
+# The bits × lr QAT sweep (pipelines/sweep.yaml); `qatflow report` prints where its report and plots are.
+.PHONY: sweep
+sweep: build datasets
+	$(QATFLOW) run pipelines/sweep.yaml

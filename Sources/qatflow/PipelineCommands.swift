@@ -27,8 +27,12 @@ struct RunCommand: ParsableCommand {
                                 print: { printLine($0) })
             let record = try runner.run()
             printLine("run \(record.id): \(record.summary) in \(String(format: "%.2f", record.seconds)) s")
+            printLine("report: \(displayPath(RunHistory(store: options.store).directory(ofRun: record.id).appendingPathComponent(RunReport.fileName)))")
         } catch let error as ValidationError {
             throw error
+        } catch let failure as RunFailure {
+            let report = RunHistory(store: options.store).directory(ofRun: failure.record.id).appendingPathComponent(RunReport.fileName)
+            throw fail(StageFailure("\(failure)\nreport: \(displayPath(report))"))
         } catch {
             throw fail(error)
         }
@@ -66,24 +70,79 @@ struct StatusCommand: ParsableCommand {
 }
 
 struct ShowCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "show", abstract: "A table across runs: one row per stage instance, its parameters and metrics (like `dvc exp show`).")
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Tables across runs: one row per evaluated model (float/PTQ/QAT, bits, top-1, file size), then one row per stage instance with the parameters that differ and its metrics (like `dvc exp show`).")
 
-    @Argument(help: "A run id (or a unique prefix); default: the most recent runs.") var runID: String?
+    @Argument(help: "A run id (or a unique prefix), `last`, or a manifest (its runs); default: the most recent runs.") var runID: String?
     @Option(help: "Project directory. Default: the current directory.") var project: String?
     @Option(name: .customLong("cache-dir"), help: "Default: PROJECT/.qatflow") var cacheDirectory: String?
-    @Option(name: .shortAndLong, help: "How many recent runs, when no run is named.") var limit = 5
-    @Option(help: "Only stages of this kind (e.g. evaluate).") var kind: String?
+    @Option(name: .shortAndLong, help: "How many recent runs, when no single run is named.") var limit = 5
+    @Option(help: "Only the stage table, only stages of this kind (e.g. evaluate), with every metric.") var kind: String?
 
     func run() throws {
         let history = RunHistory(store: storeFor(project: project, cacheDirectory: cacheDirectory))
         do {
-            let runs = try runID.map { [try history.run(matching: $0)] } ?? history.recentRuns(limit: limit)
-            if runs.isEmpty { printLine("no runs recorded"); return }
-            printLine(RunHistory.table(runs, kind: kind))
+            let runs = try RunSelection.runs(runID, history: history, project: project, limit: limit)
+            if runs.isEmpty { printLine(runID.map { "no runs of \($0) recorded" } ?? "no runs recorded"); return }
+            guard kind == nil, let models = RunResults.table(runs) else {
+                printLine(RunHistory.table(runs, kind: kind))
+                return
+            }
+            printLine("models (one row per model an evaluate stage ran; top-1 of quantized models on the int8 engine):")
+            printLine(models)
+            printLine("")
+            printLine("stages:")
+            printLine(RunHistory.table(runs, perModelMetrics: false))
         } catch {
             throw fail(error)
         }
     }
+}
+
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "report", abstract: "Print the path of a run's report.md (written next to run.json with its SVG plots); opens nothing.")
+
+    @Argument(help: "A run id (or a unique prefix), `last`, or a manifest (its newest run). Default: the newest run.") var runID: String?
+    @Option(help: "Project directory. Default: the current directory.") var project: String?
+    @Option(name: .customLong("cache-dir"), help: "Default: PROJECT/.qatflow") var cacheDirectory: String?
+
+    func run() throws {
+        let history = RunHistory(store: storeFor(project: project, cacheDirectory: cacheDirectory))
+        do {
+            guard let newest = try RunSelection.runs(runID, history: history, project: project, limit: 1).first else {
+                throw StageFailure(runID.map { "no runs of \($0) recorded in \(history.store.runsDirectory.path)" }
+                                   ?? "no runs recorded in \(history.store.runsDirectory.path)")
+            }
+            printLine(displayPath(try history.report(of: newest)))
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+/// The RUN argument of `show` and `report`.
+enum RunSelection {
+    /// nil: the `limit` newest runs; `last`: the newest; a manifest file (`.yaml`/`.yml`, or an existing file):
+    /// its `limit` newest runs; otherwise a run id or unique prefix.
+    static func runs(_ argument: String?, history: RunHistory, project: String?, limit: Int) throws -> [RunRecord] {
+        guard let argument else { return history.recentRuns(limit: limit) }
+        if argument == "last" { return history.recentRuns(limit: 1) }
+        var isDirectory: ObjCBool = false
+        let isFile = FileManager.default.fileExists(atPath: argument, isDirectory: &isDirectory) && !isDirectory.boolValue
+        guard isFile || argument.hasSuffix(".yaml") || argument.hasSuffix(".yml") else { return [try history.run(matching: argument)] }
+        // Run records keep the manifest path as it was given, relative to where `qatflow run` ran (the project).
+        let projectURL = URL(fileURLWithPath: project ?? FileManager.default.currentDirectoryPath).standardizedFileURL
+        let wanted = URL(fileURLWithPath: argument).standardizedFileURL.path
+        return Array(history.recentRuns(limit: Int.max).filter {
+            URL(fileURLWithPath: $0.manifest, relativeTo: projectURL).standardizedFileURL.path == wanted
+        }.prefix(limit))
+    }
+}
+
+/// Relative to the current directory when inside it, else absolute.
+func displayPath(_ url: URL) -> String {
+    let current = URL(fileURLWithPath: FileManager.default.currentDirectoryPath).standardizedFileURL.path
+    let path = url.standardizedFileURL.path
+    return path.hasPrefix(current + "/") ? String(path.dropFirst(current.count + 1)) : path
 }
 
 struct GCCommand: ParsableCommand {

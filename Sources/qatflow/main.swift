@@ -8,7 +8,7 @@ struct Qatflow: ParsableCommand {
         commandName: "qatflow",
         abstract: "Quantize CNNs: convert ONNX, calibrate, quantization-aware training, int8 inference, export.",
         version: QatflowVersion.string,
-        subcommands: [RunCommand.self, PlanCommand.self, StatusCommand.self, ShowCommand.self, GCCommand.self,
+        subcommands: [RunCommand.self, PlanCommand.self, StatusCommand.self, ShowCommand.self, ReportCommand.self, GCCommand.self,
                       StagesCommand.self, ConvertCommand.self, InspectCommand.self, InferCommand.self, EvalCommand.self, BenchCommand.self, BenchTrainCommand.self, QuantizeCommand.self, TrainCommand.self, QATCommand.self, ExportCommand.self]
     )
 }

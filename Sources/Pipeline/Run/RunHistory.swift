@@ -20,6 +20,18 @@ public struct RunHistory {
         return record
     }
 
+    /// `.qatflow/runs/<id>/`: run.json, report.md and the report's plots.
+    public func directory(ofRun id: String) -> URL {
+        store.runsDirectory.appendingPathComponent(id)
+    }
+
+    /// The run's report.md, written now from run.json if the run has none yet (a run from before reports).
+    public func report(of run: RunRecord) throws -> URL {
+        let url = directory(ofRun: run.id).appendingPathComponent(RunReport.fileName)
+        if !FileManager.default.fileExists(atPath: url.path) { try RunReport(run: run).write(to: directory(ofRun: run.id)) }
+        return url
+    }
+
     private func load(_ id: String) -> RunRecord? {
         let url = store.runsDirectory.appendingPathComponent(id).appendingPathComponent("run.json")
         return FileManager.default.contents(atPath: url.path).flatMap { try? JSONDecoder().decode(RunRecord.self, from: $0) }
@@ -33,16 +45,26 @@ public struct RunHistory {
     }
 
     /// One row per stage instance of the given runs. Parameter columns are those whose value differs between
-    /// rows (the ones a comparison is about); metric columns are every scalar metric.
-    public static func table(_ runs: [RunRecord], kind: String? = nil) -> String {
+    /// rows of the same manifest stage (the ones a comparison is about: a swept or edited parameter, not one that
+    /// only another kind has); metric columns are every scalar metric, without per-model ones
+    /// (`top1/<instance>`, which `RunResults.table` shows as rows) when `perModelMetrics` is false.
+    public static func table(_ runs: [RunRecord], kind: String? = nil, perModelMetrics: Bool = true) -> String {
         let stages = runs.flatMap { run in run.stages.map { (run, $0) } }.filter { kind == nil || $0.1.kind == kind }
         let parameterNames = Set(stages.flatMap { $0.1.parameters.keys }).sorted().filter { name in
-            Set(stages.map { $0.1.parameters[name].flatMap(MetricsFormatter.scalar) ?? "" }).count > 1
+            Dictionary(grouping: stages, by: { $0.1.stage }).values.contains { group in
+                Set(group.map { $0.1.parameters[name].flatMap(MetricsFormatter.scalar) ?? "" }).count > 1
+            }
         }
-        let metricNames = Set(stages.flatMap { stage in stage.1.metrics.filter { MetricsFormatter.scalar($0.value) != nil }.keys }).sorted()
+        var metricNameSet = Set<String>()
+        for (run, stage) in stages {
+            for (name, value) in stage.metrics where MetricsFormatter.scalar(value) != nil {
+                if perModelMetrics || !RunResults.isPerModelMetric(name, in: run) { metricNameSet.insert(name) }
+            }
+        }
+        let metricNames = metricNameSet.sorted()
         let header = ["run", "stage", "kind", "outcome"] + parameterNames + metricNames
         let rows = stages.map { run, stage in
-            [String(run.id.prefix(20)), stage.instance, stage.kind, stage.outcome.rawValue]
+            [run.id, stage.instance, stage.kind, stage.outcome.rawValue]
                 + parameterNames.map { stage.parameters[$0].flatMap(MetricsFormatter.scalar) ?? "-" }
                 + metricNames.map { stage.metrics[$0].flatMap(MetricsFormatter.scalar) ?? "-" }
         }

@@ -67,7 +67,14 @@ public final class Runner: @unchecked Sendable {
                                seconds: Date().timeIntervalSince(started), jobs: options.jobs, overrides: options.overrides,
                                succeeded: !stages.contains { $0.outcome == .failed || $0.outcome == .skipped },
                                stages: stages, engineVersion: QatflowVersion.string)
-        try store.writeJSON(record, to: store.runsDirectory.appendingPathComponent(runID).appendingPathComponent("run.json"))
+        let runDirectory = store.runsDirectory.appendingPathComponent(runID)
+        try store.writeJSON(record, to: runDirectory.appendingPathComponent("run.json"))
+        // The report is derived from the record: failing to write it must not turn a finished run into a failed one.
+        do {
+            try RunReport(run: record).write(to: runDirectory)
+        } catch {
+            print("warning: run \(runID): report not written: \(error)")
+        }
         if !record.succeeded { throw RunFailure(record: record) }
         return record
     }
