@@ -18,17 +18,8 @@ public enum FakeQuantizeOperations {
     /// `dequantize(quantize(x))` with one grid for the whole tensor.
     public static func activation(_ x: Variable, grid: AffineQuantization, estimator: StraightThroughEstimator,
                                   context: ForwardContext) -> Variable {
-        let count = x.value.count
-        var output = [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
-        let bounds = GridBounds(grid)
-        x.value.data.withUnsafeBufferPointer { input in
-            output.withUnsafeMutableBufferPointer { out in
-                let source = Parallel.SharedPointer(input.baseAddress!), target = Parallel.SharedMutablePointer(out.baseAddress!)
-                Parallel.forEachChunk(count: count, threads: workers(count, context.threads)) { range in
-                    bounds.fakeQuantize(source.base, into: target.base, range: range)
-                }
-            }
-        }
+        let count = x.value.count, bounds = GridBounds(grid)
+        let output = fakeQuantized(x.value.data, bounds: bounds, threads: context.threads)
         let result = Variable(Tensor(shape: x.shape, data: output), requiresGradient: context.needsGradient(x))
         guard result.requiresGradient else { return result }
         context.record(result) { [threads = context.threads] in
@@ -58,17 +49,8 @@ public enum FakeQuantizeOperations {
     public static func learnedActivation(_ x: Variable, scale: Variable, zeroPoint: Variable, bits: Int, gradientScale: Float,
                                          context: ForwardContext) -> Variable {
         let grid = learnedGrid(scale: scale.value.data[0], zeroPoint: zeroPoint.value.data[0], bits: bits)
-        let count = x.value.count
-        var output = [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
-        let bounds = GridBounds(grid)
-        x.value.data.withUnsafeBufferPointer { input in
-            output.withUnsafeMutableBufferPointer { out in
-                let source = Parallel.SharedPointer(input.baseAddress!), target = Parallel.SharedMutablePointer(out.baseAddress!)
-                Parallel.forEachChunk(count: count, threads: workers(count, context.threads)) { range in
-                    bounds.fakeQuantize(source.base, into: target.base, range: range)
-                }
-            }
-        }
+        let count = x.value.count, bounds = GridBounds(grid)
+        let output = fakeQuantized(x.value.data, bounds: bounds, threads: context.threads)
         let result = Variable(Tensor(shape: x.shape, data: output), requiresGradient: context.needsGradient(x, scale, zeroPoint))
         guard result.requiresGradient else { return result }
         context.record(result) { [threads = context.threads] in
@@ -228,6 +210,21 @@ public enum FakeQuantizeOperations {
             }
         }
         return result
+    }
+
+    /// Every element of `values` on the grid, the chunks spread over `threads`.
+    static func fakeQuantized(_ values: [Float], bounds: GridBounds, threads: Int) -> [Float] {
+        let count = values.count
+        var output = [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+        values.withUnsafeBufferPointer { input in
+            output.withUnsafeMutableBufferPointer { out in
+                let source = Parallel.SharedPointer(input.baseAddress!), target = Parallel.SharedMutablePointer(out.baseAddress!)
+                Parallel.forEachChunk(count: count, threads: workers(count, threads)) { range in
+                    bounds.fakeQuantize(source.base, into: target.base, range: range)
+                }
+            }
+        }
+        return output
     }
 
     /// Smallest and largest element (NaN-free input assumed; a NaN loss stops training anyway).
