@@ -29,6 +29,7 @@ test: venv datasets
 
 run: build datasets
 	$(QATFLOW) run $(PIPELINE)
+	@$(QATFLOW) show last --models-only
 
 bench: build venv datasets
 	PYTHON=$(PYTHON) bash scripts/bench.sh $(QATFLOW)

@@ -77,6 +77,7 @@ struct ShowCommand: ParsableCommand {
     @Option(name: .customLong("cache-dir"), help: "Default: PROJECT/.qatflow") var cacheDirectory: String?
     @Option(name: .shortAndLong, help: "How many recent runs, when no single run is named.") var limit = 5
     @Option(help: "Only the stage table, only stages of this kind (e.g. evaluate), with every metric.") var kind: String?
+    @Flag(name: .customLong("models-only"), help: "Only the table of evaluated models (what `make run` prints at the end).") var modelsOnly = false
 
     func run() throws {
         let history = RunHistory(store: storeFor(project: project, cacheDirectory: cacheDirectory))
@@ -89,6 +90,7 @@ struct ShowCommand: ParsableCommand {
             }
             printLine("models (one row per model an evaluate stage ran; top-1 of quantized models on the int8 engine):")
             printLine(models)
+            if modelsOnly { return }
             printLine("")
             printLine("stages:")
             printLine(RunHistory.table(runs, perModelMetrics: false))
