@@ -54,6 +54,7 @@ public enum QATStage {
         if int("steps") != nil && int("epochs") != nil { problems.append(ParameterProblem("epochs", "give either 'steps' or 'epochs', not both")) }
         if let steps = int("steps") { require(steps >= 0, "steps", "must be at least 0, got \(steps)") }
         if let epochs = int("epochs") { require(epochs >= 1, "epochs", "must be at least 1, got \(epochs)") }
+        if let seed = int("seed") { require(seed >= 0, "seed", "must be at least 0, got \(seed)") }
         for name in ["batch", "init_images"] { if let value = int(name) { require(value >= 1, name, "must be at least 1, got \(value)") } }
         for name in ["freeze_bn_after", "freeze_observers_after"] { if let value = int(name) { require(value >= 0, name, "must be at least 0, got \(value)") } }
         if let rate = parameters["lr"]?.doubleValue { require(rate >= 0 && rate.isFinite, "lr", "must be a number ≥ 0, got \(rate)") }

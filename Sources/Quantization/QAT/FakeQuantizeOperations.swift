@@ -94,8 +94,13 @@ public enum FakeQuantizeOperations {
                     }
                 }
             }
-            if scale.requiresGradient { scale.accumulateGradient { $0[0] += Float(scaleGradient) * gradientScale } }
-            if zeroPoint.requiresGradient { zeroPoint.accumulateGradient { $0[0] += Float(zeroPointGradient) * gradientScale } }
+            // The grid uses |scale| (floored at 1e-8) and the zero point clamped to [0, qmax]: the gradient reaching
+            // the raw parameters carries the sign of the scale and vanishes where the floor or the clamp holds.
+            let rawScale = scale.value.data[0], rawZeroPoint = zeroPoint.value.data[0]
+            let scaleFactor: Float = abs(rawScale) < 1e-8 ? 0 : (rawScale < 0 ? -1 : 1)
+            let zeroPointFactor: Float = rawZeroPoint >= Float(grid.qmin) && rawZeroPoint <= Float(grid.qmax) ? 1 : 0
+            if scale.requiresGradient { scale.accumulateGradient { $0[0] += Float(scaleGradient) * gradientScale * scaleFactor } }
+            if zeroPoint.requiresGradient { zeroPoint.accumulateGradient { $0[0] += Float(zeroPointGradient) * gradientScale * zeroPointFactor } }
         }
         return result
     }
@@ -103,7 +108,8 @@ public enum FakeQuantizeOperations {
     /// The grid a learned (scale, zero point) pair stands for: scale kept positive, zero point rounded into range.
     public static func learnedGrid(scale: Float, zeroPoint: Float, bits: Int) -> AffineQuantization {
         let qmax = (1 << bits) - 1
-        let zero = min(max(Int(zeroPoint.rounded(.toNearestOrEven)), 0), qmax)
+        let clamped = zeroPoint.isFinite ? min(max(zeroPoint, 0), Float(qmax)) : 0
+        let zero = Int(clamped.rounded(.toNearestOrEven))
         return AffineQuantization(scale: max(abs(scale), 1e-8), zeroPoint: zero, qmin: 0, qmax: qmax)
     }
 

@@ -31,7 +31,10 @@ public struct QATRecipe: Sendable, Equatable {
     func makeOptimizer() -> Optimizer {
         switch optimizer {
         case .adam: return Adam(weightDecay: weightDecay, weightDecayScope: .weightsOnly)
-        case .adamw: return Adam.adamW(weightDecay: weightDecay)
+        case .adamw:
+            let adamW = Adam.adamW(weightDecay: weightDecay)
+            adamW.weightDecayScope = .weightsOnly
+            return adamW
         case .sgd: return SGD(momentum: momentum, weightDecay: weightDecay, weightDecayScope: .weightsOnly)
         }
     }
