@@ -6,40 +6,14 @@ import Pipeline
 /// model, the real dataset, and `kill -9` in the middle of a stage.
 final class CLITests: XCTestCase {
     /// `swift test` builds the executable product into the same directory as the test runner.
-    var binary: URL {
-        get throws {
-            let runner = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent(), runner]
-                .map { $0.appendingPathComponent("qatflow") }
-            guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-                throw CLITestError("qatflow binary not found at \(candidates.map(\.path)); build it with `swift build -c release` or run `make test`")
-            }
-            return found
-        }
-    }
+    var binary: URL { get throws { try qatflowBinary() } }
 
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static let model = repository.appendingPathComponent("models/mobilenetv2-fmnist-pytorch.onnx")
 
-    struct Outcome { let status: Int32; let stdout: String; let stderr: String }
+    typealias Outcome = QatflowOutcome
 
-    func run(_ arguments: [String], in directory: URL) throws -> Outcome {
-        let process = Process()
-        process.executableURL = try binary
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
-        var environment = ProcessInfo.processInfo.environment
-        environment["CI"] = "1"
-        process.environment = environment
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Outcome(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
-    }
+    func run(_ arguments: [String], in directory: URL) throws -> Outcome { try runQatflow(arguments, in: directory) }
 
     func project() throws -> TemporaryProject {
         let project = try TemporaryProject()

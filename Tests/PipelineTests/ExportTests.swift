@@ -184,26 +184,8 @@ final class ExportTests: XCTestCase {
 
     // MARK: - The binary and ONNX Runtime
 
-    /// Runs the `qatflow` binary `swift test` built next to the test bundle (as CLITests does).
-    static func qatflow(_ arguments: [String], in directory: URL) throws -> CLITests.Outcome {
-        let runner = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent(), runner].map { $0.appendingPathComponent("qatflow") }
-        guard let binary = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-            throw CLITestError("qatflow binary not found at \(candidates.map(\.path)); build it with `swift build -c release`")
-        }
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return CLITests.Outcome(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
-    }
+    /// Runs the `qatflow` binary `swift test` built next to the test bundle.
+    static func qatflow(_ arguments: [String], in directory: URL) throws -> QatflowOutcome { try runQatflow(arguments, in: directory) }
 
     struct ORTPredictions: Decodable {
         let images: Int

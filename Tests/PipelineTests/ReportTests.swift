@@ -184,35 +184,7 @@ final class ReportTests: XCTestCase {
 
     // MARK: - The binary
 
-    var binary: URL {
-        get throws {
-            let runner = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent(), runner]
-                .map { $0.appendingPathComponent("qatflow") }
-            guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-                throw CLITestError("qatflow binary not found at \(candidates.map(\.path)); build it with `swift build -c release` or run `make test`")
-            }
-            return found
-        }
-    }
-
-    func qatflow(_ arguments: [String], in directory: URL) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = try binary
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
-        var environment = ProcessInfo.processInfo.environment
-        environment["CI"] = "1"
-        process.environment = environment
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
-    }
+    func qatflow(_ arguments: [String], in directory: URL) throws -> QatflowOutcome { try runQatflow(arguments, in: directory) }
 
     /// The real stages on a small pipeline, through the binary: `run` names the report, `report` prints its path
     /// (for `last`, a run id prefix, the manifest, and a run whose report was deleted), `show` lists the models.

@@ -124,3 +124,37 @@ func manifestErrors(_ body: () throws -> Void, file: StaticString = #filePath, l
         return String(describing: error)
     }
 }
+
+/// What one run of the built `qatflow` binary returned and printed.
+struct QatflowOutcome { let status: Int32; let stdout: String; let stderr: String }
+
+/// The `qatflow` executable `swift test` builds next to the test runner.
+func qatflowBinary() throws -> URL {
+    let runner = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent(), runner]
+        .map { $0.appendingPathComponent("qatflow") }
+    guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
+        throw StageFailure("qatflow binary not found at \(candidates.map(\.path)); build it with `swift build -c release` or run `make test`")
+    }
+    return found
+}
+
+/// Runs the built binary in `directory` with `CI=1` (no progress lines) and waits for it.
+func runQatflow(_ arguments: [String], in directory: URL) throws -> QatflowOutcome {
+    let process = Process()
+    process.executableURL = try qatflowBinary()
+    process.arguments = arguments
+    process.currentDirectoryURL = directory
+    var environment = ProcessInfo.processInfo.environment
+    environment["CI"] = "1"
+    process.environment = environment
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let stdout = out.fileHandleForReading.readDataToEndOfFile()
+    let stderr = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return QatflowOutcome(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+                          stderr: String(decoding: stderr, as: UTF8.self))
+}

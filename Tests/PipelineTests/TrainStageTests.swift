@@ -284,36 +284,4 @@ final class TrainStageTests: XCTestCase {
         if case .willRun = statuses.first?.status {} else { XCTFail("expected the stage to run: \(String(describing: statuses.first?.status))") }
     }
 
-    // MARK: - Running the binary
-
-    struct Outcome { let status: Int32; let stdout: String; let stderr: String }
-
-    func qatflowBinary() throws -> URL {
-        let runner = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent(), runner]
-            .map { $0.appendingPathComponent("qatflow") }
-        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-            throw StageFailure("qatflow binary not found at \(candidates.map(\.path)); build it with `swift build -c release`")
-        }
-        return found
-    }
-
-    func runQatflow(_ arguments: [String], in directory: URL) throws -> Outcome {
-        let process = Process()
-        process.executableURL = try qatflowBinary()
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
-        var environment = ProcessInfo.processInfo.environment
-        environment["CI"] = "1"
-        process.environment = environment
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Outcome(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                       stderr: String(decoding: stderr, as: UTF8.self))
-    }
 }
