@@ -47,6 +47,8 @@ public final class Trainer {
     public let optimizer: Optimizer
     public var schedule: LearningRateSchedule
     public var loss: SoftmaxCrossEntropy
+    /// Knowledge distillation: a model (evaluation mode) whose softmax is mixed into every target with `weight`.
+    public var distillation: (teacher: TrainableModel, weight: Float)?
     /// Clip the global gradient norm to this value (nil: no clipping).
     public var gradientClipNorm: Float?
     /// Stop when the loss exceeds this multiple of the first step's loss (besides NaN/∞, which always stop).
@@ -80,7 +82,9 @@ public final class Trainer {
         let statisticsBefore = norms.map(\.statistics)
         model.zeroGradients()
         let logits = try model(batch.images, context: context)
-        let (lossValue, correct) = loss(logits, labels: batch.labels, context: context)
+        let teacher = try distillation.map { softmaxRows(try $0.teacher.predict(batch.images, threads: threads)) }
+        let (lossValue, correct) = loss(logits, labels: batch.labels, teacher: teacher, teacherWeight: distillation?.weight ?? 0,
+                                        context: context)
         random = context.random
         let value = lossValue.value.data[0]
         let learningRate = schedule.learningRate(at: step)

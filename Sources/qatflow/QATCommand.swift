@@ -17,6 +17,8 @@ struct QATCommand: ParsableCommand {
     @Option(name: .customLong("scale-update"), help: "maximum, moving_average or learned.") var scaleUpdate = "moving_average"
     @Option(help: "straight-through estimator: clipped or identity.") var ste = "clipped"
     @Option(name: .customLong("weight-method"), help: "max_abs or mse.") var weightMethod = "max_abs"
+    @Option(name: .customLong("weight-scales"), help: "observed (follow the weights every step) or learned (LSQ).") var weightScales = "observed"
+    @Option(name: .customLong("scale-lr"), help: "Learning rate of learned scales and zero points (default: --lr).") var scaleLearningRate: Double?
     @Option(name: .customLong("init"), help: "How activation ranges are initialised: \(QuantizeStage.methods.joined(separator: ", ")).") var initMethod = "mse"
     @Option(name: .customLong("init-images"), help: "Calibration images for the initial ranges.") var initImages = 1000
     @Option(help: "Optimizer steps.") var steps: Int?
@@ -28,6 +30,7 @@ struct QATCommand: ParsableCommand {
     @Option(name: .customLong("weight-decay"), help: "Weight decay.") var weightDecay = 4e-5
     @Option(name: .customLong("freeze-bn-after"), help: "Steps after which BN statistics freeze.") var freezeBatchNormAfter: Int?
     @Option(name: .customLong("freeze-observers-after"), help: "Steps after which activation ranges stop moving.") var freezeObserversAfter: Int?
+    @Option(help: "Weight of the float model's predictions in the training targets (distillation), 0–1.") var distill = 0.0
     @Flag(help: "Random crop and flip.") var augment = false
     @Option(help: "Seed for shuffling and the calibration subset.") var seed = 0
     @Option(help: "Node names left in float. Repeatable.") var skip: [String] = []
@@ -38,14 +41,16 @@ struct QATCommand: ParsableCommand {
             var parameters: [String: JSONValue] = [
                 "dataset": .string(dataset), "bits": .int(bits), "keep_first_last_8bit": .bool(keepFirstLast),
                 "scale_update": .string(scaleUpdate), "ste": .string(ste), "weight_method": .string(weightMethod),
+                "weight_scales": .string(weightScales),
                 "init": .string(initMethod), "init_images": .int(initImages), "batch": .int(batch),
                 "optimizer": .string(optimizer), "lr": .double(lr), "schedule": .string(schedule),
-                "weight_decay": .double(weightDecay), "augment": .bool(augment), "seed": .int(seed),
+                "weight_decay": .double(weightDecay), "augment": .bool(augment), "distill": .double(distill), "seed": .int(seed),
                 "skip": .array(skip.map(JSONValue.string)),
             ]
             if let weightBits { parameters["weight_bits"] = .int(weightBits) }
             if let activationBits { parameters["activation_bits"] = .int(activationBits) }
             if let steps { parameters["steps"] = .int(steps) }
+            if let scaleLearningRate { parameters["scale_lr"] = .double(scaleLearningRate) }
             if let epochs { parameters["epochs"] = .int(epochs) }
             if let freezeBatchNormAfter { parameters["freeze_bn_after"] = .int(freezeBatchNormAfter) }
             if let freezeObserversAfter { parameters["freeze_observers_after"] = .int(freezeObserversAfter) }

@@ -95,6 +95,24 @@ final class FakeQuantizeKernelTests: XCTestCase {
         XCTAssertEqual(scale.gradient[0], 0.5 * (inside + (0 - 3) + (15 - 3)), accuracy: 1e-5)
         XCTAssertEqual(zeroPoint.gradient[0], 0.5 * (-0.1 - 0.1), accuracy: 1e-6)
     }
+
+    /// LSQ for weights, per channel on `W·m`: d Ŵ / d s_c is round(v/s) − v/s inside and ±qmax where v saturated,
+    /// times 1/√(n_c·qmax); the weight gets the clipped estimator times m; a negative raw scale flips the sign.
+    func testLearnedWeightScaleGradients() {
+        // 3 bits: qmax 3. Channel 0: m 2, s 0.1; channel 1: m 1, s −0.5 (the grid uses 0.5).
+        let weight = Variable(Tensor(shape: [2, 2], data: [0.06, 0.2, -3, 0.3]), requiresGradient: true)
+        let scales = Variable(Tensor(shape: [2], data: [0.1, -0.5]), requiresGradient: true)
+        let tape = GradientTape()
+        let y = FakeQuantizeOperations.learnedWeight(weight, multiplier: [2, 1], scales: scales, bits: 3, estimator: .clipped,
+                                                     context: ForwardContext(tape: tape, isTraining: true))
+        // v = 0.12 → 1.2 → 1 (0.1); v = 0.4 → 4 > 3 (0.3); v = −3 → −6 < −3 (−1.5); v = 0.3 → 0.6 → 1 (0.5).
+        for (value, expected) in zip(y.value.data, [Float(0.1), 0.3, -1.5, 0.5]) { XCTAssertEqual(value, expected, accuracy: 1e-6) }
+        tape.backward(from: y)
+        XCTAssertEqual(weight.gradient, [2, 0, 0, 1])
+        let g = 1 / Float(2 * 3).squareRoot()
+        XCTAssertEqual(scales.gradient[0], g * ((1 - 1.2) + 3), accuracy: 1e-5)
+        XCTAssertEqual(scales.gradient[1], -g * (-3 + (1 - 0.6)), accuracy: 1e-5)
+    }
 }
 
 final class QuantizationAwareModelTests: XCTestCase {
@@ -150,6 +168,45 @@ final class QuantizationAwareModelTests: XCTestCase {
         let training = try qat.model(sample, context: ForwardContext(tape: nil, isTraining: true)).value
         XCTAssertEqual(qat.model.batchNormLayers.map(\.statistics), frozenStatistics, "frozen BN does not move")
         XCTAssertEqual(training.data, try qat.model.predict(sample).data, "frozen BN + frozen observers: training forward = evaluation forward")
+    }
+
+    /// Learned weight scales: they start where `weight_method` puts them, move with training, and the export
+    /// writes exactly the trained scales (the evaluation forward still equals the exported graph).
+    func testLearnedWeightScalesTrainAndAreExported() throws {
+        let graph = smallNetworkWithBatchNorm()
+        let data = try randomImages(64, side: 12, seed: 7)
+        let configuration = QATConfiguration(weightBits: 4, activationBits: 8, weightMethod: .mse, learnedWeightScales: true)
+        let qat = try QuantizationAwareModel(graph: graph, configuration: configuration, calibration: data, batch: 16)
+        let scaleParameters = qat.model.parameters.filter { $0.name.hasSuffix("::qat.weight_scale") }
+        XCTAssertEqual(scaleParameters.count, 3, "one per conv/Gemm")
+        let initial = qat.weightLayers.map { $0.currentWeightScales() }
+        var recipe = QATRecipe()
+        recipe.steps = 20
+        recipe.batch = 64
+        recipe.learningRate = 1e-3
+        recipe.scaleLearningRate = 1e-2
+        recipe.schedule = .constant
+        recipe.freezeBatchNormAfter = 10
+        recipe.distillationWeight = 0.5  // the float model's predictions join the targets (runs its forward per step)
+        _ = try QuantizationAwareTraining.train(qat, on: data, recipe: recipe)
+        XCTAssertEqual(scaleParameters.first?.learningRateMultiplier ?? 0, 10, accuracy: 1e-5)
+        let trained = qat.weightLayers.map { $0.currentWeightScales() }
+        XCTAssertNotEqual(trained, initial, "the scales learned")
+        let exported = try qat.exportQuantizedGraph()
+        for (layer, scales) in zip(qat.weightLayers, trained) {
+            // The layer's weight input is a DequantizeLinear whose scale initializer holds the trained scales.
+            let node = try XCTUnwrap(exported.nodes.first { $0.name == layer.nodeName })
+            let dequantize = try XCTUnwrap(exported.nodes.first { $0.op == .dequantizeLinear && $0.outputs[0] == node.inputs[1] })
+            guard case .float32(let written)? = exported.initializers[dequantize.inputs[1]]?.storage else {
+                return XCTFail("\(layer.nodeName): no float scales")
+            }
+            XCTAssertEqual(written, scales, layer.nodeName)
+        }
+        let sample = Tensor(shape: [32, 1, 12, 12], data: data.batch(0..<32).pixels)
+        let simulated = try qat.model.predict(sample)
+        let reference = try FloatExecutor(graph: exported).run(["x": sample])["logits"]!
+        let range = reference.data.max()! - reference.data.min()!
+        XCTAssertLessThanOrEqual(simulated.maxAbsoluteDifference(reference), range / 255)
     }
 
     func testFirstAndLastLayerStayAt8Bits() throws {

@@ -185,4 +185,22 @@ final class LayerGradientTests: XCTestCase {
         XCTAssertEqual(loss.value.data[0], Float(-(0.1 * log(0.25) + 0.9 * log(0.75))), accuracy: 1e-6)
         XCTAssertEqual(correct, 1)
     }
+
+    /// Distillation mixes a teacher's probabilities into the target: gradients still match finite differences,
+    /// and weight 1 makes the loss the cross-entropy against the teacher alone.
+    func testSoftmaxCrossEntropyWithTeacherProbabilities() {
+        let logits = Variable(randomTensor([4, 5], seed: 161, range: -3...3), requiresGradient: true)
+        let labels = [0, 3, 4, 1]
+        let teacher = softmaxRows(randomTensor([4, 5], seed: 162, range: -2...2))
+        XCTAssertEqual(teacher[0..<5].reduce(0, +), 1, accuracy: 1e-6)
+        let criterion = SoftmaxCrossEntropy(labelSmoothing: 0.1)
+        assertGradientsMatchFiniteDifferences(inputs: [logits], parameters: [], step: 1e-2) { context in
+            criterion(logits, labels: labels, teacher: teacher, teacherWeight: 0.7, context: context).loss
+        }
+        // Hand value: logits [0, ln 3] → p = [1/4, 3/4]; teacher [0.6, 0.4] with weight 1 ignores the label.
+        let row = Variable(Tensor(shape: [1, 2], data: [0, Float(log(3.0))]))
+        let (loss, _) = SoftmaxCrossEntropy()(row, labels: [1], teacher: [0.6, 0.4], teacherWeight: 1,
+                                             context: ForwardContext(tape: nil, isTraining: false))
+        XCTAssertEqual(loss.value.data[0], Float(-(0.6 * log(0.25) + 0.4 * log(0.75))), accuracy: 1e-6)
+    }
 }

@@ -176,6 +176,7 @@ public struct StageContext: Sendable {
     public func optionalString(_ name: String) -> String? { parameters[name]?.stringValue }
     /// An optional integer parameter (declared with default `.null`).
     public func optionalInt(_ name: String) -> Int? { parameters[name]?.intValue }
+    public func optionalDouble(_ name: String) -> Double? { parameters[name]?.doubleValue }
     /// An optional dataset parameter (declared with default `.null`), resolved like `dataset(_:)`.
     public func optionalDataset(_ name: String) throws -> DatasetSpec? {
         parameters[name]?.stringValue == nil ? nil : try dataset(name)

@@ -20,7 +20,9 @@ public enum QATStage {
             ParameterSpec("scale_update", .choice(["maximum", "moving_average", "learned"]), default: .string("moving_average"), help: "how activation ranges follow the data: widen only, moving average, or learned (LSQ)"),
             ParameterSpec("momentum", .double, default: .double(0.99), help: "for moving_average: weight of the old range per step"),
             ParameterSpec("ste", .choice(StraightThroughEstimator.allCases.map(\.rawValue)), default: .string("clipped"), help: "straight-through estimator: clipped (zero gradient outside the grid) or identity (MNN)"),
-            ParameterSpec("weight_method", .choice(["max_abs", "mse"]), default: .string("max_abs"), help: "per-channel weight scales, recomputed every step"),
+            ParameterSpec("weight_method", .choice(["max_abs", "mse"]), default: .string("max_abs"), help: "per-channel weight scales, recomputed every step (observed) or their initial value (learned)"),
+            ParameterSpec("weight_scales", .choice(["observed", "learned"]), default: .string("observed"), help: "per-channel weight scales follow the weights every step (observed) or are trained (learned, LSQ)"),
+            ParameterSpec("scale_lr", .double, default: .null, help: "learning rate of learned scales and zero points (default: lr)"),
             ParameterSpec("init", .choice(QuantizeStage.methods), default: .string("mse"), help: "how activation ranges are initialised on calibration images"),
             ParameterSpec("init_images", .int, default: .int(1000), help: "calibration images for the initial ranges"),
             ParameterSpec("steps", .int, default: .null, help: "optimizer steps (default 100 unless epochs is given)"),
@@ -32,6 +34,7 @@ public enum QATStage {
             ParameterSpec("weight_decay", .double, default: .double(4e-5), help: "weight decay (not on BN, biases or quantization scales)"),
             ParameterSpec("freeze_bn_after", .int, default: .null, help: "steps after which BN statistics freeze and convolutions run exactly folded; default never"),
             ParameterSpec("freeze_observers_after", .int, default: .null, help: "steps after which activation ranges stop moving; default never"),
+            ParameterSpec("distill", .double, default: .double(0), help: "weight of the float model's predictions in every training target (knowledge distillation, temperature 1); 0 = labels only"),
             ParameterSpec("augment", .bool, default: .bool(false), help: "random crop (padding 2) and horizontal flip"),
             ParameterSpec("dataset", .dataset, default: .string("fashion-mnist:train"), help: "training (and calibration) images"),
             ParameterSpec("seed", .int, default: .int(0), help: "shuffling and calibration subset"),
@@ -58,6 +61,11 @@ public enum QATStage {
         for name in ["batch", "init_images"] { if let value = int(name) { require(value >= 1, name, "must be at least 1, got \(value)") } }
         for name in ["freeze_bn_after", "freeze_observers_after"] { if let value = int(name) { require(value >= 0, name, "must be at least 0, got \(value)") } }
         if let rate = parameters["lr"]?.doubleValue { require(rate >= 0 && rate.isFinite, "lr", "must be a number ≥ 0, got \(rate)") }
+        if let rate = parameters["scale_lr"]?.doubleValue { require(rate >= 0 && rate.isFinite, "scale_lr", "must be a number ≥ 0, got \(rate)") }
+        if parameters["scale_lr"]?.doubleValue != nil, parameters["lr"]?.doubleValue == 0 {
+            problems.append(ParameterProblem("scale_lr", "needs lr > 0: the scales' rate is set relative to lr so that the schedule scales both"))
+        }
+        if let weight = parameters["distill"]?.doubleValue { require(weight >= 0 && weight <= 1, "distill", "must be in [0, 1], got \(weight)") }
         if let momentum = parameters["momentum"]?.doubleValue { require(momentum >= 0 && momentum < 1, "momentum", "must be in [0, 1), got \(momentum)") }
         if parameters["feature_scale"]?.stringValue == "per_channel" {
             problems.append(ParameterProblem("feature_scale", "per_channel is not supported: the int8 engine and the ONNX QDQ export use one grid per activation tensor; use per_tensor"))
@@ -91,6 +99,7 @@ public enum QATStage {
             weightBits: context.optionalInt("weight_bits") ?? bits, activationBits: context.optionalInt("activation_bits") ?? bits,
             scaleUpdate: scaleUpdate, estimator: StraightThroughEstimator(rawValue: try context.string("ste")) ?? .clipped,
             weightMethod: WeightCalibration(rawValue: try context.string("weight_method")) ?? .maxAbs,
+            learnedWeightScales: try context.string("weight_scales") == "learned",
             keepFirstAndLastAt8Bits: try context.bool("keep_first_last_8bit"), skip: try context.stringList("skip"),
             initialization: initialization)
         for (name, value) in [("weight_bits", configuration.weightBits), ("activation_bits", configuration.activationBits)] where !(2...8).contains(value) {
@@ -115,10 +124,12 @@ public enum QATStage {
         recipe.optimizer = QATRecipe.OptimizerKind(rawValue: try context.string("optimizer")) ?? .adam
         recipe.schedule = QATRecipe.ScheduleKind(rawValue: try context.string("schedule")) ?? .inv
         recipe.learningRate = Float(try context.double("lr"))
+        recipe.scaleLearningRate = context.optionalDouble("scale_lr").map(Float.init)
         recipe.weightDecay = Float(try context.double("weight_decay"))
         recipe.freezeBatchNormAfter = context.optionalInt("freeze_bn_after")
         recipe.freezeObserversAfter = context.optionalInt("freeze_observers_after")
         recipe.augment = try context.bool("augment")
+        recipe.distillationWeight = Float(try context.double("distill"))
         recipe.seed = UInt64(try context.int("seed"))
         return recipe
     }

@@ -119,18 +119,10 @@ public enum FakeQuantizeOperations {
     /// inside the grid (`estimator` decides for clipped values).
     public static func weight(_ weight: Variable, multiplier: [Float]?, grids: [AffineQuantization],
                               estimator: StraightThroughEstimator, context: ForwardContext) -> Variable {
-        let channels = grids.count, count = weight.value.count, perChannel = count / channels
+        let channels = grids.count, perChannel = weight.value.count / channels
         let folded = foldedValues(weight.value.data, multiplier: multiplier, channels: channels)
-        var output = [Float](repeating: 0, count: count)
-        for c in 0..<channels {
-            let bounds = GridBounds(grids[c])
-            folded.withUnsafeBufferPointer { source in
-                output.withUnsafeMutableBufferPointer { target in
-                    bounds.fakeQuantize(source.baseAddress!, into: target.baseAddress!, range: (c * perChannel)..<((c + 1) * perChannel))
-                }
-            }
-        }
-        let result = Variable(Tensor(shape: weight.shape, data: output), requiresGradient: context.needsGradient(weight))
+        let result = Variable(Tensor(shape: weight.shape, data: perChannelFakeQuantized(folded, grids: grids)),
+                              requiresGradient: context.needsGradient(weight))
         guard result.requiresGradient else { return result }
         context.record(result) {
             weight.accumulateGradient { dw in
@@ -146,6 +138,79 @@ public enum FakeQuantizeOperations {
             }
         }
         return result
+    }
+
+    /// LSQ for weights (Esser et al. 2020): `weight · multiplier[c]` on a symmetric narrow grid whose step
+    /// size is the learned `scales[c]` (one per output channel; |s| floored at 1e-8 is used, as for activations).
+    /// Gradients: to the weight as `weight(…)`; to `s_c` the sum over the channel of `dŴ · (round(v/s) − v/s)`
+    /// inside the grid and `dŴ · (±qmax)` where `v` saturated, times the paper's `1/√(n_c·qmax)` with `n_c`
+    /// the channel's weight count.
+    public static func learnedWeight(_ weight: Variable, multiplier: [Float]?, scales: Variable, bits: Int,
+                                     estimator: StraightThroughEstimator, context: ForwardContext) -> Variable {
+        let grids = learnedWeightGrids(scales.value.data, bits: bits)
+        let channels = grids.count, perChannel = weight.value.count / channels
+        let folded = foldedValues(weight.value.data, multiplier: multiplier, channels: channels)
+        let result = Variable(Tensor(shape: weight.shape, data: perChannelFakeQuantized(folded, grids: grids)),
+                              requiresGradient: context.needsGradient(weight, scales))
+        guard result.requiresGradient else { return result }
+        context.record(result) {
+            let qmax = Float(grids[0].qmax)
+            let gradientScale = 1 / (Float(perChannel) * qmax).squareRoot()
+            var scaleGradient = [Double](repeating: 0, count: channels)
+            var weightGradient = [Float](repeating: 0, count: weight.value.count)
+            result.gradient.withUnsafeBufferPointer { dy in
+                for c in 0..<channels {
+                    let s = grids[c].scale, factor = multiplier?[c] ?? 1
+                    var ds: Double = 0
+                    for i in (c * perChannel)..<((c + 1) * perChannel) {
+                        let scaled = folded[i] / s, q = scaled.rounded(.toNearestOrEven)
+                        if q < -qmax {
+                            ds -= Double(dy[i] * qmax)
+                            if estimator == .identity { weightGradient[i] = dy[i] * factor }
+                        } else if q > qmax {
+                            ds += Double(dy[i] * qmax)
+                            if estimator == .identity { weightGradient[i] = dy[i] * factor }
+                        } else {
+                            ds += Double(dy[i] * (q - scaled))
+                            weightGradient[i] = dy[i] * factor
+                        }
+                    }
+                    scaleGradient[c] = ds
+                }
+            }
+            if weight.requiresGradient { weight.addGradient(weightGradient) }
+            if scales.requiresGradient {
+                // The grid uses |s| (floored): the raw parameter's gradient carries its sign and stops at the floor.
+                let raw = scales.value.data
+                scales.accumulateGradient { g in
+                    for c in 0..<channels where abs(raw[c]) >= 1e-8 {
+                        g[c] += Float(scaleGradient[c]) * gradientScale * (raw[c] < 0 ? -1 : 1)
+                    }
+                }
+            }
+        }
+        return result
+    }
+
+    /// The symmetric per-channel grids learned step sizes stand for.
+    public static func learnedWeightGrids(_ scales: [Float], bits: Int) -> [AffineQuantization] {
+        let qmax = (1 << (bits - 1)) - 1
+        return scales.map { AffineQuantization(scale: $0.isFinite ? max(abs($0), 1e-8) : 1, zeroPoint: 0, qmin: -qmax, qmax: qmax) }
+    }
+
+    /// `values` (channel-major, one grid per channel) on their grids.
+    static func perChannelFakeQuantized(_ values: [Float], grids: [AffineQuantization]) -> [Float] {
+        let perChannel = values.count / grids.count
+        var output = [Float](repeating: 0, count: values.count)
+        values.withUnsafeBufferPointer { source in
+            output.withUnsafeMutableBufferPointer { target in
+                for (c, grid) in grids.enumerated() {
+                    GridBounds(grid).fakeQuantize(source.baseAddress!, into: target.baseAddress!,
+                                                  range: (c * perChannel)..<((c + 1) * perChannel))
+                }
+            }
+        }
+        return output
     }
 
     /// `weight[c, …] · multiplier[c]` with the same float operations `GraphTransforms.foldBatchNormalization`

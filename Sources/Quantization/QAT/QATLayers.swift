@@ -115,13 +115,47 @@ public final class ActivationFakeQuantizer: Layer {
     public func export(into graph: inout Graph, node: inout Node) {}
 }
 
-/// How per-channel weight grids are chosen from the (folded) weights at each step.
-struct WeightGridChooser {
+/// Fake-quantizes one layer's weight per output channel (after the BN fold, when there is one). The scales are
+/// either chosen from the current weights at every step by `method`, or learned (LSQ) starting from what
+/// `method` chooses for the weights QAT starts from.
+final class WeightFakeQuantizer {
     let bits: Int
     let method: WeightCalibration
+    let estimator: StraightThroughEstimator
+    /// One step size per output channel when learned; nil when the scales follow the weights.
+    let learnedScales: Parameter?
 
-    func grids(_ values: [Float], channels: Int) -> [AffineQuantization] {
-        WeightQuantizer.grids(values, channels: channels, channelsLast: false, bits: bits, method: method)
+    init(nodeName: String, bits: Int, method: WeightCalibration, estimator: StraightThroughEstimator, learned: Bool,
+         initialWeights: [Float], channels: Int) {
+        self.bits = bits
+        self.method = method
+        self.estimator = estimator
+        if learned {
+            let scales = WeightQuantizer.grids(initialWeights, channels: channels, channelsLast: false, bits: bits, method: method).map(\.scale)
+            learnedScales = Parameter(name: nodeName + "::qat.weight_scale", role: .quantizationRange,
+                                      value: Tensor(shape: [channels], data: scales))
+        } else {
+            learnedScales = nil
+        }
+    }
+
+    var parameters: [Parameter] { learnedScales.map { [$0] } ?? [] }
+
+    /// The grids `weight · multiplier` (already multiplied: `folded`) gets now.
+    func grids(_ folded: [Float], channels: Int) -> [AffineQuantization] {
+        if let learnedScales { return FakeQuantizeOperations.learnedWeightGrids(learnedScales.value.data, bits: bits) }
+        return WeightQuantizer.grids(folded, channels: channels, channelsLast: false, bits: bits, method: method)
+    }
+
+    /// `weight · multiplier[c]` on the grids, differentiable.
+    func callAsFunction(_ weight: Variable, multiplier: [Float]?, channels: Int, context: ForwardContext) -> Variable {
+        if let learnedScales {
+            return FakeQuantizeOperations.learnedWeight(weight, multiplier: multiplier, scales: learnedScales.variable, bits: bits,
+                                                        estimator: estimator, context: context)
+        }
+        let folded = FakeQuantizeOperations.foldedValues(weight.value.data, multiplier: multiplier, channels: channels)
+        return FakeQuantizeOperations.weight(weight, multiplier: multiplier, grids: grids(folded, channels: channels),
+                                             estimator: estimator, context: context)
     }
 }
 
@@ -148,22 +182,24 @@ public final class FoldedConvBatchNorm: Layer, WeightFakeQuantizing {
     public let nodeName: String
     public let convolution: Conv2d
     public let batchNorm: BatchNorm2d
-    public let weightBits: Int
-    let chooser: WeightGridChooser
-    let estimator: StraightThroughEstimator
+    let weightQuantizer: WeightFakeQuantizer
+    public var weightBits: Int { weightQuantizer.bits }
     /// True after `freeze_bn_after` steps: running statistics stop moving and BN is applied folded.
     public var isBatchNormFrozen = false
 
-    init(nodeName: String, convolution: Conv2d, batchNorm: BatchNorm2d, chooser: WeightGridChooser, estimator: StraightThroughEstimator) {
+    /// `makeWeightQuantizer` gets the folded weights `W·γ/σ` the layer starts with and their channel count.
+    init(nodeName: String, convolution: Conv2d, batchNorm: BatchNorm2d,
+         makeWeightQuantizer: (_ foldedWeights: [Float], _ channels: Int) -> WeightFakeQuantizer) {
         self.nodeName = nodeName
         self.convolution = convolution
         self.batchNorm = batchNorm
-        self.weightBits = chooser.bits
-        self.chooser = chooser
-        self.estimator = estimator
+        let gamma = batchNorm.scale.value.data, variance = batchNorm.statistics.variance
+        let factors = (0..<gamma.count).map { gamma[$0] / (variance[$0] + batchNorm.epsilon).squareRoot() }
+        self.weightQuantizer = makeWeightQuantizer(
+            FakeQuantizeOperations.foldedValues(convolution.weight.value.data, multiplier: factors, channels: factors.count), factors.count)
     }
 
-    public var parameters: [Parameter] { convolution.parameters + batchNorm.parameters }
+    public var parameters: [Parameter] { convolution.parameters + batchNorm.parameters + weightQuantizer.parameters }
 
     /// γ/σ per output channel, computed as `foldBatchNormalization` computes it.
     func foldFactors() -> [Float] {
@@ -174,14 +210,12 @@ public final class FoldedConvBatchNorm: Layer, WeightFakeQuantizing {
     public func currentWeightScales() -> [Float] {
         let factors = foldFactors()
         let folded = FakeQuantizeOperations.foldedValues(convolution.weight.value.data, multiplier: factors, channels: factors.count)
-        return chooser.grids(folded, channels: factors.count).map(\.scale)
+        return weightQuantizer.grids(folded, channels: factors.count).map(\.scale)
     }
 
     public func callAsFunction(_ inputs: [Variable], context: ForwardContext) -> Variable {
         let factors = foldFactors(), channels = factors.count
-        let folded = FakeQuantizeOperations.foldedValues(convolution.weight.value.data, multiplier: factors, channels: channels)
-        let weight = FakeQuantizeOperations.weight(convolution.weight.variable, multiplier: factors,
-                                                   grids: chooser.grids(folded, channels: channels), estimator: estimator, context: context)
+        let weight = weightQuantizer(convolution.weight.variable, multiplier: factors, channels: channels, context: context)
         let y = Functional.conv2d(inputs[0], weight: weight, bias: nil, geometry: convolution.geometry, groups: convolution.groups,
                                   context: context)
         let bias = convolution.bias
@@ -228,29 +262,24 @@ public final class FoldedBatchNormSlot: Layer, BatchNormOwner {
 public final class FakeQuantizedConvolution: Layer, WeightFakeQuantizing {
     public let nodeName: String
     public let convolution: Conv2d
-    public let weightBits: Int
-    let chooser: WeightGridChooser
-    let estimator: StraightThroughEstimator
+    let weightQuantizer: WeightFakeQuantizer
+    public var weightBits: Int { weightQuantizer.bits }
 
-    init(nodeName: String, convolution: Conv2d, chooser: WeightGridChooser, estimator: StraightThroughEstimator) {
+    init(nodeName: String, convolution: Conv2d, weightQuantizer: WeightFakeQuantizer) {
         self.nodeName = nodeName
         self.convolution = convolution
-        self.weightBits = chooser.bits
-        self.chooser = chooser
-        self.estimator = estimator
+        self.weightQuantizer = weightQuantizer
     }
 
-    public var parameters: [Parameter] { convolution.parameters }
+    public var parameters: [Parameter] { convolution.parameters + weightQuantizer.parameters }
 
     public func currentWeightScales() -> [Float] {
-        chooser.grids(convolution.weight.value.data, channels: convolution.weight.value.shape[0]).map(\.scale)
+        weightQuantizer.grids(convolution.weight.value.data, channels: convolution.weight.value.shape[0]).map(\.scale)
     }
 
     public func callAsFunction(_ inputs: [Variable], context: ForwardContext) -> Variable {
-        let channels = convolution.weight.value.shape[0]
-        let weight = FakeQuantizeOperations.weight(convolution.weight.variable, multiplier: nil,
-                                                   grids: chooser.grids(convolution.weight.value.data, channels: channels),
-                                                   estimator: estimator, context: context)
+        let weight = weightQuantizer(convolution.weight.variable, multiplier: nil, channels: convolution.weight.value.shape[0],
+                                     context: context)
         return Functional.conv2d(inputs[0], weight: weight, bias: convolution.bias?.variable, geometry: convolution.geometry,
                                  groups: convolution.groups, context: context)
     }
@@ -264,29 +293,23 @@ public final class FakeQuantizedConvolution: Layer, WeightFakeQuantizing {
 public final class FakeQuantizedLinear: Layer, WeightFakeQuantizing {
     public let nodeName: String
     public let linear: Linear
-    public let weightBits: Int
-    let chooser: WeightGridChooser
-    let estimator: StraightThroughEstimator
+    let weightQuantizer: WeightFakeQuantizer
+    public var weightBits: Int { weightQuantizer.bits }
 
-    init(nodeName: String, linear: Linear, chooser: WeightGridChooser, estimator: StraightThroughEstimator) {
+    init(nodeName: String, linear: Linear, weightQuantizer: WeightFakeQuantizer) {
         self.nodeName = nodeName
         self.linear = linear
-        self.weightBits = chooser.bits
-        self.chooser = chooser
-        self.estimator = estimator
+        self.weightQuantizer = weightQuantizer
     }
 
-    public var parameters: [Parameter] { linear.parameters }
+    public var parameters: [Parameter] { linear.parameters + weightQuantizer.parameters }
 
     public func currentWeightScales() -> [Float] {
-        chooser.grids(linear.weight.value.data, channels: linear.weight.value.shape[0]).map(\.scale)
+        weightQuantizer.grids(linear.weight.value.data, channels: linear.weight.value.shape[0]).map(\.scale)
     }
 
     public func callAsFunction(_ inputs: [Variable], context: ForwardContext) -> Variable {
-        let outputs = linear.weight.value.shape[0]
-        let weight = FakeQuantizeOperations.weight(linear.weight.variable, multiplier: nil,
-                                                   grids: chooser.grids(linear.weight.value.data, channels: outputs),
-                                                   estimator: estimator, context: context)
+        let weight = weightQuantizer(linear.weight.variable, multiplier: nil, channels: linear.weight.value.shape[0], context: context)
         return Functional.linear(inputs[0], weight: weight, bias: linear.bias?.variable, alpha: linear.alpha, beta: linear.beta,
                                  context: context)
     }

@@ -10,8 +10,11 @@ public struct QATConfiguration: Sendable, Equatable {
     public var activationBits: Int
     public var scaleUpdate: ScaleUpdate
     public var estimator: StraightThroughEstimator
-    /// How per-channel weight scales are chosen at every step (`max_abs` as MNN, or `mse`).
+    /// How per-channel weight scales are chosen at every step (`max_abs` as MNN, or `mse`); with learned weight
+    /// scales, how they are initialised.
     public var weightMethod: WeightCalibration
+    /// Per-channel weight scales are parameters (LSQ) instead of following the weights.
+    public var learnedWeightScales: Bool
     /// Keep the first and the last quantized layer (weights, input and output) at 8 bits.
     public var keepFirstAndLastAt8Bits: Bool
     /// Node names left in float.
@@ -21,12 +24,13 @@ public struct QATConfiguration: Sendable, Equatable {
 
     public init(weightBits: Int = 8, activationBits: Int = 8, scaleUpdate: ScaleUpdate = .movingAverage(momentum: 0.99),
                 estimator: StraightThroughEstimator = .clipped, weightMethod: WeightCalibration = .maxAbs,
-                keepFirstAndLastAt8Bits: Bool = false, skip: [String] = [], initialization: ActivationCalibration = .mse) {
+                learnedWeightScales: Bool = false, keepFirstAndLastAt8Bits: Bool = false, skip: [String] = [], initialization: ActivationCalibration = .mse) {
         self.weightBits = weightBits
         self.activationBits = activationBits
         self.scaleUpdate = scaleUpdate
         self.estimator = estimator
         self.weightMethod = weightMethod
+        self.learnedWeightScales = learnedWeightScales
         self.keepFirstAndLastAt8Bits = keepFirstAndLastAt8Bits
         self.skip = skip
         self.initialization = initialization
@@ -107,24 +111,31 @@ public final class QuantizationAwareModel {
             var producer: [String: Int] = [:]
             for (index, node) in graph.nodes.enumerated() { for output in node.outputs { producer[output] = index } }
             for (index, node) in graph.nodes.enumerated() where quantizedNodes.contains(node.name) {
-                let chooser = WeightGridChooser(bits: weightBits[node.name] ?? configuration.weightBits, method: configuration.weightMethod)
+                func weightQuantizer(_ initialWeights: [Float], channels: Int) -> WeightFakeQuantizer {
+                    WeightFakeQuantizer(nodeName: node.name, bits: weightBits[node.name] ?? configuration.weightBits,
+                                        method: configuration.weightMethod, estimator: configuration.estimator,
+                                        learned: configuration.learnedWeightScales, initialWeights: initialWeights, channels: channels)
+                }
                 if node.op == .conv, let convolution = layers[index] as? Conv2d {
                     // Folding renamed the conv's output to the BN's: that BN node is folded into this conv.
                     if let foldedOutput = foldedOutputs[node.name], foldedOutput != node.outputs[0],
                        let bnIndex = producer[foldedOutput], let batchNorm = layers[bnIndex] as? BatchNorm2d {
                         let layer = FoldedConvBatchNorm(nodeName: node.name, convolution: convolution, batchNorm: batchNorm,
-                                                        chooser: chooser, estimator: configuration.estimator)
+                                                        makeWeightQuantizer: weightQuantizer)
                         layers[index] = layer
                         layers[bnIndex] = FoldedBatchNormSlot(batchNorm: batchNorm)
                         weightLayers.append(layer)
                     } else {
-                        let layer = FakeQuantizedConvolution(nodeName: node.name, convolution: convolution, chooser: chooser,
-                                                             estimator: configuration.estimator)
+                        let weight = convolution.weight.value
+                        let layer = FakeQuantizedConvolution(nodeName: node.name, convolution: convolution,
+                                                             weightQuantizer: weightQuantizer(weight.data, channels: weight.shape[0]))
                         layers[index] = layer
                         weightLayers.append(layer)
                     }
                 } else if node.op == .gemm, let linear = layers[index] as? Linear {
-                    let layer = FakeQuantizedLinear(nodeName: node.name, linear: linear, chooser: chooser, estimator: configuration.estimator)
+                    let weight = linear.weight.value
+                    let layer = FakeQuantizedLinear(nodeName: node.name, linear: linear,
+                                                    weightQuantizer: weightQuantizer(weight.data, channels: weight.shape[0]))
                     layers[index] = layer
                     weightLayers.append(layer)
                 }
@@ -174,6 +185,7 @@ public final class QuantizationAwareModel {
         extras["origin"] = "qat"
         extras["scale_update"] = configuration.scaleUpdate.name
         extras["ste"] = configuration.estimator.rawValue
+        extras["weight_scales"] = configuration.learnedWeightScales ? "learned" : "observed"
         var builder = QDQGraphBuilder(graph: folded, plan: plan, grids: activationGrids(), config: config)
         builder.activationBitsOverride = activationBitsOverride
         builder.weightBitsOverride = weightBitsOverride

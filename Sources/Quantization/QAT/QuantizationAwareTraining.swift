@@ -13,6 +13,9 @@ public struct QATRecipe: Sendable, Equatable {
     public var batch: Int = 32
     public var optimizer: OptimizerKind = .adam
     public var learningRate: Float = 1e-4
+    /// The learning rate of learned quantization scales and zero points (LSQ), when it should differ from
+    /// `learningRate`; the schedule scales both alike.
+    public var scaleLearningRate: Float?
     public var schedule: ScheduleKind = .inv
     public var weightDecay: Float = 4e-5
     /// SGD momentum (Adam uses β₁ = 0.9).
@@ -21,6 +24,9 @@ public struct QATRecipe: Sendable, Equatable {
     public var freezeBatchNormAfter: Int?
     /// After this many steps activation ranges stop following the data (nil: never).
     public var freezeObserversAfter: Int?
+    /// Knowledge distillation from the float model QAT started from: the weight of its softmax in every target
+    /// (0: labels only). Each step also runs the float model forward, in evaluation mode.
+    public var distillationWeight: Float = 0
     /// Random crop (padding 2) and horizontal flip on the training images.
     public var augment = false
     public var seed: UInt64 = 0
@@ -68,8 +74,20 @@ public enum QuantizationAwareTraining {
         guard recipe.batch >= 1, recipe.batch <= data.count else {
             throw QuantizationError("batch \(recipe.batch) must be between 1 and the \(data.count) training images")
         }
+        if let scaleLearningRate = recipe.scaleLearningRate {
+            guard scaleLearningRate >= 0, scaleLearningRate.isFinite, recipe.learningRate > 0 else {
+                throw QuantizationError("the scales' learning rate must be ≥ 0 and the learning rate > 0")
+            }
+            for parameter in qat.model.parameters where parameter.role == .quantizationRange {
+                parameter.learningRateMultiplier = scaleLearningRate / recipe.learningRate
+            }
+        }
         let trainer = Trainer(model: qat.model, optimizer: recipe.makeOptimizer(), schedule: recipe.makeSchedule(),
                               threads: recipe.threads, seed: recipe.seed)
+        if recipe.distillationWeight > 0 {
+            guard recipe.distillationWeight <= 1 else { throw QuantizationError("the distillation weight must be in [0, 1], got \(recipe.distillationWeight)") }
+            trainer.distillation = (try TrainableModel(graph: qat.model.sourceGraph), recipe.distillationWeight)
+        }
         let augmentation = recipe.augment ? Augmentation(cropPadding: 2, horizontalFlip: true) : Augmentation()
         var batches = ShuffledBatches(data, batchSize: recipe.batch, augmentation: augmentation, seed: recipe.seed)
         var summary = QATRunSummary(steps: 0, images: 0, seconds: 0, finalLoss: .nan, finalAccuracy: .nan)

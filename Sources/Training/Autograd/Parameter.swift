@@ -13,6 +13,9 @@ public final class Parameter {
     public let name: String
     public let role: ParameterRole
     public let variable: Variable
+    /// Multiplies the optimizer's learning rate for this parameter (PyTorch's per-group `lr`): QAT gives its
+    /// learned quantization scales their own rate this way.
+    public var learningRateMultiplier: Float = 1
 
     public init(name: String, role: ParameterRole, value: Tensor) {
         self.name = name

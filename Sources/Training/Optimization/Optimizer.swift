@@ -46,6 +46,7 @@ public final class SGD: Optimizer {
             let isFirst = buffers[key] == nil
             var buffer = buffers.removeValue(forKey: key) ?? (momentum != 0 ? [Float](repeating: 0, count: parameter.count) : [])
             let (momentum, nesterov) = (self.momentum, self.nesterov)
+            let learningRate = learningRate * parameter.learningRateMultiplier
             let count = parameter.count  // read before `update` holds exclusive access to the values
             parameter.update { w, g in
                 guard let g else { return }
@@ -106,6 +107,7 @@ public final class Adam: Optimizer {
             let key = ObjectIdentifier(parameter)
             var state = moments.removeValue(forKey: key)
                 ?? ([Float](repeating: 0, count: parameter.count), [Float](repeating: 0, count: parameter.count))
+            let learningRate = learningRate * parameter.learningRateMultiplier
             let count = parameter.count  // read before `update` holds exclusive access to the values
             parameter.update { w, g in
                 guard let g else { return }
