@@ -38,10 +38,14 @@ final class KLCalibrationTests: XCTestCase {
     }
 
     func testZeroSpikeAfterReLUDoesNotDragTheThresholdDown() {
-        // 60 % exact zeros (ReLU) and a uniform body: zeros are exact on every grid and must not decide the range.
-        let values = [Float](repeating: 0, count: 300_000) + even(200_000, 0, 10)
-        let (_, high) = RangeSearch.kl(histogram(values, low: 0, high: 10), bits: 8)
-        XCTAssertGreaterThan(high, 9.9)
+        // 60 % exact zeros (ReLU) on top of a body: zeros are exact on every grid, so they must not move the range.
+        for (body, bits) in [(even(200_000, 0, 10), 8), (exponential(200_000), 8), (exponential(200_000), 4)] {
+            let top = body.max()!
+            let withZeros = body + [Float](repeating: 0, count: 300_000)
+            let alone = RangeSearch.kl(histogram(body, low: 0, high: top), bits: bits)
+            let spiked = RangeSearch.kl(histogram(withZeros, low: 0, high: top), bits: bits)
+            XCTAssertEqual(spiked.1, alone.1, "\(bits) bits, top \(top)")
+        }
     }
 
     func testDistantPointMassIsNotClipped() {
