@@ -15,7 +15,7 @@ public enum QuantizeStage {
             ParameterSpec("bits", .int, default: .int(8), help: "bits of weights and activations (2–8)"),
             ParameterSpec("weight_bits", .int, default: .null, help: "bits of weights; default: bits"),
             ParameterSpec("activation_bits", .int, default: .null, help: "bits of activations; default: bits"),
-            ParameterSpec("method", .choice(methods), default: .string("mse"), help: "how activation ranges are chosen (kl clips ReLU outputs too hard on small nets: see docs/quantization.md)"),
+            ParameterSpec("method", .choice(methods), default: .string("mse"), help: "how activation ranges are chosen (see docs/quantization.md, Calibration methods)"),
             ParameterSpec("percentile", .double, default: .double(99.99), help: "for method percentile: the percentile kept at both ends"),
             ParameterSpec("momentum", .double, default: .double(0.99), help: "for method moving_average: weight of the old range per batch"),
             ParameterSpec("weight_method", .choice(["max_abs", "mse"]), default: .string("max_abs"), help: "how per-channel weight scales are chosen"),
