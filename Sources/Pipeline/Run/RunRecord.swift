@@ -2,7 +2,7 @@ import Foundation
 
 /// The version of qatflow; part of every stage key, so a new engine never reuses an old engine's results.
 public enum QatflowVersion {
-    public static let string = "0.2.0"
+    public static let string = "0.3.0"
 }
 
 /// How one stage instance ended in a run.
