@@ -19,20 +19,20 @@ public struct BiasCorrectionReport: Sendable {
 /// Quantizing weights and inputs shifts the mean of a layer's output (rounding and clipping errors do not average
 /// out per channel), and the shift travels down the network. For each quantized Conv/Gemm in graph order, the
 /// per-output-channel mean of (float output − simulated quantized output) over the correction images is added to
-/// the layer's float bias, which is then quantized to int32 again. Outputs are compared before the activation
+/// the layer's int32 bias (rounded to its grid `s_in · s_w[c]`). Outputs are compared before the activation
 /// (ReLU/clamp), where the bias acts.
 ///
 /// Each layer is measured in the QDQ graph with every earlier correction applied. Whole-network passes would
 /// cost one pass per layer (O(layers²) node evaluations); instead the QDQ graph runs once, in segments that end
 /// at a corrected layer: the values later segments read are kept for all correction images, and the corrected
-/// layer's output is shifted by its int32 bias change before the next segment reads it. The float targets come
-/// from one pass of the float graph.
+/// layer runs a second time with its new int32 bias, so what later layers read is bit for bit what the final
+/// QDQ graph computes (a shift of the output by the bias change would differ in the last bits, and a grid
+/// downstream turns such differences into whole rounding steps now and then). The float targets come from one
+/// pass of the float graph.
 struct BiasCorrection {
-    /// The float model the QDQ graph approximates (BN folded): the target means.
+    /// The float model the QDQ graph approximates (BN folded): the target means. After BN re-estimation the QDQ
+    /// graph was built from another float graph (other statistics folded in), but the target stays the model as given.
     let reference: Graph
-    /// The float graph the QDQ graph was built from: its float biases are corrected. After BN re-estimation it
-    /// differs from `reference` (other BN statistics were folded in); otherwise it is the same graph.
-    let source: Graph
     /// The quantized Conv/Gemm nodes.
     let layers: [String]
 
@@ -56,7 +56,7 @@ struct BiasCorrection {
         return result
     }
 
-    /// Corrects the int32 biases of `layers` in `quantized` (a QDQ graph built from `source`) on `images`.
+    /// Corrects the int32 biases of `layers` in `quantized` (a QDQ graph of `reference`'s structure) on `images`.
     func apply(to quantized: inout Graph, images: LabeledImages, batch: Int,
                progress: (String, Int, Int) -> Void) throws -> [BiasCorrectionReport] {
         guard let input = quantized.inputs.first, quantized.inputs.count == 1, images.count > 0 else {
@@ -83,41 +83,56 @@ struct BiasCorrection {
         let graphOutputs = Set(quantized.outputs.map(\.name))
         var live: [String: Tensor] = [input.name: Tensor(shape: [images.count, images.channels, images.height, images.width],
                                                           data: images.batch(0..<images.count).pixels)]
-        var reports: [BiasCorrectionReport] = []
-        var start = 0
-        for (layer, end) in ends.enumerated() {
-            let nodes = Array(quantized.nodes[start...end])
-            let output = quantized.nodes[end].outputs[0]
+        /// Runs `nodes` of the QDQ graph (in graph order) on the live values and adds to them what the nodes compute
+        /// that a node after index `last`, or the caller (`extra`), reads.
+        func run(_ nodes: [Node], last: Int, extra: [String] = []) throws {
+            guard !nodes.isEmpty else { return }
             let produced = Set(nodes.flatMap(\.outputs))
             var reads: [String] = []
             for name in nodes.flatMap(\.inputs) where !name.isEmpty && !produced.contains(name)
                 && quantized.initializers[name] == nil && !reads.contains(name) { reads.append(name) }
-            let kept = produced.filter { (lastReader[$0] ?? -1) > end || graphOutputs.contains($0) }.union([output]).sorted()
+            let kept = produced.filter { (lastReader[$0] ?? -1) > last || graphOutputs.contains($0) }.union(extra).sorted()
             func info(_ name: String) throws -> ValueInfo {
                 if let declared = quantized.inputs.first(where: { $0.name == name }) ?? shapes[name] { return declared }
                 throw QuantizationError("bias correction: no shape for '\(name)'")
             }
             var initializers: [String: Initializer] = [:]
             for name in nodes.flatMap(\.inputs) { if let value = quantized.initializers[name] { initializers[name] = value } }
-            let segment = Graph(name: "\(quantized.name) segment \(layer)", inputs: try reads.map(info), outputs: try kept.map(info),
-                                nodes: nodes, initializers: initializers)
-            var results = try FloatExecutor(graph: segment).run(try Dictionary(uniqueKeysWithValues: reads.map { name in
+            let part = Graph(name: quantized.name, inputs: try reads.map(info), outputs: try kept.map(info), nodes: nodes,
+                             initializers: initializers)
+            let results = try FloatExecutor(graph: part).run(try Dictionary(uniqueKeysWithValues: reads.map { name in
                 guard let value = live[name] else { throw QuantizationError("bias correction: '\(name)' was not computed before it is read") }
                 return (name, value)
             }))
-            guard var simulated = results[output] else { throw QuantizationError("bias correction: '\(output)' was not computed") }
-
-            let measured = Self.channelMeans(simulated)
-            let target = targets[layer]
-            let correction = zip(target.means, measured).map { $0 - $1 }
-            let change = try correctBias(of: quantized.nodes[end], by: correction, in: &quantized)
-            Self.shift(&simulated, byChannel: change)
-            results[output] = simulated
-
             live.merge(results) { _, new in new }
+        }
+
+        var reports: [BiasCorrectionReport] = []
+        var start = 0
+        for (layer, end) in ends.enumerated() {
+            // The layer: the Conv/Gemm and the DequantizeLinear nodes of its weight and bias. It runs twice, before
+            // and after its correction, so the kept output is exactly what the corrected QDQ graph computes.
+            let node = quantized.nodes[end], output = node.outputs[0]
+            let constants = Set(node.inputs.dropFirst())
+            var layerNodes: [Node] = [], others: [Node] = []
+            for index in start...end {
+                let candidate = quantized.nodes[index]
+                let dequantizesConstant = candidate.op == .dequantizeLinear && candidate.outputs.contains { constants.contains($0) }
+                    && candidate.inputs.allSatisfy { quantized.initializers[$0] != nil }
+                if index == end || dequantizesConstant { layerNodes.append(candidate) } else { others.append(candidate) }
+            }
+            try run(others, last: end - 1)
+            try run(layerNodes, last: end, extra: [output])
+            guard let simulated = live[output] else { throw QuantizationError("bias correction: '\(output)' was not computed") }
+
+            let target = targets[layer]
+            let correction = zip(target.means, Self.channelMeans(simulated)).map { $0 - $1 }
+            try correctBias(of: node, by: correction, in: &quantized)
+            try run(layerNodes, last: end, extra: [output])  // with the corrected bias
             live = live.filter { name, _ in (lastReader[name] ?? -1) > end || graphOutputs.contains(name) }
+
             let magnitudes = correction.map(abs)
-            reports.append(BiasCorrectionReport(node: quantized.nodes[end].name,
+            reports.append(BiasCorrectionReport(node: node.name,
                                                 meanAbsoluteCorrection: magnitudes.reduce(0, +) / Double(max(1, magnitudes.count)),
                                                 maxAbsoluteCorrection: magnitudes.max() ?? 0, outputRMS: target.rms))
             start = end + 1
@@ -126,25 +141,24 @@ struct BiasCorrection {
         return reports
     }
 
-    /// Adds `correction` to the node's float bias (from `source`) and re-quantizes it to int32 with the bias scale
-    /// `s_in · s_w[c]` (QDQGraphBuilder's names: `bias::q`, `bias::q.scale`). Returns the change of the dequantized
-    /// bias per channel, which is what the simulated output moves by.
-    private func correctBias(of node: Node, by correction: [Double], in quantized: inout Graph) throws -> [Float] {
+    /// Moves the node's int32 bias (QDQGraphBuilder's names: `bias::q`, scale `bias::q.scale` = `s_in · s_w[c]`) by
+    /// `correction`, rounded to whole codes. The correction is added to the *dequantized* bias the measurement
+    /// saw, not re-rounded from the float bias: that would add the original rounding error back, leaving up to a
+    /// whole code of mean error instead of half of one.
+    private func correctBias(of node: Node, by correction: [Double], in quantized: inout Graph) throws {
         guard node.inputs.count > 2, !node.inputs[2].isEmpty else {
             throw QuantizationError("bias correction: node '\(node.name)' has no bias")
         }
-        let bias = node.inputs[2], codesName = bias + "::q"
-        guard case .float32(let floatBias)? = source.initializers[bias]?.storage,
-              let codes = quantized.initializers[codesName], case .int32(let oldCodes) = codes.storage,
+        let codesName = node.inputs[2] + "::q"
+        guard let codes = quantized.initializers[codesName], case .int32(let oldCodes) = codes.storage,
               case .float32(let scales)? = quantized.initializers[codesName + ".scale"]?.storage,
-              floatBias.count == correction.count, oldCodes.count == correction.count, scales.count == correction.count else {
-            throw QuantizationError("bias correction: node '\(node.name)': bias '\(bias)' is not a quantized int32 bias with \(correction.count) channels")
+              oldCodes.count == correction.count, scales.count == correction.count else {
+            throw QuantizationError("bias correction: node '\(node.name)': bias '\(node.inputs[2])' is not a quantized int32 bias with \(correction.count) channels")
         }
         let newCodes = (0..<correction.count).map { c in
-            Int32(clamping: Int(((floatBias[c] + Float(correction[c])) / scales[c]).rounded(.toNearestOrEven)))
+            Int32(clamping: Int(oldCodes[c]) + Int((correction[c] / Double(scales[c])).rounded(.toNearestOrEven)))
         }
         quantized.initializers[codesName] = Initializer(name: codesName, shape: codes.shape, storage: .int32(newCodes))
-        return (0..<correction.count).map { c in Float(Int(newCodes[c]) - Int(oldCodes[c])) * scales[c] }
     }
 
     /// Per-channel (dimension 1) means of a tensor.
@@ -173,17 +187,6 @@ struct BiasCorrection {
             }
         }
         return (sums, squares, batch * plane)
-    }
-
-    private static func shift(_ tensor: inout Tensor, byChannel change: [Float]) {
-        guard change.contains(where: { $0 != 0 }) else { return }
-        let channels = change.count, plane = tensor.shape.dropFirst(2).reduce(1, *)
-        tensor.data.withUnsafeMutableBufferPointer { values in
-            for index in 0..<(values.count / plane) {
-                let delta = change[index % channels]
-                for i in (index * plane)..<((index + 1) * plane) { values[i] += delta }
-            }
-        }
     }
 
     /// Per-channel means and the RMS of each named value of the float graph over `images` (one pass).

@@ -101,7 +101,7 @@ public struct PostTrainingQuantizer {
         var quantizedGraph = try builder.build()
         var corrections: [BiasCorrectionReport] = []
         if let correctionImages {
-            corrections = try BiasCorrection(reference: graph, source: source, layers: weighted)
+            corrections = try BiasCorrection(reference: graph, layers: weighted)
                 .apply(to: &quantizedGraph, images: correctionImages, batch: batch, progress: progress)
         }
 
