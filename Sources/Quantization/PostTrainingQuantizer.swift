@@ -24,18 +24,34 @@ public struct QuantizationResult: Sendable {
     public let layers: [LayerQuantizationReport]
     public let quantizedNodes: Int
     public let floatNodes: [String]
+    /// Per corrected Conv/Gemm, in graph order (empty without bias correction).
+    public var biasCorrection: [BiasCorrectionReport] = []
+    /// Images bias correction measured on (0: off).
+    public var biasCorrectionImages = 0
+    /// nil without BN re-estimation.
+    public var batchNormReestimation: BatchNormReestimationSummary?
 }
 
 /// Post-training quantization: float graph + calibration images → QDQ graph (docs/quantization.md).
+/// Optional steps after calibration: BN re-estimation on training images (needs a BN-kept model), then bias
+/// correction on a subset of the calibration images.
 public struct PostTrainingQuantizer {
     public let config: QuantizationConfig
 
     public init(config: QuantizationConfig) { self.config = config }
 
-    public func quantize(_ floatGraph: Graph, calibration data: LabeledImages, batch: Int,
+    /// `training`: where BN re-estimation draws `config.batchNormReestimationImages` images from (required when
+    /// that is > 0).
+    public func quantize(_ floatGraph: Graph, calibration data: LabeledImages, batch: Int, training: LabeledImages? = nil,
                          progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> QuantizationResult {
         for bits in [config.weightBits, config.activationBits] where !(2...8).contains(bits) {
             throw QuantizationError("bits must be between 2 and 8, got \(bits)")
+        }
+        guard config.batchNormReestimationImages >= 0 else {
+            throw QuantizationError("BN re-estimation images must be ≥ 0, got \(config.batchNormReestimationImages)")
+        }
+        guard !config.biasCorrection || config.biasCorrectionImages >= 1 else {
+            throw QuantizationError("bias correction images must be ≥ 1, got \(config.biasCorrectionImages)")
         }
         let graph = GraphTransforms.removeIdentitiesAndDropout(try GraphTransforms.foldBatchNormalization(floatGraph))
         let knownNames = Set(graph.nodes.map(\.name))
@@ -48,24 +64,63 @@ public struct PostTrainingQuantizer {
         let observed = plan.observed
         let observers = try Self.observe(observed, in: graph, data: data, batch: batch,
                                          calibration: config.activationCalibration, progress: progress)
-
         var grids: [String: AffineQuantization] = [:]
-        var reports: [String: LayerQuantizationReport] = [:]
+        var ranges: [String: (low: Float, high: Float)] = [:]
         for name in observed {
-            let observer = observers[name]!
-            let (low, high) = observer.range(config.activationCalibration, bits: config.activationBits)
-            let grid = AffineQuantization.activation(low: low, high: high, bits: config.activationBits)
-            grids[name] = grid
-            reports[name] = LayerQuantizationReport(tensor: name, scale: grid.scale, zeroPoint: grid.zeroPoint, low: low, high: high,
-                                                    clippingRatio: observer.clippingRatio(grid), sqnr: .nan, cosine: .nan)
+            let (low, high) = observers[name]!.range(config.activationCalibration, bits: config.activationBits)
+            ranges[name] = (low, high)
+            grids[name] = AffineQuantization.activation(low: low, high: high, bits: config.activationBits)
         }
         for (tensor, root) in plan.sharedGrid { grids[tensor] = grids[root] }
 
-        let quantizedGraph = try QDQGraphBuilder(graph: graph, plan: plan, grids: grids, config: config).build()
+        // The float graph whose weights and biases the QDQ graph gets: the model itself, or after BN
+        // re-estimation the model with the statistics of the quantized network folded in.
+        var source = graph
+        var summary: BatchNormReestimationSummary?
+        var extras: [String: Any] = [:]
+        if config.batchNormReestimationImages > 0 {
+            guard let training else { throw QuantizationError("BN re-estimation needs training images") }
+            let images = try CalibrationSubset.take(config.batchNormReestimationImages, from: training, seed: config.seed)
+            let reestimated = try BatchNormReestimation.run(graph: floatGraph, config: config, calibration: data, images: images,
+                                                            batch: batch, progress: progress)
+            // The grids the statistics were measured under (calibrated the same way; QAT clamps a fused
+            // ReLU/ReLU6 output's range to the clamp, which can move a grid by a rounding).
+            source = GraphTransforms.removeIdentitiesAndDropout(try GraphTransforms.foldBatchNormalization(reestimated.graph))
+            grids = reestimated.grids
+            summary = reestimated.summary
+            extras["bn_reestimation_images"] = images.count
+        }
+        let weighted = plan.quantizedNodes.filter { name in graph.nodes.contains { $0.name == name && ($0.op == .conv || $0.op == .gemm) } }
+        if config.biasCorrection { source = try BiasCorrection.withExplicitBiases(source, layers: weighted) }
+        let correctionImages = config.biasCorrection
+            ? try CalibrationSubset.take(min(config.biasCorrectionImages, data.count), from: data, seed: config.seed) : nil
+        if let correctionImages { extras["bias_correction_images"] = correctionImages.count }
+
+        var builder = QDQGraphBuilder(graph: source, plan: plan, grids: grids, config: config)
+        builder.metadataExtras = extras
+        var quantizedGraph = try builder.build()
+        var corrections: [BiasCorrectionReport] = []
+        if let correctionImages {
+            corrections = try BiasCorrection(reference: graph, layers: weighted)
+                .apply(to: &quantizedGraph, images: correctionImages, batch: batch, progress: progress)
+        }
+
+        var reports: [String: LayerQuantizationReport] = [:]
+        for name in observed {
+            let grid = grids[name]!
+            reports[name] = LayerQuantizationReport(tensor: name, scale: grid.scale, zeroPoint: grid.zeroPoint, low: ranges[name]!.low,
+                                                    high: ranges[name]!.high, clippingRatio: observers[name]!.clippingRatio(grid),
+                                                    sqnr: .nan, cosine: .nan)
+        }
+        // Fidelity against the model as given (not the re-estimated one).
         try measureFidelity(float: graph, quantized: quantizedGraph, tensors: observed, data: data, batch: batch, reports: &reports)
         let floatNodes = graph.nodes.filter { QDQPlan.quantizableOps.contains($0.op) && !plan.quantizedNodes.contains($0.name) }.map(\.name)
-        return QuantizationResult(graph: quantizedGraph, layers: observed.compactMap { reports[$0] },
-                                  quantizedNodes: plan.quantizedNodes.count, floatNodes: floatNodes)
+        var result = QuantizationResult(graph: quantizedGraph, layers: observed.compactMap { reports[$0] },
+                                        quantizedNodes: plan.quantizedNodes.count, floatNodes: floatNodes)
+        result.biasCorrection = corrections
+        result.biasCorrectionImages = correctionImages?.count ?? 0
+        result.batchNormReestimation = summary
+        return result
     }
 
     /// Calibration: runs the float graph with every tensor in `tensors` exposed as an output, twice (ranges,

@@ -88,13 +88,28 @@ public struct QuantizationConfig: Sendable, Equatable {
     public var weightCalibration: WeightCalibration
     /// Node names left in float.
     public var skip: [String]
+    /// Empirical bias correction (Nagel et al. 2019, §4.2): each quantized Conv/Gemm's bias absorbs the mean error
+    /// its quantized output makes on calibration images (docs/quantization.md).
+    public var biasCorrection: Bool
+    /// Images bias correction measures on: a seeded subset of the calibration images (all of them when fewer).
+    public var biasCorrectionImages: Int
+    /// Training images run through the fake-quantized network in training mode to re-estimate BatchNorm
+    /// statistics before BN is folded (0: off). Needs a model that still has its BatchNormalization nodes.
+    public var batchNormReestimationImages: Int
+    /// Chooses the bias-correction subset and the BN re-estimation images.
+    public var seed: UInt64
 
     public init(weightBits: Int = 8, activationBits: Int = 8, activationCalibration: ActivationCalibration = .mse,
-                weightCalibration: WeightCalibration = .maxAbs, skip: [String] = []) {
+                weightCalibration: WeightCalibration = .maxAbs, skip: [String] = [], biasCorrection: Bool = false,
+                biasCorrectionImages: Int = 256, batchNormReestimationImages: Int = 0, seed: UInt64 = 0) {
         self.weightBits = weightBits
         self.activationBits = activationBits
         self.activationCalibration = activationCalibration
         self.weightCalibration = weightCalibration
         self.skip = skip
+        self.biasCorrection = biasCorrection
+        self.biasCorrectionImages = biasCorrectionImages
+        self.batchNormReestimationImages = batchNormReestimationImages
+        self.seed = seed
     }
 }

@@ -162,6 +162,10 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Percentile for --method percentile.") var percentile = 99.99
     @Option(help: "Node names left in float. Repeatable.") var skip: [String] = []
     @Option(help: "Images per calibration pass.") var batch = 100
+    @Option(help: "Chooses the calibration subset, the bias-correction subset and the BN re-estimation images.") var seed = 0
+    @Flag(name: .customLong("bias-correction"), help: "Correct each quantized layer's bias by the mean error of its quantized output.") var biasCorrection = false
+    @Option(name: .customLong("bias-correction-images"), help: "Images bias correction measures on (a subset of the calibration images).") var biasCorrectionImages = 256
+    @Option(name: .customLong("bn-reestimate-images"), help: "Training images (from --dataset) that re-estimate BatchNorm statistics on the fake-quantized model before BN is folded; 0: off. Needs BN kept: an ONNX model, or a model converted with --for-training.") var bnReestimateImages = 0
     @Flag(help: "No progress line.") var quiet = false
 
     func run() throws {
@@ -170,7 +174,9 @@ struct QuantizeCommand: ParsableCommand {
             var parameters: [String: JSONValue] = [
                 "dataset": .string(dataset), "images": .int(images), "bits": .int(bits), "method": .string(method),
                 "weight_method": .string(weightMethod), "percentile": .double(percentile),
-                "skip": .array(skip.map(JSONValue.string)), "batch": .int(batch),
+                "skip": .array(skip.map(JSONValue.string)), "batch": .int(batch), "seed": .int(seed),
+                "bias_correction": .bool(biasCorrection), "bias_correction_images": .int(biasCorrectionImages),
+                "bn_reestimate_images": .int(bnReestimateImages),
             ]
             if let weightBits { parameters["weight_bits"] = .int(weightBits) }
             if let activationBits { parameters["activation_bits"] = .int(activationBits) }
@@ -179,6 +185,7 @@ struct QuantizeCommand: ParsableCommand {
                 destinations: ["model": URL(fileURLWithPath: output)])
             var summary = result.metrics
             summary["layers"] = nil
+            summary["bias_correction"] = nil
             printLine("wrote \(output): \(MetricsFormatter.inline(summary))")
         } catch {
             throw fail(error)

@@ -6,8 +6,6 @@ import XCTest
 /// quantized model the int8 engine evaluates, changing its bits re-runs only it and what follows, and its
 /// parameter mistakes are manifest errors at their location.
 final class QATStageTests: XCTestCase {
-    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
     static let manifest = """
         datasets:
           train-512: {source: fashion-mnist, split: train, limit: 512}
@@ -20,13 +18,7 @@ final class QATStageTests: XCTestCase {
           export: {uses: export, needs: [qat, evaluate]}
         """
 
-    func makeProject() throws -> TemporaryProject {
-        let project = try TemporaryProject()
-        try FileManager.default.createDirectory(at: project.directory.appendingPathComponent("models"), withIntermediateDirectories: true)
-        try FileManager.default.copyItem(at: Self.repository.appendingPathComponent("models/mobilenetv2-fmnist-pytorch.onnx"),
-                                         to: project.directory.appendingPathComponent("models/m.onnx"))
-        return project
-    }
+    func makeProject() throws -> TemporaryProject { try TemporaryProject.withWorkModel() }
 
     func testQATModelRunsOnTheInt8EngineAndABitsChangeRerunsOnlyWhatFollows() throws {
         let project = try makeProject()

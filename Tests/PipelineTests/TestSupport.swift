@@ -114,6 +114,18 @@ final class TemporaryProject {
     }
 }
 
+extension TemporaryProject {
+    /// A project with the PyTorch MobileNetV2-FMNIST at `models/m.onnx`.
+    static func withWorkModel() throws -> TemporaryProject {
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let project = try TemporaryProject()
+        try FileManager.default.createDirectory(at: project.directory.appendingPathComponent("models"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: repository.appendingPathComponent("models/mobilenetv2-fmnist-pytorch.onnx"),
+                                         to: project.directory.appendingPathComponent("models/m.onnx"))
+        return project
+    }
+}
+
 /// The diagnostics of a manifest that must fail, as printed.
 func manifestErrors(_ body: () throws -> Void, file: StaticString = #filePath, line: UInt = #line) -> String {
     do {

@@ -114,16 +114,23 @@ public struct StageKind: Sendable {
     /// (defaults filled in) and the number of `needs:`, so a problem is reported as `file:line:column` before
     /// any work starts.
     public let check: @Sendable (_ parameters: [String: JSONValue], _ upstreamStages: Int) -> [ParameterProblem]
+    /// Checks against what the upstream stages will produce, as far as their kinds and parameters tell (e.g.
+    /// `quantize`'s BN re-estimation needs BatchNorm nodes, which `convert` without `for_training` folds away).
+    /// Called by the planner after `check`, with the upstream instances in `needs:` order; plain commands have
+    /// no upstream stages, so their stage must still check the input at run time.
+    public let checkUpstream: @Sendable (_ parameters: [String: JSONValue], _ upstream: [StageInstance]) -> [ParameterProblem]
     public let run: @Sendable (StageContext) throws -> StageResult
 
     public init(name: String, summary: String, parameters: [ParameterSpec], inputs: InputRule,
                 check: @escaping @Sendable ([String: JSONValue], Int) -> [ParameterProblem] = { _, _ in [] },
+                checkUpstream: @escaping @Sendable ([String: JSONValue], [StageInstance]) -> [ParameterProblem] = { _, _ in [] },
                 run: @escaping @Sendable (StageContext) throws -> StageResult) {
         self.name = name
         self.summary = summary
         self.parameters = parameters
         self.inputs = inputs
         self.check = check
+        self.checkUpstream = checkUpstream
         self.run = run
     }
 

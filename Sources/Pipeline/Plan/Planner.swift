@@ -58,6 +58,7 @@ public struct Planner {
         }
 
         var instances: [StageInstance] = []
+        var planned: [String: StageInstance] = [:]  // by instance name, for `checkUpstream`
         for stage in order {
             let kind = kinds[stage.id]!
             for combination in combinations(of: axes[stage.id]!, in: manifest.matrix) {
@@ -76,20 +77,23 @@ public struct Planner {
                         diagnostics.append(ManifestDiagnostic(place, "stage '\(name)', parameter '\(spec.name)'\(source): \(message)"))
                     }
                 }
+                let needs = stage.needs.map { need in
+                    Self.instanceName(need, combination.filter { axes[need]!.contains($0.name) })
+                }
                 // Checks across parameters need every parameter well-typed first.
                 if diagnostics.count == problemsBefore {
-                    for problem in kind.check(parameters, stage.needs.count) {
+                    let upstream = needs.compactMap { planned[$0] }
+                    for problem in kind.check(parameters, stage.needs.count) + kind.checkUpstream(parameters, upstream) {
                         let entry = problem.parameter.flatMap { stage.parameters[$0] }
                         let source = entry != nil && entry?.location == nil ? " (from --set)" : ""
                         diagnostics.append(ManifestDiagnostic(entry?.location ?? stage.location, "stage '\(name)'\(problem.parameter == nil ? ":" : ",") \(problem)\(source)"))
                     }
                 }
-                let needs = stage.needs.map { need in
-                    Self.instanceName(need, combination.filter { axes[need]!.contains($0.name) })
-                }
-                instances.append(StageInstance(name: name, stageID: stage.id, kind: kind, parameters: parameters,
-                                               matrixValues: combination, needs: needs, outputs: stage.outputs,
-                                               location: stage.location))
+                let instance = StageInstance(name: name, stageID: stage.id, kind: kind, parameters: parameters,
+                                             matrixValues: combination, needs: needs, outputs: stage.outputs,
+                                             location: stage.location)
+                instances.append(instance)
+                planned[name] = instance
             }
         }
         if !diagnostics.isEmpty { throw ManifestError(diagnostics) }

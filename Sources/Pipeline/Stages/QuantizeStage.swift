@@ -24,9 +24,35 @@ public enum QuantizeStage {
             ParameterSpec("batch", .int, default: .int(100), help: "images per calibration forward pass"),
             ParameterSpec("seed", .int, default: .int(0), help: "chooses the calibration subset"),
             ParameterSpec("skip", .stringList, default: .array([]), help: "node names left in float"),
+            ParameterSpec("bias_correction", .bool, default: .bool(false), help: "empirical bias correction: each quantized Conv/Gemm's bias absorbs the mean error of its quantized output"),
+            ParameterSpec("bias_correction_images", .int, default: .int(256), help: "images bias correction measures on (a seeded subset of the calibration images)"),
+            ParameterSpec("bn_reestimate_images", .int, default: .int(0), help: "training images run through the fake-quantized model in training mode to re-estimate BatchNorm statistics before folding (0: off; needs a model converted with for_training: true)"),
         ],
         inputs: .oneModel,
+        check: { parameters, _ in problems(parameters) },
+        checkUpstream: { parameters, upstream in upstreamProblems(parameters, upstream) },
         run: run)
+
+    /// Parameter mistakes found before anything runs (the planner reports them at the manifest's line:column).
+    static func problems(_ parameters: [String: JSONValue]) -> [ParameterProblem] {
+        var problems: [ParameterProblem] = []
+        if let images = parameters["bias_correction_images"]?.intValue, images < 1 {
+            problems.append(ParameterProblem("bias_correction_images", "must be at least 1, got \(images)"))
+        }
+        if let images = parameters["bn_reestimate_images"]?.intValue, images < 0 {
+            problems.append(ParameterProblem("bn_reestimate_images", "must be at least 0 (0: off), got \(images)"))
+        }
+        return problems
+    }
+
+    /// BN re-estimation needs the BatchNormalization nodes, which `convert` folds unless `for_training: true`.
+    /// Other upstream kinds (`train`) keep BN; a model without BN from elsewhere is refused at run time.
+    static func upstreamProblems(_ parameters: [String: JSONValue], _ upstream: [StageInstance]) -> [ParameterProblem] {
+        guard let images = parameters["bn_reestimate_images"]?.intValue, images > 0 else { return [] }
+        return upstream.filter { $0.kind.name == ConvertStage.kind.name && $0.parameters["for_training"] != .bool(true) }.map { convert in
+            ParameterProblem("bn_reestimate_images", "needs the model's BatchNormalization nodes, but stage '\(convert.name)' folds BN into the convolutions; set for_training: true on '\(convert.name)', or bn_reestimate_images: 0")
+        }
+    }
 
     public static func configuration(_ context: StageContext) throws -> QuantizationConfig {
         let bits = try context.int("bits")
@@ -42,7 +68,11 @@ public enum QuantizeStage {
                                         activationBits: context.optionalInt("activation_bits") ?? bits,
                                         activationCalibration: method,
                                         weightCalibration: WeightCalibration(rawValue: try context.string("weight_method")) ?? .maxAbs,
-                                        skip: try context.stringList("skip"))
+                                        skip: try context.stringList("skip"),
+                                        biasCorrection: try context.bool("bias_correction"),
+                                        biasCorrectionImages: try context.int("bias_correction_images"),
+                                        batchNormReestimationImages: try context.int("bn_reestimate_images"),
+                                        seed: UInt64(try context.int("seed")))
         for (name, value) in [("weight_bits", config.weightBits), ("activation_bits", config.activationBits)] where !(2...8).contains(value) {
             throw StageFailure("stage '\(context.stageID)': \(name) must be between 2 and 8, got \(value)")
         }
@@ -50,14 +80,23 @@ public enum QuantizeStage {
     }
 
     static func run(_ context: StageContext) throws -> StageResult {
+        let problems = problems(context.parameters)
+        guard problems.isEmpty else {
+            throw StageFailure("stage '\(context.stageID)': " + problems.map(\.description).joined(separator: "; "))
+        }
         let config = try configuration(context)
         let images = try context.int("images"), batch = try context.int("batch")
         guard images >= 1, batch >= 1 else { throw StageFailure("stage '\(context.stageID)': images and batch must be ≥ 1") }
-        let source = try ModelLoader.load(try context.inputModel())
+        // BN re-estimation needs BN kept: an ONNX input is then imported in training form (ours is read as it is).
+        let source = try ModelLoader.load(try context.inputModel(), forTraining: config.batchNormReestimationImages > 0)
+        if config.batchNormReestimationImages > 0 && !source.nodes.contains(where: { $0.op == .batchNormalization }) {
+            throw StageFailure("stage '\(context.stageID)': bn_reestimate_images needs the model's BatchNormalization nodes, and the input model has none (BN already folded); convert it with for_training: true (qatflow convert --for-training), or set bn_reestimate_images: 0")
+        }
         let full = try DatasetLoader.load(try context.dataset("dataset"), projectDirectory: context.projectDirectory)
         let calibration = try CalibrationSubset.take(images, from: full, seed: UInt64(try context.int("seed")))
         var phase = ""
-        let result = try PostTrainingQuantizer(config: config).quantize(source, calibration: calibration, batch: batch) { label, done, total in
+        let result = try PostTrainingQuantizer(config: config).quantize(source, calibration: calibration, batch: batch,
+                                                                         training: full) { label, done, total in
             if label != phase { phase = label; context.progress.begin(label, total: total) }
             context.progress.advanceTo(done)
         }
@@ -75,6 +114,25 @@ public enum QuantizeStage {
             "layers": layers,
         ]
         if let worst { metrics["min_sqnr_db"] = .double(worst.sqnr) }
+        if !result.biasCorrection.isEmpty {
+            let corrections = result.biasCorrection
+            metrics["bias_correction_images"] = .int(result.biasCorrectionImages)
+            metrics["bias_corrected_layers"] = .int(corrections.count)
+            metrics["bias_correction_max_abs"] = .double(corrections.map(\.maxAbsoluteCorrection).max() ?? 0)
+            // Mean over layers of mean |correction| / RMS of the float output: how large corrections are where they act.
+            let relative = corrections.map { $0.outputRMS > 0 ? $0.meanAbsoluteCorrection / $0.outputRMS : 0 }
+            metrics["bias_correction_mean_relative"] = .double(relative.reduce(0, +) / Double(relative.count))
+            metrics["bias_correction"] = .array(corrections.map { report in
+                .object(["node": .string(report.node), "mean_abs": .double(report.meanAbsoluteCorrection),
+                         "max_abs": .double(report.maxAbsoluteCorrection), "output_rms": .double(report.outputRMS)])
+            })
+        }
+        if let summary = result.batchNormReestimation {
+            metrics["bn_reestimate_images"] = .int(summary.images)
+            metrics["bn_reestimated_layers"] = .int(summary.layers)
+            metrics["bn_mean_shift_sigma"] = .double(summary.meanShift)
+            metrics["bn_std_ratio"] = .double(summary.deviationRatio)
+        }
         return StageResult(artifacts: ["model": "model.safetensors"], metrics: metrics)
     }
 }
@@ -94,35 +152,5 @@ private struct SafeReport: Encodable {
         try container.encode(report.clippingRatio, forKey: .clipping_ratio)
         try container.encode(report.sqnr.isFinite ? report.sqnr : nil, forKey: .sqnr_db)
         try container.encode(report.cosine.isFinite ? report.cosine : nil, forKey: .cosine)
-    }
-}
-
-/// A seeded random subset of a dataset (calibration should not depend on the dataset's order).
-enum CalibrationSubset {
-    static func take(_ count: Int, from data: LabeledImages, seed: UInt64) throws -> LabeledImages {
-        guard count < data.count else { return data }
-        var generator = SplitMix64(seed: seed)
-        var indices = Array(0..<data.count)
-        for i in 0..<count {
-            let j = i + Int(generator.next() % UInt64(data.count - i))
-            indices.swapAt(i, j)
-        }
-        let chosen = Array(indices.prefix(count))
-        let (pixels, labels) = data.batch(chosen)
-        return try LabeledImages(count: count, channels: data.channels, height: data.height, width: data.width,
-                                 pixels: pixels, labels: labels, classNames: data.classNames)
-    }
-}
-
-/// A small, fast, seedable generator (Vigna's SplitMix64): same seed, same subset, on every machine.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
