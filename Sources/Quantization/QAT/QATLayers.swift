@@ -193,8 +193,7 @@ public final class FoldedConvBatchNorm: Layer, WeightFakeQuantizing {
         self.nodeName = nodeName
         self.convolution = convolution
         self.batchNorm = batchNorm
-        let gamma = batchNorm.scale.value.data, variance = batchNorm.statistics.variance
-        let factors = (0..<gamma.count).map { gamma[$0] / (variance[$0] + batchNorm.epsilon).squareRoot() }
+        let factors = Self.foldFactors(of: batchNorm)
         self.weightQuantizer = makeWeightQuantizer(
             FakeQuantizeOperations.foldedValues(convolution.weight.value.data, multiplier: factors, channels: factors.count), factors.count)
     }
@@ -202,7 +201,9 @@ public final class FoldedConvBatchNorm: Layer, WeightFakeQuantizing {
     public var parameters: [Parameter] { convolution.parameters + batchNorm.parameters + weightQuantizer.parameters }
 
     /// γ/σ per output channel, computed as `foldBatchNormalization` computes it.
-    func foldFactors() -> [Float] {
+    func foldFactors() -> [Float] { Self.foldFactors(of: batchNorm) }
+
+    static func foldFactors(of batchNorm: BatchNorm2d) -> [Float] {
         let gamma = batchNorm.scale.value.data, variance = batchNorm.statistics.variance
         return (0..<gamma.count).map { gamma[$0] / (variance[$0] + batchNorm.epsilon).squareRoot() }
     }
