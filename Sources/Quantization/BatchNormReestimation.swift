@@ -49,11 +49,30 @@ enum BatchNormReestimation {
         let qat = try QuantizationAwareModel(graph: graph, configuration: configuration, calibration: calibration, batch: batch) { label, done, total in
             progress("bn re-estimation: " + label, done, total)
         }
-        qat.freezeObservers()
-        let norms = qat.model.batchNormLayers
+        let summary = try qat.reestimateBatchNormStatistics(images: images, batch: batch) { done, total in
+            progress("bn re-estimation", done, total)
+        }
+        return Result(graph: qat.model.exportGraph(), grids: qat.activationGrids(), summary: summary)
+    }
+}
+
+extension QuantizationAwareModel {
+    /// Replaces every BatchNorm's running statistics by their image-weighted average over `images`, run through
+    /// the fake-quantized model in training mode (batch statistics, activation ranges frozen, no tape, no
+    /// optimizer step). Used by PTQ's BN re-estimation and at the end of QAT, where the running statistics are
+    /// otherwise an exponential average of the last few batches (momentum 0.1: about 10 batches, 320 images at
+    /// batch 32), a noisy estimate that the exported, folded weights then carry.
+    public func reestimateBatchNormStatistics(images: LabeledImages, batch: Int, threads: Int = 2,
+                                              progress: (Int, Int) -> Void = { _, _ in }) throws -> BatchNormReestimationSummary {
+        guard images.count > 0, batch >= 1 else { throw QuantizationError("BN re-estimation needs at least one image and a batch ≥ 1") }
+        guard !weightLayers.contains(where: { ($0 as? FoldedConvBatchNorm)?.isBatchNormFrozen == true }) else {
+            throw QuantizationError("BN re-estimation needs live BatchNorm layers, and BN statistics are frozen")
+        }
+        freezeObservers()
+        let norms = model.batchNormLayers
         let before = norms.map(\.statistics), momenta = norms.map(\.momentum)
 
-        let context = ForwardContext(tape: nil, isTraining: true, threads: 2)
+        let context = ForwardContext(tape: nil, isTraining: true, threads: threads)
         var pixels: [Float] = [], labels: [Int] = []
         for start in stride(from: 0, to: images.count, by: batch) {
             let range = start..<min(start + batch, images.count)
@@ -61,10 +80,10 @@ enum BatchNormReestimation {
             // last batch the running statistics are the image-weighted mean of the batch statistics.
             for norm in norms { norm.momentum = Float(range.count) / Float(range.upperBound) }
             images.copyBatch(range, pixels: &pixels, labels: &labels)
-            _ = try qat.model(Tensor(shape: [range.count, images.channels, images.height, images.width], data: pixels), context: context)
-            progress("bn re-estimation", range.upperBound, images.count)
+            _ = try model(Tensor(shape: [range.count, images.channels, images.height, images.width], data: pixels), context: context)
+            progress(range.upperBound, images.count)
         }
-        // Back to the model's own momentum before export writes it (the model is discarded on a throw).
+        // Back to the model's own momentum before export writes it.
         for (norm, momentum) in zip(norms, momenta) { norm.momentum = momentum }
 
         var shift = 0.0, ratio = 0.0, channels = 0
@@ -77,9 +96,8 @@ enum BatchNormReestimation {
                 channels += 1
             }
         }
-        let summary = BatchNormReestimationSummary(images: images.count, layers: norms.count,
-                                                   meanShift: channels > 0 ? shift / Double(channels) : 0,
-                                                   deviationRatio: channels > 0 ? ratio / Double(channels) : 1)
-        return Result(graph: qat.model.exportGraph(), grids: qat.activationGrids(), summary: summary)
+        return BatchNormReestimationSummary(images: images.count, layers: norms.count,
+                                            meanShift: channels > 0 ? shift / Double(channels) : 0,
+                                            deviationRatio: channels > 0 ? ratio / Double(channels) : 1)
     }
 }

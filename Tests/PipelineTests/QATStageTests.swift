@@ -70,6 +70,8 @@ final class QATStageTests: XCTestCase {
         XCTAssertTrue(perChannel.contains("pipeline.yaml:6:27: error: stage 'qat', parameter 'feature_scale': per_channel is not supported"), perChannel)
         let bits = errors("bits: 9")
         XCTAssertTrue(bits.contains("parameter 'bits': must be between 2 and 8, got 9"), bits)
+        let smoothing = errors("label_smoothing: 1.0")
+        XCTAssertTrue(smoothing.contains("parameter 'label_smoothing': must be in [0, 1), got 1.0"), smoothing)
         let update = errors("scale_update: lsq")
         XCTAssertTrue(update.contains("scale_update"), update)
     }

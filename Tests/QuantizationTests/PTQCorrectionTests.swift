@@ -86,6 +86,34 @@ final class PTQCorrectionTests: XCTestCase {
         XCTAssertGreaterThan(result.summary.meanShift, 0)
     }
 
+    /// The re-estimated running mean is the mean over all images (the image-weighted average of the batch means),
+    /// whatever the batch split, and the variance differs from the starting one; frozen BN is refused. This is the
+    /// step QAT's `bn_reestimate_images` runs after training.
+    func testReestimatedStatisticsAreTheAverageOverAllImages() throws {
+        let data = try randomImages(60, side: 12, seed: 14)
+        func reestimated(batch: Int) throws -> (mean: [Float], variance: [Float], before: [Float]) {
+            let qat = try QuantizationAwareModel(graph: smallNetworkWithBatchNorm(), configuration: QATConfiguration(), calibration: data, batch: 20)
+            let before = qat.model.batchNormLayers[0].statistics.variance
+            let summary = try qat.reestimateBatchNormStatistics(images: data, batch: batch)
+            XCTAssertEqual(summary.images, 60)
+            XCTAssertEqual(summary.layers, 2)
+            XCTAssertTrue(qat.activationQuantizers.allSatisfy { !$0.isObserving }, "ranges stay frozen")
+            let statistics = qat.model.batchNormLayers[0].statistics
+            return (statistics.mean, statistics.variance, before)
+        }
+        let whole = try reestimated(batch: 60), split = try reestimated(batch: 16)  // 16, 16, 16, 12
+        XCTAssertNotEqual(whole.variance, whole.before)
+        for c in whole.mean.indices {
+            XCTAssertEqual(split.mean[c], whole.mean[c], accuracy: 1e-4 * max(1, abs(whole.mean[c])), "channel \(c)")
+        }
+
+        let frozen = try QuantizationAwareModel(graph: smallNetworkWithBatchNorm(), configuration: QATConfiguration(), calibration: data, batch: 20)
+        frozen.freezeBatchNorm()
+        XCTAssertThrowsError(try frozen.reestimateBatchNormStatistics(images: data, batch: 16)) { error in
+            XCTAssertTrue("\(error)".contains("BN statistics are frozen"), "\(error)")
+        }
+    }
+
     /// Re-estimation needs BatchNorm nodes: a folded model is refused with what to do.
     func testReestimationOfAFoldedModelIsAnError() throws {
         let data = try randomImages(16, side: 12, seed: 13)

@@ -27,6 +27,9 @@ public struct QATRecipe: Sendable, Equatable {
     /// Knowledge distillation from the float model QAT started from: the weight of its softmax in every target
     /// (0: labels only). Each step also runs the float model forward, in evaluation mode.
     public var distillationWeight: Float = 0
+    /// Cross-entropy label smoothing (0: hard labels). Fine-tuning a model with the smoothing it was trained with
+    /// keeps the objective it converged on; hard labels push every logit margin wider.
+    public var labelSmoothing: Float = 0
     /// Random crop (padding 2) and horizontal flip on the training images.
     public var augment = false
     public var seed: UInt64 = 0
@@ -82,7 +85,11 @@ public enum QuantizationAwareTraining {
                 parameter.learningRateMultiplier = scaleLearningRate / recipe.learningRate
             }
         }
+        guard recipe.labelSmoothing >= 0, recipe.labelSmoothing < 1 else {
+            throw QuantizationError("label smoothing must be in [0, 1), got \(recipe.labelSmoothing)")
+        }
         let trainer = Trainer(model: qat.model, optimizer: recipe.makeOptimizer(), schedule: recipe.makeSchedule(),
+                              loss: SoftmaxCrossEntropy(labelSmoothing: recipe.labelSmoothing),
                               threads: recipe.threads, seed: recipe.seed)
         if recipe.distillationWeight > 0 {
             guard recipe.distillationWeight <= 1 else { throw QuantizationError("the distillation weight must be in [0, 1], got \(recipe.distillationWeight)") }
