@@ -32,7 +32,6 @@ struct QATCommand: ParsableCommand {
     @Option(name: .customLong("freeze-observers-after"), help: "Steps after which activation ranges stop moving.") var freezeObserversAfter: Int?
     @Option(help: "Weight of the float model's predictions in the training targets (distillation), 0–1.") var distill = 0.0
     @Option(name: .customLong("label-smoothing"), help: "Cross-entropy label smoothing, 0–1 (the value the float model was trained with).") var labelSmoothing = 0.0
-    @Option(name: .customLong("bn-reestimate-images"), help: "After training, re-estimate BN statistics on this many training images (0: off).") var bnReestimateImages = 0
     @Flag(help: "Random crop and flip.") var augment = false
     @Option(help: "Seed for shuffling and the calibration subset.") var seed = 0
     @Option(help: "Node names left in float. Repeatable.") var skip: [String] = []
@@ -47,7 +46,7 @@ struct QATCommand: ParsableCommand {
                 "init": .string(initMethod), "init_images": .int(initImages), "batch": .int(batch),
                 "optimizer": .string(optimizer), "lr": .double(lr), "schedule": .string(schedule),
                 "weight_decay": .double(weightDecay), "augment": .bool(augment), "distill": .double(distill),
-                "label_smoothing": .double(labelSmoothing), "bn_reestimate_images": .int(bnReestimateImages), "seed": .int(seed),
+                "label_smoothing": .double(labelSmoothing), "seed": .int(seed),
                 "skip": .array(skip.map(JSONValue.string)),
             ]
             if let weightBits { parameters["weight_bits"] = .int(weightBits) }

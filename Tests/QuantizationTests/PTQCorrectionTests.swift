@@ -87,8 +87,7 @@ final class PTQCorrectionTests: XCTestCase {
     }
 
     /// The re-estimated running mean is the mean over all images (the image-weighted average of the batch means),
-    /// whatever the batch split, and the variance differs from the starting one; frozen BN is refused. This is the
-    /// step QAT's `bn_reestimate_images` runs after training.
+    /// whatever the batch split, and the variance differs from the starting one; frozen BN is refused.
     func testReestimatedStatisticsAreTheAverageOverAllImages() throws {
         let data = try randomImages(60, side: 12, seed: 14)
         func reestimated(batch: Int) throws -> (mean: [Float], variance: [Float], before: [Float]) {

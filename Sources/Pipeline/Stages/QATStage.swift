@@ -35,7 +35,6 @@ public enum QATStage {
             ParameterSpec("freeze_bn_after", .int, default: .null, help: "steps after which BN statistics freeze and convolutions run exactly folded; default never"),
             ParameterSpec("freeze_observers_after", .int, default: .null, help: "steps after which activation ranges stop moving; default never"),
             ParameterSpec("distill", .double, default: .double(0), help: "weight of the float model's predictions in every training target (knowledge distillation, temperature 1); 0 = labels only"),
-            ParameterSpec("bn_reestimate_images", .int, default: .int(0), help: "after training, training images run through the model in training mode to replace BN's running statistics by their average (0: off; skipped when BN was frozen)"),
             ParameterSpec("label_smoothing", .double, default: .double(0), help: "cross-entropy label smoothing, [0, 1); use the value the float model was trained with"),
             ParameterSpec("augment", .bool, default: .bool(false), help: "random crop (padding 2) and horizontal flip"),
             ParameterSpec("dataset", .dataset, default: .string("fashion-mnist:train"), help: "training (and calibration) images"),
@@ -61,7 +60,7 @@ public enum QATStage {
         if let epochs = int("epochs") { require(epochs >= 1, "epochs", "must be at least 1, got \(epochs)") }
         if let seed = int("seed") { require(seed >= 0, "seed", "must be at least 0, got \(seed)") }
         for name in ["batch", "init_images"] { if let value = int(name) { require(value >= 1, name, "must be at least 1, got \(value)") } }
-        for name in ["freeze_bn_after", "freeze_observers_after", "bn_reestimate_images"] { if let value = int(name) { require(value >= 0, name, "must be at least 0, got \(value)") } }
+        for name in ["freeze_bn_after", "freeze_observers_after"] { if let value = int(name) { require(value >= 0, name, "must be at least 0, got \(value)") } }
         if let rate = parameters["lr"]?.doubleValue { require(rate >= 0 && rate.isFinite, "lr", "must be a number ≥ 0, got \(rate)") }
         if let rate = parameters["scale_lr"]?.doubleValue { require(rate >= 0 && rate.isFinite, "scale_lr", "must be a number ≥ 0, got \(rate)") }
         if parameters["scale_lr"]?.doubleValue != nil, parameters["lr"]?.doubleValue == 0 {
@@ -172,28 +171,10 @@ public enum QATStage {
         }
         context.progress.finish()
 
-        // BN re-estimation: the running statistics training left are an average of its last few batches.
-        let reestimationImages = try context.int("bn_reestimate_images")
-        var reestimation: BatchNormReestimationSummary?
-        if reestimationImages > 0 {
-            if summary.batchNormFrozenAt != nil {
-                context.log("BN re-estimation skipped: BN statistics were frozen at step \(summary.batchNormFrozenAt!) and the weights trained against them")
-            } else {
-                let images = try CalibrationSubset.take(min(reestimationImages, data.count), from: data, seed: recipe.seed &+ 1)
-                context.progress.begin("bn re-estimation", total: images.count)
-                reestimation = try qat.reestimateBatchNormStatistics(images: images, batch: 100) { done, _ in
-                    context.progress.advanceTo(done)
-                }
-                context.progress.finish()
-            }
-        }
-
-        var recipeRecord: [String: Any] = [
+        let graph = try qat.exportQuantizedGraph(metadata: [
             "qat_steps": summary.steps, "qat_batch": recipe.batch, "qat_lr": Double(recipe.learningRate),
             "qat_optimizer": recipe.optimizer.rawValue, "qat_schedule": recipe.schedule.rawValue,
-        ]
-        if let reestimation { recipeRecord["bn_reestimation_images"] = reestimation.images }
-        let graph = try qat.exportQuantizedGraph(metadata: recipeRecord)
+        ])
         let output = context.outputDirectory.appendingPathComponent("model.safetensors")
         try ModelFile.write(graph, to: output)
         let size = (try FileManager.default.attributesOfItem(atPath: output.path)[.size] as? Int) ?? 0
@@ -208,10 +189,6 @@ public enum QATStage {
         if summary.finalLoss.isFinite { metrics["train_loss"] = .double(Double(summary.finalLoss)) }
         if summary.finalAccuracy.isFinite { metrics["train_accuracy"] = .double(Double(summary.finalAccuracy)) }
         if let frozen = summary.batchNormFrozenAt { metrics["bn_frozen_at"] = .int(frozen) }
-        if let reestimation {
-            metrics["bn_reestimate_images"] = .int(reestimation.images)
-            metrics["bn_mean_shift"] = .double(reestimation.meanShift)
-        }
         return StageResult(artifacts: ["model": "model.safetensors"], metrics: metrics)
     }
 }
