@@ -25,9 +25,12 @@ final class QuantizedConvolutionTests: XCTestCase {
     private func checkDepthwise(isa: KernelISA) throws {
         try requireISA(isa)
         var random = SeededRandom(seed: 3)
-        // Channel counts around the 16-lane groups and the 8-lane AVX2 halves; images down to 1×1.
+        // Channel counts around the 16-lane groups and the 8-lane AVX2 halves; images down to 1×1. The VNNI kernel
+        // packs a last block of ≤ 32 (≤ 16) channels 2 (4) pixels per register, and stride 1 takes pixels in pairs:
+        // widths up to 19 give rows with several full steps of 4 pairs plus every kind of leftover.
         let shapes: [(batch: Int, height: Int, width: Int, channels: Int)] = [
             (1, 1, 1, 1), (1, 3, 5, 3), (2, 4, 4, 16), (1, 7, 6, 17), (1, 5, 9, 40), (2, 6, 7, 96), (1, 2, 3, 8), (1, 3, 4, 130),
+            (1, 3, 19, 48), (1, 4, 13, 33), (2, 3, 11, 160), (1, 2, 17, 64),
         ]
         for (batch, height, width, channels) in shapes {
             for stride in [1, 2] {
