@@ -288,7 +288,7 @@ struct Int8GraphCompiler {
                                               weights: weights.values, bias: bias, multipliers: multipliers,
                                               inputZeroPoint: input.zeroPoint, output: clamp)
             guard kernel.outputSize(height: height, width: width) == outputSize else { return nil }
-            program.convolutionScratch.append(kernel)
+            program.convolutionScratch.append((kernel, height, width))
             step = Int8ConvolutionStep(label: node.name, kernel: kernel, input: inputStorage, output: destination, height: height, width: width)
         } else {
             return nil  // grouped (non-depthwise) or other depthwise geometries: float fallback

@@ -97,6 +97,9 @@ public struct QuantizedGEMM: Sendable {
         }
     }
 
+    /// The packed weights, for kernels built on this GEMM's layout.
+    func withPackedBytes<R>(_ body: (UnsafeRawPointer) -> R) -> R { packed.withBytes(body) }
+
     private func kernel(isa: KernelISA, rows: Int, firstPanel: Int, columns: Int, input: UnsafePointer<UInt8>,
                         lda: Int, output destination: UnsafeMutablePointer<UInt8>, ldc: Int) {
         var parameters = output.cParameters
