@@ -30,12 +30,14 @@ static inline uint32_t qf_load_tail_u32(const uint8_t* p, size_t bytes) {
 }
 
 // One tile of mr ≤ 8 rows and `panels` (1 or 2) panels; columns ≤ 16·panels valid output columns. Depth group
-// g of row i is read at a + i·lda + g·group_stride (4 for a plain matrix: groups are consecutive).
-// always_inline with constant `panels` and `group_stride` lets the compiler keep acc[][] in registers.
+// g of row i is read at a + i·lda + g·group_stride (4 for a plain matrix: groups are consecutive). With
+// `scales` (float output: a classifier's logits) row i's outputs are float(acc)·scales[column] at
+// float_c + i·ldc instead of requantized bytes at c.
+// always_inline with constant `panels`, `group_stride` and `scales` lets the compiler keep acc[][] in registers.
 QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
 qf_gemm_tile_avx512vnni(size_t mr, int panels, size_t columns, size_t k, const uint8_t* a, size_t lda,
                         size_t group_stride, const uint8_t* panel0, size_t panel_size, uint8_t* c, size_t ldc,
-                        const qf_output_params* out) {
+                        const qf_output_params* out, const float* scales, float* float_c) {
     const uint8_t* rows[QF_MR];
     // Rows past mr repeat the last valid row: the work is wasted but needs no branches in the inner loop.
     for (int i = 0; i < QF_MR; i++) rows[i] = a + (i < (int)mr ? (size_t)i : mr - 1) * lda;
@@ -66,6 +68,20 @@ qf_gemm_tile_avx512vnni(size_t mr, int panels, size_t columns, size_t k, const u
             acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], x, b0);
             if (panels > 1) acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], x, b1);
         }
+    }
+
+    if (scales) {
+        for (int p = 0; p < panels; p++) {
+            const size_t valid = columns - (size_t)p * 16 < 16 ? columns - (size_t)p * 16 : 16;
+            const __mmask16 store_mask = (__mmask16)((1u << valid) - 1u);
+            const __m512 scale = _mm512_maskz_loadu_ps(store_mask, scales + p * 16);
+            for (int i = 0; i < QF_MR && i < (int)mr; i++) {
+                // cvtdq2ps rounds to nearest even, as Float(Int32) does.
+                _mm512_mask_storeu_ps(float_c + (size_t)i * ldc + (size_t)p * 16, store_mask,
+                                      _mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][p]), scale));
+            }
+        }
+        return;
     }
 
     // Epilogue. Four rows at a time are requantized, offset by the zero point and narrowed with saturating packs,
@@ -117,7 +133,8 @@ qf_gemm_tile_avx512vnni(size_t mr, int panels, size_t columns, size_t k, const u
 // The blocked loops over tiles, for both entry points.
 QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
 qf_gemm_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, size_t group_stride,
-                   const void* packed, uint8_t* c, size_t ldc, const qf_output_params* out) {
+                   const void* packed, uint8_t* c, size_t ldc, const qf_output_params* out, const float* scales,
+                   float* float_c) {
     if (m == 0 || n == 0) return;
     const size_t panel_size = qf_gemm_u8s8_panel_size(k);
     const size_t panels = (n + QF_GEMM_PANEL_COLUMNS - 1) / QF_GEMM_PANEL_COLUMNS;
@@ -130,12 +147,16 @@ qf_gemm_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, s
             const size_t columns = n - p * QF_GEMM_PANEL_COLUMNS;
             for (size_t i = m0; i < m_end; i += QF_MR) {
                 const size_t mr = m_end - i < QF_MR ? m_end - i : QF_MR;
+                const size_t offset = i * ldc + p * QF_GEMM_PANEL_COLUMNS;
+                uint8_t* tile_c = scales ? NULL : c + offset;
+                float* tile_float_c = scales ? float_c + offset : NULL;
+                const float* tile_scales = scales ? scales + p * QF_GEMM_PANEL_COLUMNS : NULL;
                 if (p + 1 < panels) {
                     qf_gemm_tile_avx512vnni(mr, 2, columns < 32 ? columns : 32, k, a + i * lda, lda, group_stride,
-                                            panel, panel_size, c + i * ldc + p * QF_GEMM_PANEL_COLUMNS, ldc, out);
+                                            panel, panel_size, tile_c, ldc, out, tile_scales, tile_float_c);
                 } else {
                     qf_gemm_tile_avx512vnni(mr, 1, columns, k, a + i * lda, lda, group_stride, panel, panel_size,
-                                            c + i * ldc + p * QF_GEMM_PANEL_COLUMNS, ldc, out);
+                                            tile_c, ldc, out, tile_scales, tile_float_c);
                 }
             }
         }
@@ -145,19 +166,29 @@ qf_gemm_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, s
 QF_TARGET_AVX512VNNI void qf_gemm_u8s8s32_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda,
                                                      const void* packed, uint8_t* c, size_t ldc,
                                                      const qf_output_params* out) {
-    qf_gemm_avx512vnni(m, n, k, a, lda, 4, packed, c, ldc, out);
+    qf_gemm_avx512vnni(m, n, k, a, lda, 4, packed, c, ldc, out, NULL, NULL);
+}
+
+QF_TARGET_AVX512VNNI void qf_gemm_u8s8f32_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda,
+                                                     const void* packed, const float* scales, float* c,
+                                                     size_t ldc) {
+    qf_gemm_avx512vnni(m, n, k, a, lda, 4, packed, NULL, ldc, NULL, scales, c);
 }
 
 QF_TARGET_AVX512VNNI void qf_gemm_u8s8s32_grouped_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a,
                                                              size_t lda, size_t group_stride, const void* packed,
                                                              uint8_t* c, size_t ldc, const qf_output_params* out) {
-    qf_gemm_avx512vnni(m, n, k, a, lda, group_stride, packed, c, ldc, out);
+    qf_gemm_avx512vnni(m, n, k, a, lda, group_stride, packed, c, ldc, out, NULL, NULL);
 }
 
 #else  // not x86: the symbol exists so the Swift side links; the dispatcher never selects it.
 void qf_gemm_u8s8s32_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
                                 uint8_t* c, size_t ldc, const qf_output_params* out) {
     qf_gemm_u8s8s32_scalar(m, n, k, a, lda, packed, c, ldc, out);
+}
+void qf_gemm_u8s8f32_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
+                                const float* scales, float* c, size_t ldc) {
+    qf_gemm_u8s8f32_scalar(m, n, k, a, lda, packed, scales, c, ldc);
 }
 void qf_gemm_u8s8s32_grouped_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda,
                                         size_t group_stride, const void* packed, uint8_t* c, size_t ldc,

@@ -8,6 +8,23 @@ static inline void qf_shift_split(int32_t shift, int32_t* left, int32_t* right) 
     *right = shift < 0 ? -shift : 0;
 }
 
+void qf_quantize_f32_u8(size_t count, const float* x, float scale, float zero_point, float high, uint8_t* y,
+                        size_t stride) {
+    for (size_t i = 0; i < count; i++) {
+        const float v = x[i] / scale;
+        float code = zero_point;
+        if (v == v) {  // not NaN
+            // Clamping to ±512 first changes no result (the code saturates at 0 or high ≤ 255 either way) and keeps
+            // |v| < 2^22, where adding and subtracting 1.5·2^23 rounds half to even exactly, with no call to rintf
+            // (the baseline x86-64 target has no rounding instruction; that call was most of the step's time).
+            const float bounded = v < -512.0f ? -512.0f : (v > 512.0f ? 512.0f : v);
+            const float q = ((bounded + 12582912.0f) - 12582912.0f) + zero_point;
+            code = q < 0.0f ? 0.0f : (q > high ? high : q);
+        }
+        y[i * stride] = (uint8_t)code;
+    }
+}
+
 void qf_channel_sums_u8(size_t pixels, size_t channels, const uint8_t* x, int32_t* sums) {
     for (size_t c = 0; c < channels; c++) sums[c] = 0;
     for (size_t i = 0; i < pixels; i++) {

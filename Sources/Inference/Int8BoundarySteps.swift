@@ -1,4 +1,5 @@
 import Graph
+import Kernels
 import Tensor
 
 // The steps between the float world (graph inputs and outputs, nodes without an int8 kernel) and u8 storage.
@@ -32,12 +33,9 @@ struct Int8QuantizeStep: Int8Step {
             for image in 0..<batch {
                 let base = image * perImage
                 for c in 0..<planes {
-                    let source = base + c * planeSize, target = base + c
-                    for p in 0..<planeSize {
-                        let q = (x[source + p] / scale).rounded(.toNearestOrEven) + zeroPoint
-                        let code = q.isNaN ? zeroPoint : min(max(q, 0), high)
-                        destination[target + p * step] = UInt8(code)
-                    }
+                    FloatQuantization.quantize(x.baseAddress! + base + c * planeSize, count: planeSize, scale: scale,
+                                               zeroPoint: zeroPoint, high: high,
+                                               into: destination.baseAddress! + base + c, stride: step)
                 }
             }
         }

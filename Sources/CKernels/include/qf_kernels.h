@@ -66,6 +66,13 @@ void qf_gemm_u8s8s32_avx2(size_t m, size_t n, size_t k, const uint8_t* a, size_t
                           uint8_t* c, size_t ldc, const qf_output_params* out);
 void qf_gemm_u8s8s32_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
                                 uint8_t* c, size_t ldc, const qf_output_params* out);
+// The same GEMM with a float output and no requantization: C[m][n] = float(Σ_k (A[m][k] − a_zero_point)·W[n][k]
+// + bias[n]) · scales[n] (the int32 sum exact, one rounding to float, one float multiply), C row stride ldc floats.
+// For a classifier whose logits stay float. The multipliers packed with W are not used.
+void qf_gemm_u8s8f32_scalar(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
+                            const float* scales, float* c, size_t ldc);
+void qf_gemm_u8s8f32_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
+                                const float* scales, float* c, size_t ldc);
 // The same GEMM with A's depth groups of 4 bytes `group_stride` bytes apart (row i, group g at a + i·lda +
 // g·group_stride); k must be a multiple of 4 (at most 64 off x86). A convolution whose kernel rows are 4 bytes
 // (one input channel, kernel width ≤ 4, rows padded to 4 taps) reads its patches straight from a zero-point
@@ -139,6 +146,11 @@ typedef struct {
     int32_t input_zero_point;
     int32_t multiplier, shift;
 } qf_gavgpool_params;
+// QuantizeLinear of `count` floats into u8 with an output stride (one channel plane into NHWC storage):
+// y[i·stride] = clamp(round_half_to_even(x[i] / scale) + zero_point, 0, high), NaN → zero_point. The same float
+// operations as the float executor's QuantizeLinear (one IEEE division), so both engines agree bit for bit.
+void qf_quantize_f32_u8(size_t count, const float* x, float scale, float zero_point, float high, uint8_t* y,
+                        size_t stride);
 // Exact per-channel sums of one image: sums[c] = Σ_pixels x[pixel][c] (int32; fine up to 2^23 pixels). Portable
 // C that the compiler vectorises; the int8 executor's pool step rescales the sums itself (in double).
 void qf_channel_sums_u8(size_t pixels, size_t channels, const uint8_t* x, int32_t* sums);
