@@ -47,8 +47,22 @@ static inline size_t qf_dwv_blocks(size_t channels) {
     return (channels + QF_DWV_BLOCK_CHANNELS - 1) / QF_DWV_BLOCK_CHANNELS;
 }
 
-// The channel (within its 64-channel block) in lane i of register R_j.
-static inline size_t qf_dwv_channel(size_t j, size_t i) { return 16 * (i / 4) + 4 * j + i % 4; }
+// Output pixels sharing one register in a block. A full block is one pixel's 64 channels. When the last block
+// of a layer holds ≤ 32 (≤ 16) channels, three quarters (half) of every instruction would work on padding, so
+// that block packs its channels twice (four times), once per 256-bit half (128-bit lane), and the kernel loads
+// a different output pixel into each copy: 2 (4) pixels per instruction. Everything the kernel does between
+// load and store stays inside 128-bit lanes, so the copies never mix. (MobileNetV2-FMNIST has 16, 48 = 32 + 16,
+// 96 = 64 + 32 and 480 = 448 + 32 channels: 28 % of its depthwise work was padding lanes.)
+static inline size_t qf_dwv_block_pixels(size_t channels, size_t block) {
+    const size_t valid = channels - block * QF_DWV_BLOCK_CHANNELS;
+    return valid > 32 ? 1 : (valid > 16 ? 2 : 4);
+}
+
+// The channel (within its block) in lane i of register R_j, for a block of `pixels` pixels per register.
+static inline size_t qf_dwv_channel(size_t j, size_t i, size_t pixels) {
+    const size_t lanes = 4 / pixels;  // distinct 128-bit lanes of channels: 4, 2 or 1
+    return 16 * ((i / 4) % lanes) + 4 * j + i % 4;
+}
 
 // The nine input pixels one output pixel reads (row-major taps). A tap outside the image is NULL: it reads the
 // input zero point, and since the packed bias already subtracts zero_point·Σ(all 9 weights), the kernels add

@@ -17,10 +17,11 @@ static void qf_dwconv3x3_pack_vnni(size_t channels, const int8_t* weights, const
         uint8_t* base = region + block * QF_DWV_BLOCK_BYTES;
         int32_t* header = (int32_t*)base;
         int8_t* w = (int8_t*)(base + QF_DWV_HEADER_BYTES);
+        const size_t pixels = qf_dwv_block_pixels(channels, block);
         for (size_t j = 0; j < 4; j++) {
             int32_t* rows = header + j * QF_DWV_HEADER_ROWS * 16;
             for (size_t i = 0; i < 16; i++) {
-                const size_t c = block * QF_DWV_BLOCK_CHANNELS + qf_dwv_channel(j, i);
+                const size_t c = block * QF_DWV_BLOCK_CHANNELS + qf_dwv_channel(j, i, pixels);
                 if (c >= channels) continue;  // padding channels: zero weights, zero multiplier
                 int32_t weight_sum = 0;
                 int8_t* pair = w + QF_DWV_WEIGHT_BYTES;

@@ -9,6 +9,15 @@
 
 #if QF_X86
 
+// Fully unrolls a loop of constant trip count. Without it clang keeps the per-j loops rolled and round-trips the
+// four accumulators through the stack, which serialises the long requantization chains (measured: ~20 % of
+// the kernel).
+#if defined(__clang__)
+#define QF_UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define QF_UNROLL
+#endif
+
 // Four taps (64 channels each) → R_0..R_3 of the VNNI layout: byte-interleave taps (0,1) and (2,3) into
 // 16-bit pairs, then the pairs into 4-byte quads. Both steps stay inside 128-bit lanes (see qf_dwconv_layout.h).
 QF_TARGET_AVX512VNNI static inline void qf_dwv_interleave(__m512i t0, __m512i t1, __m512i t2, __m512i t3,
@@ -21,10 +30,59 @@ QF_TARGET_AVX512VNNI static inline void qf_dwv_interleave(__m512i t0, __m512i t1
     r[3] = _mm512_unpackhi_epi16(hi01, hi23);
 }
 
-// Requantizes the four accumulators of one pixel's 64-channel block and stores them in channel order.
-QF_TARGET_AVX512VNNI static inline void qf_dwv_store(const __m512i acc[4], const int32_t* header, uint8_t* dst,
-                                                    __mmask64 mask, __m512i lo, __m512i hi, __m512i zero_point) {
+// The loads and stores of a block with P pixels per register (qf_dwv_block_pixels): P = 1 is one pixel's 64
+// channels; P = 2 and 4 put pixel p in the p-th 256-bit half or 128-bit lane. `mask` selects the valid channels
+// of one pixel (64, 32 or 16 bits). A NULL pointer is a tap in the padding: it reads the input zero point.
+QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) __m512i
+qf_dwv_load(int P, const uint8_t* const* p, size_t c0, __mmask64 mask, __m512i zero_vector) {
+    if (P == 1) return p[0] ? _mm512_maskz_loadu_epi8(mask, p[0] + c0) : zero_vector;
+    if (P == 2) {
+        const __m256i zero = _mm512_castsi512_si256(zero_vector);
+        const __m256i lo = p[0] ? _mm256_maskz_loadu_epi8((__mmask32)mask, p[0] + c0) : zero;
+        const __m256i hi = p[1] ? _mm256_maskz_loadu_epi8((__mmask32)mask, p[1] + c0) : zero;
+        return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    }
+    const __m128i zero = _mm512_castsi512_si128(zero_vector);
+    __m128i q[4];
+    QF_UNROLL
+    for (int k = 0; k < 4; k++) q[k] = p[k] ? _mm_maskz_loadu_epi8((__mmask16)mask, p[k] + c0) : zero;
+    const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(q[0]), q[1], 1);
+    const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(q[2]), q[3], 1);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+// Stores pixel p's part of `bytes` at dst[p] + c0; a NULL dst[p] is an unused slot.
+QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
+qf_dwv_store(int P, __m512i bytes, uint8_t* const* dst, size_t c0, __mmask64 mask) {
+    if (P == 1) {
+        _mm512_mask_storeu_epi8(dst[0] + c0, mask, bytes);
+    } else if (P == 2) {
+        if (dst[0]) _mm256_mask_storeu_epi8(dst[0] + c0, (__mmask32)mask, _mm512_castsi512_si256(bytes));
+        if (dst[1]) _mm256_mask_storeu_epi8(dst[1] + c0, (__mmask32)mask, _mm512_extracti64x4_epi64(bytes, 1));
+    } else {
+        const __mmask16 m = (__mmask16)mask;
+        if (dst[0]) _mm_mask_storeu_epi8(dst[0] + c0, m, _mm512_castsi512_si128(bytes));
+        if (dst[1]) _mm_mask_storeu_epi8(dst[1] + c0, m, _mm512_extracti32x4_epi32(bytes, 1));
+        if (dst[2]) _mm_mask_storeu_epi8(dst[2] + c0, m, _mm512_extracti32x4_epi32(bytes, 2));
+        if (dst[3]) _mm_mask_storeu_epi8(dst[3] + c0, m, _mm512_extracti32x4_epi32(bytes, 3));
+    }
+}
+
+// The output clamp. Requantized values plus the zero point are packed to bytes with saturating packs, which
+// already clamp to [0, 255] (|value| < 2^30, so adding the zero point cannot overflow); only a narrower range
+// (ReLU with a non-zero zero point, fewer bits) needs a byte min/max, one per 64 outputs instead of two per 16.
+typedef struct {
+    __m512i zero_point;   // int32 lanes
+    __m512i qmin, qmax;   // bytes
+    int clamp_min, clamp_max;
+} qf_dwv_output;
+
+// Requantizes the four accumulators of one block (qf_multiply_shift_avx512, the GEMM's epilogue) and packs them
+// to bytes in channel order: the in-lane packs undo the interleave, so lane L holds channels 16L..16L+15.
+QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) __m512i
+qf_dwv_requantize(const __m512i acc[4], const int32_t* header, const qf_dwv_output* o) {
     __m512i y[4];
+    QF_UNROLL
     for (int j = 0; j < 4; j++) {
         const int32_t* rows = header + j * QF_DWV_HEADER_ROWS * 16;
         const __m512i left = _mm512_loadu_si512(rows + QF_DWV_LEFT_SHIFT * 16);
@@ -36,28 +94,46 @@ QF_TARGET_AVX512VNNI static inline void qf_dwv_store(const __m512i acc[4], const
                                      _mm512_loadu_si512(rows + QF_DWV_NUDGE_EVEN * 16),
                                      _mm512_loadu_si512(rows + QF_DWV_NUDGE_ODD * 16), right,
                                      _mm512_test_epi32_mask(right, right));
-        y[j] = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), zero_point);
+        y[j] = _mm512_add_epi32(v, o->zero_point);
     }
-    // In-lane packs undo the interleave: lane L of the result holds channels 16L..16L+15 in order.
-    const __m512i bytes = _mm512_packus_epi16(_mm512_packs_epi32(y[0], y[1]), _mm512_packs_epi32(y[2], y[3]));
-    _mm512_mask_storeu_epi8(dst, mask, bytes);
+    __m512i bytes = _mm512_packus_epi16(_mm512_packs_epi32(y[0], y[1]), _mm512_packs_epi32(y[2], y[3]));
+    if (o->clamp_min) bytes = _mm512_max_epu8(bytes, o->qmin);
+    if (o->clamp_max) bytes = _mm512_min_epu8(bytes, o->qmax);
+    return bytes;
 }
 
-// 64 channels of one output pixel with vpdpbusd: 12 multiply-accumulate instructions for 9 taps × 64 channels.
-QF_TARGET_AVX512VNNI static inline void qf_dwv_pixel(const uint8_t* const taps[9], size_t c0, __mmask64 mask,
-                                                    __m512i zero_vector, const uint8_t* block, uint8_t* dst,
-                                                    __m512i lo, __m512i hi, __m512i zero_point) {
+// Accumulators start at the packed bias (zero point already folded in).
+QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void qf_dwv_bias(const int32_t* header,
+                                                                                  __m512i acc[4]) {
+    QF_UNROLL
+    for (int j = 0; j < 4; j++) acc[j] = _mm512_loadu_si512(header + (j * QF_DWV_HEADER_ROWS + QF_DWV_BIAS) * 16);
+}
+
+// One block of P output pixels, any stride: taps[p][t] is tap t of pixel p (NULL in the padding). 12
+// multiply-accumulate instructions for 9 taps × 64 lanes.
+QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
+qf_dwv_pixels(int P, const uint8_t* const taps[][9], size_t c0, __mmask64 mask, __m512i zero_vector,
+              const uint8_t* block, uint8_t* const* dst, const qf_dwv_output* o) {
     const int32_t* header = (const int32_t*)block;
     const uint8_t* w = block + QF_DWV_HEADER_BYTES;
     __m512i x[9];
-    for (int t = 0; t < 9; t++) x[t] = taps[t] ? _mm512_maskz_loadu_epi8(mask, taps[t] + c0) : zero_vector;
+    QF_UNROLL
+    for (int t = 0; t < 9; t++) {
+        const uint8_t* p[4];
+        QF_UNROLL
+        for (int k = 0; k < P; k++) p[k] = taps[k][t];
+        x[t] = qf_dwv_load(P, p, c0, mask, zero_vector);
+    }
     __m512i acc[4], r[4];
-    for (int j = 0; j < 4; j++) acc[j] = _mm512_loadu_si512(header + (j * QF_DWV_HEADER_ROWS + QF_DWV_BIAS) * 16);
+    qf_dwv_bias(header, acc);
     qf_dwv_interleave(x[0], x[1], x[2], x[3], r);
+    QF_UNROLL
     for (int j = 0; j < 4; j++) acc[j] = _mm512_dpbusd_epi32(acc[j], r[j], _mm512_loadu_si512(w + (0 * 4 + j) * 64));
     qf_dwv_interleave(x[4], x[5], x[6], x[7], r);
+    QF_UNROLL
     for (int j = 0; j < 4; j++) acc[j] = _mm512_dpbusd_epi32(acc[j], r[j], _mm512_loadu_si512(w + (1 * 4 + j) * 64));
     // Tap 8 alone: vpshufb moves byte 4j+k of each 128-bit lane to byte 0 of dword k and zeroes the rest.
+    QF_UNROLL
     for (int j = 0; j < 4; j++) {
         const int b = 4 * j;
         const __m512i pick = _mm512_set4_epi32((int32_t)(0x80808000u | (uint32_t)(b + 3)),
@@ -67,34 +143,122 @@ QF_TARGET_AVX512VNNI static inline void qf_dwv_pixel(const uint8_t* const taps[9
         acc[j] = _mm512_dpbusd_epi32(acc[j], _mm512_shuffle_epi8(x[8], pick),
                                      _mm512_loadu_si512(w + (2 * 4 + j) * 64));
     }
-    qf_dwv_store(acc, header, dst + c0, mask, lo, hi, zero_point);
+    qf_dwv_store(P, qf_dwv_requantize(acc, header, o), dst, c0, mask);
 }
 
-// Two neighbouring output pixels (stride 1): `columns[ky][q]` is input column ox−1+q of kernel row ky (NULL
-// outside the image).
-QF_TARGET_AVX512VNNI static inline void qf_dwv_pixel_pair(const uint8_t* const columns[3][4], size_t c0,
-                                                         __mmask64 mask, __m512i zero_vector, const uint8_t* block,
-                                                         uint8_t* dst_left, uint8_t* dst_right, __m512i lo,
-                                                         __m512i hi, __m512i zero_point) {
+// Two neighbouring output pixels (stride 1) in each of P slots: columns[p][ky][q] is input column ox−1+q of
+// kernel row ky for slot p's left pixel ox (NULL in the padding).
+QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
+qf_dwv_pixel_pairs(int P, const uint8_t* const columns[][3][4], size_t c0, __mmask64 mask, __m512i zero_vector,
+                   const uint8_t* block, uint8_t* const* dst_left, uint8_t* const* dst_right,
+                   const qf_dwv_output* o) {
     const int32_t* header = (const int32_t*)block;
     const uint8_t* w = block + QF_DWV_HEADER_BYTES + QF_DWV_WEIGHT_BYTES;
     __m512i acc_left[4], acc_right[4], r[4];
-    for (int j = 0; j < 4; j++) {
-        acc_left[j] = acc_right[j] = _mm512_loadu_si512(header + (j * QF_DWV_HEADER_ROWS + QF_DWV_BIAS) * 16);
-    }
+    qf_dwv_bias(header, acc_left);
+    QF_UNROLL
+    for (int j = 0; j < 4; j++) acc_right[j] = acc_left[j];
+    QF_UNROLL
     for (int ky = 0; ky < 3; ky++) {
         __m512i x[4];
+        QF_UNROLL
         for (int q = 0; q < 4; q++) {
-            x[q] = columns[ky][q] ? _mm512_maskz_loadu_epi8(mask, columns[ky][q] + c0) : zero_vector;
+            const uint8_t* p[4];
+            QF_UNROLL
+            for (int k = 0; k < P; k++) p[k] = columns[k][ky][q];
+            x[q] = qf_dwv_load(P, p, c0, mask, zero_vector);
         }
         qf_dwv_interleave(x[0], x[1], x[2], x[3], r);
+        QF_UNROLL
         for (int j = 0; j < 4; j++) {
             acc_left[j] = _mm512_dpbusd_epi32(acc_left[j], r[j], _mm512_loadu_si512(w + ((ky * 2 + 0) * 4 + j) * 64));
             acc_right[j] = _mm512_dpbusd_epi32(acc_right[j], r[j], _mm512_loadu_si512(w + ((ky * 2 + 1) * 4 + j) * 64));
         }
     }
-    qf_dwv_store(acc_left, header, dst_left + c0, mask, lo, hi, zero_point);
-    qf_dwv_store(acc_right, header, dst_right + c0, mask, lo, hi, zero_point);
+    qf_dwv_store(P, qf_dwv_requantize(acc_left, header, o), dst_left, c0, mask);
+    qf_dwv_store(P, qf_dwv_requantize(acc_right, header, o), dst_right, c0, mask);
+}
+
+// Input columns ox−1 … ox+2 of the three kernel rows of output pixel (oy, ox), stride 1 (NULL outside). Inside
+// the image (the common case) they are fixed offsets: the general branch, called for every pair, was 14 % of
+// the kernel's time in the int8 engine's profile.
+static inline __attribute__((always_inline)) void qf_dwv_pair_columns(const qf_dwconv_shape* s,
+                                                                      const uint8_t* image, size_t oy, size_t ox,
+                                                                      const uint8_t* columns[3][4]) {
+    if (oy >= 1 && oy + 1 < s->height && ox >= 1 && ox + 2 < s->width) {
+        const size_t C = s->channels, row = s->width * C;
+        const uint8_t* top_left = image + ((oy - 1) * s->width + (ox - 1)) * C;
+        QF_UNROLL
+        for (int ky = 0; ky < 3; ky++) {
+            QF_UNROLL
+            for (int q = 0; q < 4; q++) columns[ky][q] = top_left + (size_t)ky * row + (size_t)q * C;
+        }
+        return;
+    }
+    QF_UNROLL
+    for (int ky = 0; ky < 3; ky++) {
+        const ptrdiff_t iy = (ptrdiff_t)oy - 1 + ky;
+        const int row_inside = iy >= 0 && iy < (ptrdiff_t)s->height;
+        QF_UNROLL
+        for (int q = 0; q < 4; q++) {
+            const ptrdiff_t ix = (ptrdiff_t)ox - 1 + q;
+            const int inside = row_inside && ix >= 0 && ix < (ptrdiff_t)s->width;
+            columns[ky][q] = inside ? image + ((size_t)iy * s->width + (size_t)ix) * s->channels : NULL;
+        }
+    }
+}
+
+// One output row, channel blocks [block_begin, block_end) of P pixels each (P = 1 for full blocks). Stride 1
+// takes pixels in pairs (P pairs per step); stride 2 and an odd last pixel go P single pixels per step. Slots
+// past the row's end repeat the first slot's inputs and store nothing.
+QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
+qf_dwv_row(int P, const qf_dwconv_shape* s, const uint8_t* image_base, size_t oy, uint8_t* out_row,
+           const uint8_t* region, size_t block_begin, size_t block_end, __m512i zero_vector,
+           const qf_dwv_output* o) {
+    const size_t C = s->channels, W = s->out_width;
+    const size_t lanes = 64 / (size_t)P;  // channels of one pixel per register
+    size_t ox = 0;
+    if (s->stride == 1) {
+        for (; ox + 2 <= W; ox += 2 * (size_t)P) {
+            const uint8_t* columns[4][3][4];
+            uint8_t* dst_left[4];
+            uint8_t* dst_right[4];
+            QF_UNROLL
+            for (int k = 0; k < P; k++) {
+                const size_t x = ox + 2 * (size_t)k;
+                const int used = x + 2 <= W;
+                qf_dwv_pair_columns(s, image_base, oy, used ? x : ox, columns[k]);
+                dst_left[k] = used ? out_row + x * C : NULL;
+                dst_right[k] = used ? out_row + (x + 1) * C : NULL;
+            }
+            for (size_t b = block_begin; b < block_end; b++) {
+                const size_t c0 = b * QF_DWV_BLOCK_CHANNELS;
+                const size_t valid = C - c0 < lanes ? C - c0 : lanes;
+                const __mmask64 mask = valid == 64 ? ~(__mmask64)0 : (((__mmask64)1 << valid) - 1);
+                qf_dwv_pixel_pairs(P, (const uint8_t* const(*)[3][4])columns, c0, mask, zero_vector,
+                                   region + b * QF_DWV_BLOCK_BYTES, dst_left, dst_right, o);
+            }
+        }
+        ox = W / 2 * 2;  // the pairs covered every even-width prefix
+    }
+    for (; ox < W; ox += (size_t)P) {
+        const uint8_t* taps[4][9];
+        uint8_t* dst[4];
+        QF_UNROLL
+        for (int k = 0; k < P; k++) {
+            const size_t x = ox + (size_t)k;
+            const int used = x < W;
+            qf_dwconv_taps_fast(s, image_base, oy, used ? x : ox, taps[k]);
+            dst[k] = used ? out_row + x * C : NULL;
+        }
+        for (size_t b = block_begin; b < block_end; b++) {
+            const size_t c0 = b * QF_DWV_BLOCK_CHANNELS;
+            const size_t valid = C - c0 < lanes ? C - c0 : lanes;
+            const __mmask64 mask = valid == 64 ? ~(__mmask64)0 : (((__mmask64)1 << valid) - 1);
+            qf_dwv_pixels(P, (const uint8_t* const(*)[9])taps, c0, mask, zero_vector, region + b * QF_DWV_BLOCK_BYTES,
+                          dst, o);
+        }
+    }
 }
 
 QF_TARGET_AVX512VNNI void qf_dwconv3x3_u8s8_avx512vnni(const qf_dwconv_shape* s, const uint8_t* input,
@@ -103,44 +267,23 @@ QF_TARGET_AVX512VNNI void qf_dwconv3x3_u8s8_avx512vnni(const qf_dwconv_shape* s,
     const size_t C = s->channels;
     const uint8_t* region = (const uint8_t*)packed + qf_dw_generic_bytes(C);
     const __m512i zero_vector = _mm512_set1_epi8((char)s->input_zero_point);
-    const __m512i zero_point = _mm512_set1_epi32(out->zero_point);
-    const __m512i lo = _mm512_set1_epi32(out->qmin - out->zero_point);
-    const __m512i hi = _mm512_set1_epi32(out->qmax - out->zero_point);
+    const qf_dwv_output o = {
+        .zero_point = _mm512_set1_epi32(out->zero_point),
+        .qmin = _mm512_set1_epi8((char)(uint8_t)out->qmin),
+        .qmax = _mm512_set1_epi8((char)(uint8_t)out->qmax),
+        .clamp_min = out->qmin > 0,
+        .clamp_max = out->qmax < 255,
+    };
+    const size_t blocks = qf_dwv_blocks(C);
+    const size_t tail_pixels = qf_dwv_block_pixels(C, blocks - 1);
+    const size_t full_blocks = tail_pixels == 1 ? blocks : blocks - 1;
     for (size_t r = row_begin; r < row_end; r++) {
         const size_t image = r / s->out_height, oy = r % s->out_height;
         const uint8_t* image_base = input + image * s->height * s->width * C;
-        size_t ox = 0;
-        if (s->stride == 1) {
-            for (; ox + 2 <= s->out_width; ox += 2) {
-                const uint8_t* columns[3][4];
-                for (int ky = 0; ky < 3; ky++) {
-                    const ptrdiff_t iy = (ptrdiff_t)oy - 1 + ky;
-                    for (int q = 0; q < 4; q++) {
-                        const ptrdiff_t ix = (ptrdiff_t)ox - 1 + q;
-                        const int inside = iy >= 0 && iy < (ptrdiff_t)s->height && ix >= 0 && ix < (ptrdiff_t)s->width;
-                        columns[ky][q] = inside ? image_base + ((size_t)iy * s->width + (size_t)ix) * C : NULL;
-                    }
-                }
-                uint8_t* dst = output + (r * s->out_width + ox) * C;
-                for (size_t c0 = 0; c0 < C; c0 += QF_DWV_BLOCK_CHANNELS) {
-                    const size_t valid = C - c0 < 64 ? C - c0 : 64;
-                    const __mmask64 mask = valid == 64 ? ~(__mmask64)0 : (((__mmask64)1 << valid) - 1);
-                    qf_dwv_pixel_pair(columns, c0, mask, zero_vector, region + (c0 / 64) * QF_DWV_BLOCK_BYTES, dst,
-                                      dst + C, lo, hi, zero_point);
-                }
-            }
-        }
-        for (; ox < s->out_width; ox++) {  // stride 2, and the last pixel of an odd row
-            const uint8_t* taps[9];
-            qf_dwconv_taps_fast(s, image_base, oy, ox, taps);
-            uint8_t* dst = output + (r * s->out_width + ox) * C;
-            for (size_t c0 = 0; c0 < C; c0 += QF_DWV_BLOCK_CHANNELS) {
-                const size_t valid = C - c0 < 64 ? C - c0 : 64;
-                const __mmask64 mask = valid == 64 ? ~(__mmask64)0 : (((__mmask64)1 << valid) - 1);
-                qf_dwv_pixel(taps, c0, mask, zero_vector, region + (c0 / 64) * QF_DWV_BLOCK_BYTES, dst, lo, hi,
-                             zero_point);
-            }
-        }
+        uint8_t* out_row = output + r * s->out_width * C;
+        if (full_blocks > 0) qf_dwv_row(1, s, image_base, oy, out_row, region, 0, full_blocks, zero_vector, &o);
+        if (tail_pixels == 2) qf_dwv_row(2, s, image_base, oy, out_row, region, blocks - 1, blocks, zero_vector, &o);
+        if (tail_pixels == 4) qf_dwv_row(4, s, image_base, oy, out_row, region, blocks - 1, blocks, zero_vector, &o);
     }
 }
 

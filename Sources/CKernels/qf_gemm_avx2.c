@@ -21,8 +21,10 @@ static inline uint32_t qf_load_u32(const uint8_t* p) {
 }
 
 static inline uint32_t qf_load_tail_u32(const uint8_t* p, size_t bytes) {
-    uint32_t v = 0;
-    memcpy(&v, p, bytes);
+    // Byte by byte: memcpy with a run-time size is a library call per row (bytes is 1-3).
+    uint32_t v = p[0];
+    if (bytes > 1) v |= (uint32_t)p[1] << 8;
+    if (bytes > 2) v |= (uint32_t)p[2] << 16;
     return v;
 }
 

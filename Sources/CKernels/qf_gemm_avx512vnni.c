@@ -22,17 +22,22 @@ static inline uint32_t qf_load_u32(const uint8_t* p) {
 
 // Reads the last, partial depth group (1-3 bytes) without touching memory past the row.
 static inline uint32_t qf_load_tail_u32(const uint8_t* p, size_t bytes) {
-    uint32_t v = 0;
-    memcpy(&v, p, bytes);
+    // Byte by byte: memcpy with a run-time size is a library call per row (bytes is 1-3).
+    uint32_t v = p[0];
+    if (bytes > 1) v |= (uint32_t)p[1] << 8;
+    if (bytes > 2) v |= (uint32_t)p[2] << 16;
     return v;
 }
 
-// One tile of mr ≤ 8 rows and `panels` (1 or 2) panels; columns ≤ 16·panels valid output columns.
-// always_inline with constant `panels` lets the compiler keep acc[][] in registers.
+// One tile of mr ≤ 8 rows and `panels` (1 or 2) panels; columns ≤ 16·panels valid output columns. Depth group
+// g of row i is read at a + i·lda + g·group_stride (4 for a plain matrix: groups are consecutive). With
+// `scales` (float output: a classifier's logits) row i's outputs are float(acc)·scales[column] at
+// float_c + i·ldc instead of requantized bytes at c.
+// always_inline with constant `panels`, `group_stride` and `scales` lets the compiler keep acc[][] in registers.
 QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
 qf_gemm_tile_avx512vnni(size_t mr, int panels, size_t columns, size_t k, const uint8_t* a, size_t lda,
-                        const uint8_t* panel0, size_t panel_size, uint8_t* c, size_t ldc,
-                        const qf_output_params* out) {
+                        size_t group_stride, const uint8_t* panel0, size_t panel_size, uint8_t* c, size_t ldc,
+                        const qf_output_params* out, const float* scales, float* float_c) {
     const uint8_t* rows[QF_MR];
     // Rows past mr repeat the last valid row: the work is wasted but needs no branches in the inner loop.
     for (int i = 0; i < QF_MR; i++) rows[i] = a + (i < (int)mr ? (size_t)i : mr - 1) * lda;
@@ -49,7 +54,7 @@ qf_gemm_tile_avx512vnni(size_t mr, int panels, size_t columns, size_t k, const u
         const __m512i b0 = _mm512_loadu_si512(w0 + g * 64);
         const __m512i b1 = panels > 1 ? _mm512_loadu_si512(w1 + g * 64) : b0;
         for (int i = 0; i < QF_MR; i++) {
-            const __m512i x = _mm512_set1_epi32((int32_t)qf_load_u32(rows[i] + g * 4));
+            const __m512i x = _mm512_set1_epi32((int32_t)qf_load_u32(rows[i] + g * group_stride));
             acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], x, b0);
             if (panels > 1) acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], x, b1);
         }
@@ -59,15 +64,36 @@ qf_gemm_tile_avx512vnni(size_t mr, int panels, size_t columns, size_t k, const u
         const __m512i b0 = _mm512_loadu_si512(w0 + g * 64);
         const __m512i b1 = panels > 1 ? _mm512_loadu_si512(w1 + g * 64) : b0;
         for (int i = 0; i < QF_MR; i++) {
-            const __m512i x = _mm512_set1_epi32((int32_t)qf_load_tail_u32(rows[i] + g * 4, k % 4));
+            const __m512i x = _mm512_set1_epi32((int32_t)qf_load_tail_u32(rows[i] + g * group_stride, k % 4));
             acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], x, b0);
             if (panels > 1) acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], x, b1);
         }
     }
 
+    if (scales) {
+        for (int p = 0; p < panels; p++) {
+            const size_t valid = columns - (size_t)p * 16 < 16 ? columns - (size_t)p * 16 : 16;
+            const __mmask16 store_mask = (__mmask16)((1u << valid) - 1u);
+            const __m512 scale = _mm512_maskz_loadu_ps(store_mask, scales + p * 16);
+            for (int i = 0; i < QF_MR && i < (int)mr; i++) {
+                // cvtdq2ps rounds to nearest even, as Float(Int32) does.
+                _mm512_mask_storeu_ps(float_c + (size_t)i * ldc + (size_t)p * 16, store_mask,
+                                      _mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][p]), scale));
+            }
+        }
+        return;
+    }
+
+    // Epilogue. Four rows at a time are requantized, offset by the zero point and narrowed with saturating packs,
+    // which clamp to [0, 255] on the way (|value| < 2^30, so adding the zero point cannot overflow); a narrower
+    // output range (ReLU with a non-zero zero point, fewer bits) costs one byte min/max per four rows. This
+    // replaces a min, a max and a vpmovdb per row (vpmovdb is two slow uops on Zen 4).
     const __m512i zero_point = _mm512_set1_epi32(out->zero_point);
-    const __m512i lo = _mm512_set1_epi32(out->qmin - out->zero_point);
-    const __m512i hi = _mm512_set1_epi32(out->qmax - out->zero_point);
+    const __m512i qmin = _mm512_set1_epi8((char)(uint8_t)out->qmin), qmax = _mm512_set1_epi8((char)(uint8_t)out->qmax);
+    const int clamp_min = out->qmin > 0, clamp_max = out->qmax < 255;
+    // After the packs, 128-bit lane L holds channels 4L..4L+3 of rows 0, 1, 2, 3 (one dword each); this dword
+    // permutation gathers each row's 16 channels into one lane: row k in lane k.
+    const __m512i rows_to_lanes = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     for (int p = 0; p < panels; p++) {
         // The per-channel constants are loaded once per tile and reused for its 8 rows.
         const int32_t* header = (const int32_t*)(panel0 + p * panel_size);
@@ -81,20 +107,34 @@ qf_gemm_tile_avx512vnni(size_t mr, int panels, size_t columns, size_t k, const u
         const int shifts_left = _mm512_test_epi32_mask(left, left) != 0;  // only multipliers ≥ 1 shift left
         const size_t valid = columns - (size_t)p * 16 < 16 ? columns - (size_t)p * 16 : 16;
         const __mmask16 store_mask = (__mmask16)((1u << valid) - 1u);
-        for (int i = 0; i < QF_MR; i++) {
-            if (i >= (int)mr) break;
-            __m512i y = acc[i][p];
-            if (shifts_left) y = _mm512_sllv_epi32(y, left);
-            y = qf_multiply_shift_avx512(y, m_even, m_odd, nudge_even, nudge_odd, right, rounds);
-            y = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(y, lo), hi), zero_point);
-            _mm_mask_storeu_epi8(c + (size_t)i * ldc + (size_t)p * 16, store_mask, _mm512_cvtepi32_epi8(y));
+        for (int i0 = 0; i0 < QF_MR; i0 += 4) {
+            if (i0 >= (int)mr) break;
+            __m512i y[4];
+            for (int k = 0; k < 4; k++) {
+                __m512i v = acc[i0 + k][p];
+                if (shifts_left) v = _mm512_sllv_epi32(v, left);
+                v = qf_multiply_shift_avx512(v, m_even, m_odd, nudge_even, nudge_odd, right, rounds);
+                y[k] = _mm512_add_epi32(v, zero_point);
+            }
+            __m512i bytes = _mm512_packus_epi16(_mm512_packs_epi32(y[0], y[1]), _mm512_packs_epi32(y[2], y[3]));
+            if (clamp_min) bytes = _mm512_max_epu8(bytes, qmin);
+            if (clamp_max) bytes = _mm512_min_epu8(bytes, qmax);
+            bytes = _mm512_permutexvar_epi32(rows_to_lanes, bytes);
+            uint8_t* row = c + (size_t)i0 * ldc + (size_t)p * 16;
+            const int rows_left = (int)mr - i0;
+            _mm_mask_storeu_epi8(row, store_mask, _mm512_castsi512_si128(bytes));
+            if (rows_left > 1) _mm_mask_storeu_epi8(row + ldc, store_mask, _mm512_extracti32x4_epi32(bytes, 1));
+            if (rows_left > 2) _mm_mask_storeu_epi8(row + 2 * ldc, store_mask, _mm512_extracti32x4_epi32(bytes, 2));
+            if (rows_left > 3) _mm_mask_storeu_epi8(row + 3 * ldc, store_mask, _mm512_extracti32x4_epi32(bytes, 3));
         }
     }
 }
 
-QF_TARGET_AVX512VNNI void qf_gemm_u8s8s32_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda,
-                                                     const void* packed, uint8_t* c, size_t ldc,
-                                                     const qf_output_params* out) {
+// The blocked loops over tiles, for both entry points.
+QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
+qf_gemm_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, size_t group_stride,
+                   const void* packed, uint8_t* c, size_t ldc, const qf_output_params* out, const float* scales,
+                   float* float_c) {
     if (m == 0 || n == 0) return;
     const size_t panel_size = qf_gemm_u8s8_panel_size(k);
     const size_t panels = (n + QF_GEMM_PANEL_COLUMNS - 1) / QF_GEMM_PANEL_COLUMNS;
@@ -107,21 +147,57 @@ QF_TARGET_AVX512VNNI void qf_gemm_u8s8s32_avx512vnni(size_t m, size_t n, size_t 
             const size_t columns = n - p * QF_GEMM_PANEL_COLUMNS;
             for (size_t i = m0; i < m_end; i += QF_MR) {
                 const size_t mr = m_end - i < QF_MR ? m_end - i : QF_MR;
+                const size_t offset = i * ldc + p * QF_GEMM_PANEL_COLUMNS;
+                uint8_t* tile_c = scales ? NULL : c + offset;
+                float* tile_float_c = scales ? float_c + offset : NULL;
+                const float* tile_scales = scales ? scales + p * QF_GEMM_PANEL_COLUMNS : NULL;
                 if (p + 1 < panels) {
-                    qf_gemm_tile_avx512vnni(mr, 2, columns < 32 ? columns : 32, k, a + i * lda, lda, panel,
-                                            panel_size, c + i * ldc + p * QF_GEMM_PANEL_COLUMNS, ldc, out);
+                    qf_gemm_tile_avx512vnni(mr, 2, columns < 32 ? columns : 32, k, a + i * lda, lda, group_stride,
+                                            panel, panel_size, tile_c, ldc, out, tile_scales, tile_float_c);
                 } else {
-                    qf_gemm_tile_avx512vnni(mr, 1, columns, k, a + i * lda, lda, panel, panel_size,
-                                            c + i * ldc + p * QF_GEMM_PANEL_COLUMNS, ldc, out);
+                    qf_gemm_tile_avx512vnni(mr, 1, columns, k, a + i * lda, lda, group_stride, panel, panel_size,
+                                            tile_c, ldc, out, tile_scales, tile_float_c);
                 }
             }
         }
     }
 }
 
+QF_TARGET_AVX512VNNI void qf_gemm_u8s8s32_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda,
+                                                     const void* packed, uint8_t* c, size_t ldc,
+                                                     const qf_output_params* out) {
+    qf_gemm_avx512vnni(m, n, k, a, lda, 4, packed, c, ldc, out, NULL, NULL);
+}
+
+QF_TARGET_AVX512VNNI void qf_gemm_u8s8f32_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda,
+                                                     const void* packed, const float* scales, float* c,
+                                                     size_t ldc) {
+    qf_gemm_avx512vnni(m, n, k, a, lda, 4, packed, NULL, ldc, NULL, scales, c);
+}
+
+QF_TARGET_AVX512VNNI void qf_gemm_u8s8s32_grouped_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a,
+                                                             size_t lda, size_t group_stride, const void* packed,
+                                                             uint8_t* c, size_t ldc, const qf_output_params* out) {
+    qf_gemm_avx512vnni(m, n, k, a, lda, group_stride, packed, c, ldc, out, NULL, NULL);
+}
+
 #else  // not x86: the symbol exists so the Swift side links; the dispatcher never selects it.
 void qf_gemm_u8s8s32_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
                                 uint8_t* c, size_t ldc, const qf_output_params* out) {
     qf_gemm_u8s8s32_scalar(m, n, k, a, lda, packed, c, ldc, out);
+}
+void qf_gemm_u8s8f32_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
+                                const float* scales, float* c, size_t ldc) {
+    qf_gemm_u8s8f32_scalar(m, n, k, a, lda, packed, scales, c, ldc);
+}
+void qf_gemm_u8s8s32_grouped_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda,
+                                        size_t group_stride, const void* packed, uint8_t* c, size_t ldc,
+                                        const qf_output_params* out) {
+    // Gathers each row's groups into a plain row (k ≤ 64 here: a stem's kernel rows).
+    uint8_t row[64];
+    for (size_t i = 0; i < m; i++) {
+        for (size_t g = 0; g < k / 4; g++) memcpy(row + 4 * g, a + i * lda + g * group_stride, 4);
+        qf_gemm_u8s8s32_scalar(1, n, k, row, k, packed, c + i * ldc, ldc, out);
+    }
 }
 #endif

@@ -81,3 +81,33 @@ void qf_gemm_u8s8s32_scalar(size_t m, size_t n, size_t k, const uint8_t* a, size
         }
     }
 }
+
+void qf_gemm_u8s8f32_scalar(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
+                            const float* scales, float* c, size_t ldc) {
+    const size_t panel_size = qf_gemm_u8s8_panel_size(k);
+    const size_t groups = qf_gemm_depth_groups(k);
+    for (size_t p = 0; p * QF_GEMM_PANEL_COLUMNS < n; p++) {
+        const uint8_t* panel = (const uint8_t*)packed + p * panel_size;
+        const int32_t* header = (const int32_t*)panel;
+        const int8_t* w = (const int8_t*)(panel + QF_PANEL_HEADER_BYTES);
+        const size_t columns = n - p * QF_GEMM_PANEL_COLUMNS < QF_GEMM_PANEL_COLUMNS
+                                   ? n - p * QF_GEMM_PANEL_COLUMNS
+                                   : QF_GEMM_PANEL_COLUMNS;
+        for (size_t i = 0; i < m; i++) {
+            const uint8_t* row = a + i * lda;
+            int32_t acc[QF_GEMM_PANEL_COLUMNS];
+            memcpy(acc, header + QF_HEADER_BIAS * QF_GEMM_PANEL_COLUMNS, sizeof(acc));
+            for (size_t g = 0; g < groups; g++) {
+                const int8_t* wg = w + g * QF_GEMM_PANEL_COLUMNS * 4;
+                const size_t k0 = g * 4;
+                const size_t depth = k - k0 < 4 ? k - k0 : 4;
+                for (size_t d = 0; d < depth; d++) {
+                    const int32_t x = row[k0 + d];
+                    for (size_t j = 0; j < QF_GEMM_PANEL_COLUMNS; j++) acc[j] += x * (int32_t)wg[j * 4 + d];
+                }
+            }
+            float* dst = c + i * ldc + p * QF_GEMM_PANEL_COLUMNS;
+            for (size_t j = 0; j < columns; j++) dst[j] = (float)acc[j] * scales[p * QF_GEMM_PANEL_COLUMNS + j];
+        }
+    }
+}

@@ -1,4 +1,5 @@
 import Graph
+import Kernels
 import Tensor
 
 // The steps between the float world (graph inputs and outputs, nodes without an int8 kernel) and u8 storage.
@@ -24,14 +25,17 @@ struct Int8QuantizeStep: Int8Step {
         let destination = workspace.output(output)
         let scale = grid.scale, zeroPoint = Float(grid.zeroPoint), high = Float((1 << grid.bits) - 1)
         let channels = layout.channels, pixels = layout.pixels, channelsLast = layout.isChannelsLast
+        // Logical index c·pixels + p is stored at p·channels + c (channels last); walking (c, p) avoids two integer
+        // divisions per element (they were most of this step: 0.2 ms of a 12 ms batch of 32 at 32×32).
+        let planes = channelsLast ? channels : 1, planeSize = channelsLast ? pixels : perImage
+        let step = channelsLast ? channels : 1
         tensor.data.withUnsafeBufferPointer { x in
             for image in 0..<batch {
                 let base = image * perImage
-                for index in 0..<perImage {
-                    let q = (x[base + index] / scale).rounded(.toNearestOrEven) + zeroPoint
-                    let code = q.isNaN ? zeroPoint : min(max(q, 0), high)
-                    let position = channelsLast ? (index % pixels) * channels + index / pixels : index
-                    destination[base + position] = UInt8(code)
+                for c in 0..<planes {
+                    FloatQuantization.quantize(x.baseAddress! + base + c * planeSize, count: planeSize, scale: scale,
+                                               zeroPoint: zeroPoint, high: high,
+                                               into: destination.baseAddress! + base + c, stride: step)
                 }
             }
         }

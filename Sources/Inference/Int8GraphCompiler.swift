@@ -288,7 +288,7 @@ struct Int8GraphCompiler {
                                               weights: weights.values, bias: bias, multipliers: multipliers,
                                               inputZeroPoint: input.zeroPoint, output: clamp)
             guard kernel.outputSize(height: height, width: width) == outputSize else { return nil }
-            program.convolutionScratch.append(kernel)
+            program.convolutionScratch.append((kernel, height, width))
             step = Int8ConvolutionStep(label: node.name, kernel: kernel, input: inputStorage, output: destination, height: height, width: width)
         } else {
             return nil  // grouped (non-depthwise) or other depthwise geometries: float fallback
@@ -332,10 +332,12 @@ struct Int8GraphCompiler {
             for n in 0..<outputChannels { for k in 0..<depth { rowMajor[n * depth + k] = weights.values[k * outputChannels + n] } }
         }
         guard let bias = try quantizedBias(node, inputScale: first.grid.scale, weightScales: weights.scales, channels: outputChannels) else { return nil }
-        return Int8GEMMFloatOutputStep(label: node.name, weights: rowMajor, bias: bias ?? [Int32](repeating: 0, count: outputChannels),
-                                       scales: weights.scales.map { first.grid.scale * $0 }, inputZeroPoint: Int32(first.grid.zeroPoint),
-                                       outputChannels: outputChannels, depth: depth, input: inputStorage,
-                                       destination: floatSlot(node.outputs[0]))
+        // The multiplier and output grid are placeholders: runFloatOutput does not requantize.
+        let kernel = QuantizedGEMM(outputChannels: outputChannels, depth: depth, weights: rowMajor, bias: bias,
+                                   multipliers: [QuantizedMultiplier(1)], inputZeroPoint: first.grid.zeroPoint,
+                                   output: OutputQuantization(zeroPoint: 0))
+        return Int8GEMMFloatOutputStep(label: node.name, kernel: kernel, scales: weights.scales.map { first.grid.scale * $0 },
+                                       input: inputStorage, destination: floatSlot(node.outputs[0]))
     }
 
     // MARK: - Weights and biases

@@ -85,11 +85,9 @@ struct Int8GlobalAveragePoolStep: Int8Step {
         let low = Double(clamp.min), high = Double(clamp.max), zeroPoint = Double(clamp.zeroPoint)
         withUnsafeTemporaryAllocation(of: Int32.self, capacity: channels) { sums in
             for image in 0..<workspace.batch {
-                for c in 0..<channels { sums[c] = 0 }
-                for pixel in 0..<pixels {
-                    let row = (image * pixels + pixel) * channels
-                    for c in 0..<channels { sums[c] &+= Int32(source[row + c]) }
-                }
+                // The sums in C (vectorised; the Swift loop was 3× the float engine's whole pool).
+                QuantizedGlobalAveragePool.channelSums(source.baseAddress! + image * pixels * channels,
+                                                       pixels: pixels, channels: channels, into: sums.baseAddress!)
                 for c in 0..<channels {
                     let code = (Double(sums[c] - offset) * scale).rounded(.toNearestOrEven) + zeroPoint
                     destination[image * channels + c] = UInt8(min(max(code, low), high))
@@ -122,33 +120,23 @@ struct Int8ReorderStep: Int8Step {
 }
 
 /// A fully connected layer on u8 codes with a float output (a graph output such as logits, which stays float):
-/// exact int32 accumulation, then one multiplication by `s_in · s_w[n]`. Small (a classifier), so plain Swift.
+/// exact int32 accumulation, then one multiplication by `s_in · s_w[n]` (`QuantizedGEMM.runFloatOutput`; the
+/// plain Swift loop was 0.4 ms of a 3.4 ms MobileNetV2-224 run, its 1280 × 1000 classifier).
 struct Int8GEMMFloatOutputStep: Int8Step {
     let label: String
-    /// Row-major `[outputChannels, depth]`.
-    let weights: [Int8]
-    let bias: [Int32]
+    let kernel: QuantizedGEMM
     let scales: [Float]
-    let inputZeroPoint: Int32
-    let outputChannels: Int, depth: Int
     let input: Int
     let destination: Int
     var reads: [Int] { [input] }
     var writes: [Int] { [] }
 
     func run(in workspace: Int8Workspace, threads: Int) {
-        let source = workspace.input(input), batch = workspace.batch
+        let source = workspace.input(input), batch = workspace.batch, outputChannels = kernel.outputChannels
         let values = [Float](unsafeUninitializedCapacity: batch * outputChannels) { y, initialized in
-            weights.withUnsafeBufferPointer { w in
-                for image in 0..<batch {
-                    let x = source.baseAddress! + image * depth
-                    for n in 0..<outputChannels {
-                        let row = w.baseAddress! + n * depth
-                        var accumulator = bias[n]
-                        for k in 0..<depth { accumulator &+= (Int32(x[k]) - inputZeroPoint) * Int32(row[k]) }
-                        y[image * outputChannels + n] = Float(accumulator) * scales[n]
-                    }
-                }
+            scales.withUnsafeBufferPointer { scales in
+                kernel.runFloatOutput(input: source.baseAddress!, rows: batch, scales: scales.baseAddress!,
+                                      output: y.baseAddress!)
             }
             initialized = batch * outputChannels
         }

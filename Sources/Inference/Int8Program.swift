@@ -11,11 +11,11 @@ struct Int8Program: Sendable {
     /// Graph inputs and outputs by float slot.
     var inputs: [(name: String, slot: Int)] = []
     var outputs: [(name: String, slot: Int)] = []
-    /// The im2col scratch of the largest general convolution, per thread.
-    var convolutionScratch: [QuantizedConvolution] = []
+    /// The general convolutions with their input sizes: the scratch is sized for the largest.
+    var convolutionScratch: [(kernel: QuantizedConvolution, height: Int, width: Int)] = []
 
     func scratchBytes(threads: Int) -> Int {
-        convolutionScratch.map { $0.scratchByteCount(threads: threads) }.max() ?? 0
+        convolutionScratch.map { $0.kernel.scratchByteCount(threads: threads, height: $0.height, width: $0.width) }.max() ?? 0
     }
 }
 

@@ -97,6 +97,28 @@ public struct QuantizedGEMM: Sendable {
         }
     }
 
+    /// `output[r][n] = Float(Σ_k (input[r][k] − inputZeroPoint)·W[n][k] + bias[n]) · scales[n]`, rows `depth` and
+    /// `outputChannels` apart: the int32 sum exactly, rounded once to float (no requantization; `multipliers` and
+    /// `output` of `init` are unused). For a classifier whose logits stay float. One thread.
+    public func runFloatOutput(input: UnsafePointer<UInt8>, rows: Int, scales: UnsafePointer<Float>,
+                               output destination: UnsafeMutablePointer<Float>, isa: KernelISA = .best) {
+        guard rows > 0 else { return }
+        isa.requireSupported()
+        packed.withBytes { packed in
+            switch isa {
+            case .portable, .avx2:
+                qf_gemm_u8s8f32_scalar(rows, outputChannels, depth, input, depth, packed, scales, destination,
+                                       outputChannels)
+            case .avx512vnni:
+                qf_gemm_u8s8f32_avx512vnni(rows, outputChannels, depth, input, depth, packed, scales, destination,
+                                           outputChannels)
+            }
+        }
+    }
+
+    /// The packed weights, for kernels built on this GEMM's layout.
+    func withPackedBytes<R>(_ body: (UnsafeRawPointer) -> R) -> R { packed.withBytes(body) }
+
     private func kernel(isa: KernelISA, rows: Int, firstPanel: Int, columns: Int, input: UnsafePointer<UInt8>,
                         lda: Int, output destination: UnsafeMutablePointer<UInt8>, ldc: Int) {
         var parameters = output.cParameters

@@ -21,6 +21,14 @@ public struct QuantizedGlobalAveragePool: Sendable {
         self.output = output
     }
 
+    /// `sums[c] = Σ_pixels x[pixel][c]` of one NHWC image (`pixels × channels` bytes at `input`), exact, for
+    /// callers that rescale the sums themselves.
+    public static func channelSums(_ input: UnsafePointer<UInt8>, pixels: Int, channels: Int,
+                                   into sums: UnsafeMutablePointer<Int32>) {
+        precondition(pixels >= 0 && pixels <= 1 << 23 && channels >= 0, "channel sums over \(pixels) pixels")
+        qf_channel_sums_u8(pixels, channels, input, sums)
+    }
+
     public func run(input: UnsafeBufferPointer<UInt8>, batch: Int, channels: Int,
                     output destination: UnsafeMutableBufferPointer<UInt8>, isa: KernelISA = .best) {
         precondition(batch >= 0 && channels > 0, "pool needs channels")

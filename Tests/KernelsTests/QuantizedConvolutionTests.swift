@@ -25,9 +25,12 @@ final class QuantizedConvolutionTests: XCTestCase {
     private func checkDepthwise(isa: KernelISA) throws {
         try requireISA(isa)
         var random = SeededRandom(seed: 3)
-        // Channel counts around the 16-lane groups and the 8-lane AVX2 halves; images down to 1×1.
+        // Channel counts around the 16-lane groups and the 8-lane AVX2 halves; images down to 1×1. The VNNI kernel
+        // packs a last block of ≤ 32 (≤ 16) channels 2 (4) pixels per register, and stride 1 takes pixels in pairs:
+        // widths up to 19 give rows with several full steps of 4 pairs plus every kind of leftover.
         let shapes: [(batch: Int, height: Int, width: Int, channels: Int)] = [
             (1, 1, 1, 1), (1, 3, 5, 3), (2, 4, 4, 16), (1, 7, 6, 17), (1, 5, 9, 40), (2, 6, 7, 96), (1, 2, 3, 8), (1, 3, 4, 130),
+            (1, 3, 19, 48), (1, 4, 13, 33), (2, 3, 11, 160), (1, 2, 17, 64),
         ]
         for (batch, height, width, channels) in shapes {
             for stride in [1, 2] {
@@ -65,6 +68,11 @@ final class QuantizedConvolutionTests: XCTestCase {
             (2, 7, Geometry(kernelHeight: 5, kernelWidth: 3, strideHeight: 1, strideWidth: 2,
                             padTop: 2, padLeft: 0, padBottom: 1, padRight: 3), 6, 5),
             (4, 3, Geometry(kernelHeight: 1, kernelWidth: 1), 3, 3),
+            // One input channel, kernel rows of 2-4 taps: patches read from the bordered image on AVX-512 VNNI.
+            (1, 7, Geometry(kernelHeight: 2, kernelWidth: 4, strideHeight: 1, strideWidth: 3,
+                            padTop: 0, padLeft: 2, padBottom: 1, padRight: 0), 6, 11),
+            (1, 33, Geometry(kernelHeight: 5, kernelWidth: 2, strideHeight: 2, strideWidth: 1,
+                             padTop: 2, padLeft: 1, padBottom: 2, padRight: 1), 7, 19),
         ]
         for (inC, outC, geometry, height, width) in cases {
             for inputZeroPoint: UInt8 in [0, 128, 255] {
@@ -172,7 +180,7 @@ private struct ConvolutionCase {
     func run(_ input: [UInt8], batch: Int, height: Int, width: Int, isa: KernelISA, threads: Int) -> [UInt8] {
         let (oh, ow) = op.outputSize(height: height, width: width)
         var y = [UInt8](repeating: 0, count: batch * oh * ow * op.outputChannels)
-        var scratch = [UInt8](repeating: 0, count: op.scratchByteCount(threads: threads))
+        var scratch = [UInt8](repeating: 0, count: op.scratchByteCount(threads: threads, height: height, width: width))
         input.withUnsafeBufferPointer { x in
             y.withUnsafeMutableBufferPointer { y in
                 scratch.withUnsafeMutableBufferPointer { scratch in

@@ -8,6 +8,32 @@ final class QuantizedElementwiseTests: XCTestCase {
     func testAddAVX2() throws { try checkAdd(isa: .avx2) }
     func testAddAVX512VNNI() throws { try checkAdd(isa: .avx512vnni) }
     func testGlobalAveragePoolPortable() throws { try checkPool(isa: .portable) }
+
+    /// FloatQuantization.quantize against QuantizeLinear written in Swift: ties at every half, values far outside
+    /// the grid, infinities, NaN, −0, and a stride.
+    func testQuantizeMatchesSwiftQuantizeLinear() {
+        var values: [Float] = [.nan, .infinity, -.infinity, -0.0, 0, 1e30, -1e30, 4_194_305, -4_194_305]
+        for i in -2_000...2_000 { values.append(Float(i) * 0.25) }  // every half and quarter around the grid
+        var random = SeededRandom(seed: 17)
+        for _ in 0..<2_000 { values.append(Float(random.bytes(1)[0]) * 0.37 - 40) }
+        for (scale, zeroPoint, high) in [(Float(0.5), Float(0), Float(255)), (0.25, 128, 255), (0.1, 3, 15), (2, 255, 255)] {
+            let expected = values.map { x -> UInt8 in
+                let q = (x / scale).rounded(.toNearestOrEven) + zeroPoint
+                return UInt8(q.isNaN ? zeroPoint : min(max(q, 0), high))
+            }
+            var actual = [UInt8](repeating: 0xEE, count: values.count * 2)
+            values.withUnsafeBufferPointer { x in
+                actual.withUnsafeMutableBufferPointer { y in
+                    FloatQuantization.quantize(x.baseAddress!, count: values.count, scale: scale, zeroPoint: zeroPoint,
+                                               high: high, into: y.baseAddress!, stride: 2)
+                }
+            }
+            for i in values.indices where actual[2 * i] != expected[i] || actual[2 * i + 1] != 0xEE {
+                XCTFail("scale \(scale) zp \(zeroPoint): \(values[i]) → \(actual[2 * i]), expected \(expected[i])")
+                return
+            }
+        }
+    }
     func testGlobalAveragePoolAVX2() throws { try checkPool(isa: .avx2) }
     func testGlobalAveragePoolAVX512VNNI() throws { try checkPool(isa: .avx512vnni) }
 

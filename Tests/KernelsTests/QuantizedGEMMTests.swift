@@ -49,6 +49,41 @@ final class QuantizedGEMMTests: XCTestCase {
         }
     }
 
+    /// The float-output GEMM (a classifier): Float(exact int32 sum) · scale, bit for bit, on every path and shape.
+    func testFloatOutputMatchesExactSumTimesScale() throws {
+        var random = SeededRandom(seed: 13)
+        for isa in KernelISA.supported {
+            for (m, n, k) in Self.shapes {
+                let test = randomCase(n: n, k: k, weightBits: 8, inputZeroPoint: UInt8(truncatingIfNeeded: 37 * n),
+                                      output: OutputQuantization(zeroPoint: 0), random: &random)
+                let scales = (0..<n).map { Float($0 % 7 + 1) * 0.0123 }
+                let a = random.bytes(m * k)
+                var actual = [Float](repeating: .nan, count: m * n)
+                a.withUnsafeBufferPointer { aBuffer in
+                    actual.withUnsafeMutableBufferPointer { y in
+                        scales.withUnsafeBufferPointer { s in
+                            test.gemm.runFloatOutput(input: aBuffer.baseAddress!, rows: m, scales: s.baseAddress!,
+                                                     output: y.baseAddress!, isa: isa)
+                        }
+                    }
+                }
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var acc = Int64(test.bias[j])
+                        for d in 0..<k {
+                            acc += (Int64(a[i * k + d]) - Int64(test.gemm.inputZeroPoint)) * Int64(test.weights[j * k + d])
+                        }
+                        let expected = Float(Int32(acc)) * scales[j]
+                        guard actual[i * n + j].bitPattern == expected.bitPattern else {
+                            XCTFail("\(isa) M=\(m) N=\(n) K=\(k) [\(i)][\(j)]: \(actual[i * n + j]) != \(expected)")
+                            return
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Row strides larger than the rows: bytes between rows are neither read into the result nor written.
     func testRowStrides() throws {
         var random = SeededRandom(seed: 11)

@@ -66,17 +66,38 @@ void qf_gemm_u8s8s32_avx2(size_t m, size_t n, size_t k, const uint8_t* a, size_t
                           uint8_t* c, size_t ldc, const qf_output_params* out);
 void qf_gemm_u8s8s32_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
                                 uint8_t* c, size_t ldc, const qf_output_params* out);
+// The same GEMM with a float output and no requantization: C[m][n] = float(Σ_k (A[m][k] − a_zero_point)·W[n][k]
+// + bias[n]) · scales[n] (the int32 sum exact, one rounding to float, one float multiply), C row stride ldc floats.
+// For a classifier whose logits stay float. The multipliers packed with W are not used.
+void qf_gemm_u8s8f32_scalar(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
+                            const float* scales, float* c, size_t ldc);
+void qf_gemm_u8s8f32_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
+                                const float* scales, float* c, size_t ldc);
+// The same GEMM with A's depth groups of 4 bytes `group_stride` bytes apart (row i, group g at a + i·lda +
+// g·group_stride); k must be a multiple of 4 (at most 64 off x86). A convolution whose kernel rows are 4 bytes
+// (one input channel, kernel width ≤ 4, rows padded to 4 taps) reads its patches straight from a zero-point
+// bordered copy of the image this way: lda = stride, group_stride = the bordered width. No im2col.
+void qf_gemm_u8s8s32_grouped_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda,
+                                        size_t group_stride, const void* packed, uint8_t* c, size_t ldc,
+                                        const qf_output_params* out);
 
 // ---- im2col for u8 NHWC input (general convolution = im2col + GEMM) ----
 // Writes rows [row_begin, row_end) of the patch matrix; row r = (image, oy, ox), columns ordered (ky, kx, c),
-// so weights must be packed in [out][ky][kx][in] order. Out-of-image taps read the input zero point.
+// so weights must be packed in [out][ky][kx][in] order. Out-of-image taps read the input zero point. Each kernel
+// row takes `kernel_row_bytes` ≥ kernel_w·channels bytes and rows are `row_stride` ≥ kernel_h·kernel_row_bytes
+// bytes apart; the bytes past a kernel row's or a row's patch are set to the zero point (the convolution pads
+// with zero weights: its depth to a multiple of 4, and a stem's kernel rows to 4 taps).
 typedef struct {
     size_t batch, height, width, channels;
     size_t kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left;
     size_t out_height, out_width;
 } qf_conv_shape;
 void qf_im2col_u8_scalar(const qf_conv_shape* shape, const uint8_t* input, uint8_t zero_point, size_t row_begin,
-                         size_t row_end, uint8_t* patches);
+                         size_t row_end, size_t kernel_row_bytes, size_t row_stride, uint8_t* patches);
+// A zero-point bordered copy of one u8 image of `channels` = 1: `padded_height × padded_width` bytes, input pixel
+// (y, x) at (y + pad_top, x + pad_left), every other byte the zero point.
+void qf_border_u8(const uint8_t* image, size_t height, size_t width, size_t pad_top, size_t pad_left,
+                  size_t padded_height, size_t padded_width, uint8_t zero_point, uint8_t* padded);
 
 // ---- 3×3 depthwise convolution, padding 1, stride 1 or 2, u8 × s8 → u8 (NHWC) ----
 // The packed buffer holds two layouts of the same weights (a few KiB per layer):
@@ -125,6 +146,14 @@ typedef struct {
     int32_t input_zero_point;
     int32_t multiplier, shift;
 } qf_gavgpool_params;
+// QuantizeLinear of `count` floats into u8 with an output stride (one channel plane into NHWC storage):
+// y[i·stride] = clamp(round_half_to_even(x[i] / scale) + zero_point, 0, high), NaN → zero_point. The same float
+// operations as the float executor's QuantizeLinear (one IEEE division), so both engines agree bit for bit.
+void qf_quantize_f32_u8(size_t count, const float* x, float scale, float zero_point, float high, uint8_t* y,
+                        size_t stride);
+// Exact per-channel sums of one image: sums[c] = Σ_pixels x[pixel][c] (int32; fine up to 2^23 pixels). Portable
+// C that the compiler vectorises; the int8 executor's pool step rescales the sums itself (in double).
+void qf_channel_sums_u8(size_t pixels, size_t channels, const uint8_t* x, int32_t* sums);
 void qf_gavgpool_u8_scalar(size_t batch, size_t pixels, size_t channels, const uint8_t* x, uint8_t* y,
                            const qf_gavgpool_params* params, const qf_output_params* out);
 void qf_gavgpool_u8_avx2(size_t batch, size_t pixels, size_t channels, const uint8_t* x, uint8_t* y,
