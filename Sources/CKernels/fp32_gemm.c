@@ -207,3 +207,35 @@ void qf_fp32_gemm(int isa, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* p
     (void)isa;
     gemm_portable(QF_GEMM_LOOP_ARGUMENTS);
 }
+
+// Portable (and AVX2) version of the NT product: plain dot products, for correctness on every CPU. Callers use it
+// only off the AVX-512 path's hot loop (Swift keeps the packed GEMM for weight gradients there).
+static void gemm_nt_scalar(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t segments, const float* a, ptrdiff_t lda,
+                           ptrdiff_t a_stride, const float* b, ptrdiff_t ldb, ptrdiff_t b_stride, float* c,
+                           ptrdiff_t ldc) {
+    for (ptrdiff_t i = 0; i < m; ++i) {
+        for (ptrdiff_t j = 0; j < n; ++j) {
+            float total = 0.0f;
+            for (ptrdiff_t s = 0; s < segments; ++s) {
+                const float* row_a = a + s * a_stride + i * lda;
+                const float* row_b = b + s * b_stride + j * ldb;
+                for (ptrdiff_t kk = 0; kk < k; ++kk) total += row_a[kk] * row_b[kk];
+            }
+            c[i * ldc + j] += total;
+        }
+    }
+}
+
+void qf_fp32_gemm_nt(int isa, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t segments, const float* a,
+                     ptrdiff_t lda, ptrdiff_t a_stride, const float* b, ptrdiff_t ldb, ptrdiff_t b_stride, float* c,
+                     ptrdiff_t ldc) {
+    if (m <= 0 || n <= 0 || k <= 0 || segments <= 0) return;
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa == QF_FP32_ISA_AVX512) {
+        qf_fp32_gemm_nt_avx512(m, n, k, segments, a, lda, a_stride, b, ldb, b_stride, c, ldc);
+        return;
+    }
+#endif
+    (void)isa;
+    gemm_nt_scalar(m, n, k, segments, a, lda, a_stride, b, ldb, b_stride, c, ldc);
+}

@@ -68,6 +68,22 @@ public enum GEMM {
         }
     }
 
+    /// `C[m×n] += Σ_{s<segments} A_s · B_sᵀ` with `A_s = a + s·aStride` (m×k, row stride `lda`) and
+    /// `B_s = b + s·bStride` (n×k, row stride `ldb`): both operands contiguous along k, as in a 1×1 convolution's
+    /// weight gradient over NCHW images (`dW += Σ_n dY_n · X_nᵀ`). Needs no packing or transposing; single thread.
+    /// Only the AVX-512 path is fast (`hasFastTransposedProducts`); the others are plain dot products.
+    public static func accumulateTransposedProducts(m: Int, n: Int, k: Int, segments: Int,
+                                                    a: UnsafePointer<Float>, lda: Int, aStride: Int,
+                                                    b: UnsafePointer<Float>, ldb: Int, bStride: Int,
+                                                    c: UnsafeMutablePointer<Float>, ldc: Int,
+                                                    instructionSet: FP32InstructionSet = .preferred) {
+        precondition(instructionSet.isSupported, "GEMM: this CPU cannot run the \(instructionSet) path")
+        qf_fp32_gemm_nt(instructionSet.rawValue, m, n, k, segments, a, lda, aStride, b, ldb, bStride, c, ldc)
+    }
+
+    /// True when `accumulateTransposedProducts` has a vector kernel on the preferred path.
+    public static var hasFastTransposedProducts: Bool { FP32InstructionSet.preferred == .avx512 }
+
     /// One thread's share through the C driver.
     private static func run(_ isa: FP32InstructionSet, m: Int, n: Int, k: Int, packedA: UnsafePointer<Float>,
                             b: UnsafePointer<Float>, ldb: Int, transposeB: Bool,

@@ -34,6 +34,37 @@ final class GEMMTests: XCTestCase {
         }
     }
 
+    /// The NT product behind 1×1 weight gradients: full 4×4 tiles and edge tiles, k with and without a 16-lane
+    /// tail, padded rows, several segments, accumulation onto C, and every ISA path this CPU has.
+    func testTransposedProductsOverSegmentsAgainstNaive() {
+        for (index, (m, n, k)) in [(9, 6, 5), (8, 4, 16), (5, 11, 35), (4, 8, 64)].enumerated() {
+            let segments = 3, lda = k + 3, ldb = k + 1, ldc = n + 2
+            let aStride = m * lda + 7, bStride = n * ldb + 5
+            let a = randomValues(segments * aStride, seed: UInt64(200 + index))
+            let b = randomValues(segments * bStride, seed: UInt64(300 + index))
+            var expected = [Float](repeating: 1, count: m * ldc)
+            for s in 0..<segments {
+                for i in 0..<m {
+                    for j in 0..<n {
+                        for kk in 0..<k { expected[i * ldc + j] += a[s * aStride + i * lda + kk] * b[s * bStride + j * ldb + kk] }
+                    }
+                }
+            }
+            for isa in FP32InstructionSet.supported {
+                var c = [Float](repeating: 1, count: m * ldc)
+                GEMM.accumulateTransposedProducts(m: m, n: n, k: k, segments: segments, a: a, lda: lda, aStride: aStride,
+                                                  b: b, ldb: ldb, bStride: bStride, c: &c, ldc: ldc, instructionSet: isa)
+                for i in 0..<m {
+                    for j in 0..<n {
+                        XCTAssertEqual(c[i * ldc + j], expected[i * ldc + j], accuracy: 1e-4 * Float(k * segments),
+                                       "\(isa) m=\(m) n=\(n) k=\(k) [\(i), \(j)]")
+                    }
+                    for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], 1, "\(isa): padding column untouched") }
+                }
+            }
+        }
+    }
+
     func testPackedOperandMatchesUnpacked() {
         let (m, n, k) = (10, 37, 29)
         let a = randomValues(m * k, seed: 3), b = randomValues(k * n, seed: 4)

@@ -38,6 +38,15 @@ final class LayerGradientTests: XCTestCase {
                          geometry: WindowGeometry(kernelHeight: 1, kernelWidth: 1), bias: true, seed: 40)
     }
 
+    /// 1×1 with full and edge tiles of the direct weight-gradient kernel, a plane (5×7) with a 16-lane tail, and
+    /// a batch split into image blocks; then a grouped 1×1.
+    func testPointwiseConvolutionWiderAndGrouped() {
+        convolutionCheck(inputShape: [3, 9, 5, 7], weightShape: [6, 9, 1, 1], groups: 1,
+                         geometry: WindowGeometry(kernelHeight: 1, kernelWidth: 1), bias: false, seed: 44)
+        convolutionCheck(inputShape: [2, 6, 3, 3], weightShape: [4, 3, 1, 1], groups: 2,
+                         geometry: WindowGeometry(kernelHeight: 1, kernelWidth: 1), bias: false, seed: 45)
+    }
+
     func testDepthwiseConvolution() {
         convolutionCheck(inputShape: [2, 4, 5, 5], weightShape: [4, 1, 3, 3], groups: 4,
                          geometry: WindowGeometry(kernelHeight: 3, kernelWidth: 3, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),

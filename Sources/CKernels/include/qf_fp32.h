@@ -61,6 +61,17 @@ void qf_fp32_gemm(int isa, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* p
                   ptrdiff_t ldb, int transpose_b, float* c, ptrdiff_t ldc, int accumulate,
                   const qf_fp32_epilogue* epilogue);
 
+// C[m × n] += Σ_{s < segments} A_s · B_sᵀ, where A_s = a + s·a_stride is m × k (row stride lda) and
+// B_s = b + s·b_stride is n × k (row stride ldb): both operands contiguous along k, as a 1×1 convolution's weight
+// gradient over NCHW planes is (dW += dY_image · X_imageᵀ summed over images). No packing: the kernel takes dot
+// products along k with vector accumulators and reduces them once per C element after all segments.
+// Single-threaded; any m, n, k ≥ 0.
+void qf_fp32_gemm_nt(int isa, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t segments, const float* a,
+                     ptrdiff_t lda, ptrdiff_t a_stride, const float* b, ptrdiff_t ldb, ptrdiff_t b_stride, float* c,
+                     ptrdiff_t ldc);
+void qf_fp32_gemm_nt_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t segments, const float* a, ptrdiff_t lda,
+                            ptrdiff_t a_stride, const float* b, ptrdiff_t ldb, ptrdiff_t b_stride, float* c,
+                            ptrdiff_t ldc);
 // One channel plane of a 3×3 depthwise convolution (dilation 1, stride 1 or 2):
 //   out[oy][ox] = clamp(bias + Σ w[ky][kx] · in[oy·stride + ky - pad_top][ox·stride + kx - pad_left])
 // reading zero outside the input. `scratch` must hold qf_fp32_depthwise3x3_scratch_size(...) floats.

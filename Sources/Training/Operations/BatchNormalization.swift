@@ -32,15 +32,19 @@ enum BatchNormalization {
             var batchVariance = [Float](repeating: 0, count: channels)
             x.value.data.withUnsafeBufferPointer { input in
                 let source = Parallel.SharedPointer(input.baseAddress!)
-                let totals = ChannelSums.reduce(batch: batch, channels: channels, threads: context.threads) { index, _ in
-                    (Double(VectorMath.sum(source.base + index * plane, count: plane)), 0)
+                // One read of x for both statistics (x is tens of MB at batch 128; BN is bandwidth bound): sums of
+                // d = x − s and d² around a shift s per channel, its first value, which lies within the channel's
+                // spread, so var = E[d²] − E[d]² keeps its precision (a shift of 0 would not for |mean| ≫ σ).
+                let shifts = (0..<channels).map { input[$0 * plane] }
+                let totals = ChannelSums.reduce(batch: batch, channels: channels, threads: context.threads) { index, c in
+                    let (sum, squares) = VectorMath.shiftedSumAndSquares(source.base + index * plane, count: plane, shift: shifts[c])
+                    return (Double(sum), Double(squares))
                 }
-                let means = totals.first.map { Float($0 / Double(elements)) }
-                let squares = ChannelSums.reduce(batch: batch, channels: channels, threads: context.threads) { index, c in
-                    (Double(VectorMath.squaredDeviation(source.base + index * plane, count: plane, center: means[c])), 0)
+                for c in 0..<channels {
+                    let meanOffset = totals.first[c] / Double(elements)
+                    center[c] = Float(Double(shifts[c]) + meanOffset)
+                    batchVariance[c] = Float(max(0, totals.second[c] / Double(elements) - meanOffset * meanOffset))
                 }
-                center = means
-                batchVariance = squares.first.map { Float($0 / Double(elements)) }
             }
             let unbiasing = elements > 1 ? Float(elements) / Float(elements - 1) : 1
             for c in 0..<channels {

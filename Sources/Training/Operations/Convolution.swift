@@ -78,6 +78,10 @@ enum Convolution {
             let workers = min(threads, batch)
             let innerThreads = workers == 1 ? threads : 1
             let weightCount = weight.value.count
+            let directWeightGradient = pointwise && GEMM.hasFastTransposedProducts
+            // Images per direct weight-gradient block: the kernel keeps 4 rows of dY over the block in L1 (≤ 16 KiB)
+            // while the block's X streams from L2 (≤ 256 KiB); long blocks amortise its final reductions.
+            let imageBlock = max(1, min(1024 / plane, 65_536 / max(1, channelsPerGroup * plane)))
             // One private weight-gradient buffer per worker, summed in worker order afterwards (deterministic).
             var partialWeights = [Float](repeating: 0, count: needWeight ? workers * weightCount : 0)
             // `overwrite`: the input gradient is fresh and the pointwise GEMM stores into it instead of adding.
@@ -95,10 +99,22 @@ enum Convolution {
                                 withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * scratch) { buffers in
                                     let columns = buffers.baseAddress!, columnGradient = buffers.baseAddress! + scratch
                                     for n in images {
+                                        // 1×1 on AVX-512: dW over a block of images at once, straight from the NCHW
+                                        // planes (no per-image packing and transposing of dY and X).
+                                        if let dW, directWeightGradient, (n - images.lowerBound) % imageBlock == 0 {
+                                            let count = min(imageBlock, images.upperBound - n)
+                                            for g in 0..<groups {
+                                                GEMM.accumulateTransposedProducts(
+                                                    m: rows, n: channelsPerGroup, k: plane, segments: count,
+                                                    a: dY.base + n * imageOutput + g * rows * plane, lda: plane, aStride: imageOutput,
+                                                    b: source.base + n * imageInput + g * groupInput, ldb: plane, bStride: imageInput,
+                                                    c: dW.base + worker * weightCount + g * rows * depth, ldc: depth)
+                                            }
+                                        }
                                         for g in 0..<groups {
                                             let image = source.base + n * imageInput + g * groupInput
                                             let gradientOut = dY.base + n * imageOutput + g * rows * plane
-                                            if let dW {
+                                            if let dW, !directWeightGradient {
                                                 var matrix = image
                                                 if !pointwise {
                                                     Im2col.unfold(input: image, channels: channelsPerGroup, height: height, width: width,

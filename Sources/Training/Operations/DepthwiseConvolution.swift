@@ -14,11 +14,32 @@ enum DepthwiseConvolution {
         var output = [Float](unsafeUninitializedCapacity: batch * channels * plane) { _, initialized in initialized = batch * channels * plane }
         let biasValues = bias?.value.data ?? [Float](repeating: 0, count: channels)
         let hasBias = bias != nil
+        let useSharedKernel = isPlain3x3(g) && (g.strideHeight == 1 || g.strideHeight == 2)
         x.value.data.withUnsafeBufferPointer { input in
             weight.value.data.withUnsafeBufferPointer { weights in
                 output.withUnsafeMutableBufferPointer { out in
                     let source = Parallel.SharedPointer(input.baseAddress!), target = Parallel.SharedMutablePointer(out.baseAddress!)
                     let w = Parallel.SharedPointer(weights.baseAddress!)
+                    if useSharedKernel {
+                        // The inference engine's 3×3 kernel (AVX-512 reads the unpadded plane with masked lanes):
+                        // no copy into a padded buffer and 16-lane rows instead of 4.
+                        let scratchCount = DepthwiseConvolution3x3.scratchCount(
+                            height: height, width: width, stride: g.strideHeight, padTop: g.padTop, padLeft: g.padLeft,
+                            outputHeight: outH, outputWidth: outW)
+                        biasValues.withUnsafeBufferPointer { biasBuffer in
+                            let biasPointer = Parallel.SharedPointer(biasBuffer.baseAddress!)
+                            Parallel.forEachChunk(count: batch * channels, threads: context.threads) { planes in
+                                withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, scratchCount)) { scratch in
+                                    DepthwiseConvolution3x3.planes(
+                                        planes, channels: channels, input: source.base, height: height, width: width,
+                                        stride: g.strideHeight, padTop: g.padTop, padLeft: g.padLeft,
+                                        outputHeight: outH, outputWidth: outW, weights: w.base, bias: biasPointer.base,
+                                        output: target.base, scratch: scratch.baseAddress!)
+                                }
+                            }
+                        }
+                        return
+                    }
                     Parallel.forEachChunk(count: batch * channels, threads: context.threads) { planes in
                         withUnsafeTemporaryAllocation(of: Float.self, capacity: paddedH * paddedW) { padded in
                             padded.initialize(repeating: 0)

@@ -66,21 +66,24 @@ enum VectorMath {
         return (total, product)
     }
 
-    /// `Σ (x[i] − center)²`.
+    /// `(Σ (x[i] − shift), Σ (x[i] − shift)²)` in one pass: BN's mean and variance from a single read of x.
+    /// With a shift near the mean (BN uses a value of the same channel) the variance `E[d²] − E[d]²` does not
+    /// suffer the cancellation of the unshifted `E[x²] − E[x]²`.
     @inline(__always)
-    static func squaredDeviation(_ x: UnsafePointer<Float>, count: Int, center: Float) -> Float {
-        var a0 = SIMD16<Float>()
-        let c = SIMD16<Float>(repeating: center)
+    static func shiftedSumAndSquares(_ x: UnsafePointer<Float>, count: Int, shift: Float) -> (sum: Float, squares: Float) {
+        var s0 = SIMD16<Float>(), q0 = SIMD16<Float>()
+        let sv = SIMD16<Float>(repeating: shift)
         var i = 0
         let raw = UnsafeRawPointer(x)
         while i + 16 <= count {
-            let d = load(raw, i) - c
-            a0 += d * d
+            let d = load(raw, i) - sv
+            s0 += d
+            q0 += d * d
             i += 16
         }
-        var total = horizontalSum(a0)
-        while i < count { let d = x[i] - center; total += d * d; i += 1 }
-        return total
+        var total = horizontalSum(s0), squares = horizontalSum(q0)
+        while i < count { let d = x[i] - shift; total += d; squares += d * d; i += 1 }
+        return (total, squares)
     }
 
     /// `y[i] = a·x[i] + b`.
