@@ -48,10 +48,25 @@ void qf_gemm_u8s8_pack(size_t n, size_t k, const int8_t* weights, const int32_t*
     }
 }
 
+// One row of A times one packed panel: acc = bias + Σ_k a[k]·w[k][j] for the panel's 16 columns.
+static void qf_gemm_scalar_accumulate(const uint8_t* row, size_t k, const int32_t* header, const int8_t* w,
+                                      int32_t acc[QF_GEMM_PANEL_COLUMNS]) {
+    memcpy(acc, header + QF_HEADER_BIAS * QF_GEMM_PANEL_COLUMNS, QF_GEMM_PANEL_COLUMNS * sizeof(int32_t));
+    const size_t groups = qf_gemm_depth_groups(k);
+    for (size_t g = 0; g < groups; g++) {
+        const int8_t* wg = w + g * QF_GEMM_PANEL_COLUMNS * 4;
+        const size_t k0 = g * 4;
+        const size_t depth = k - k0 < 4 ? k - k0 : 4;
+        for (size_t d = 0; d < depth; d++) {
+            const int32_t x = row[k0 + d];
+            for (size_t j = 0; j < QF_GEMM_PANEL_COLUMNS; j++) acc[j] += x * (int32_t)wg[j * 4 + d];
+        }
+    }
+}
+
 void qf_gemm_u8s8s32_scalar(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
                             uint8_t* c, size_t ldc, const qf_output_params* out) {
     const size_t panel_size = qf_gemm_u8s8_panel_size(k);
-    const size_t groups = qf_gemm_depth_groups(k);
     for (size_t p = 0; p * QF_GEMM_PANEL_COLUMNS < n; p++) {
         const uint8_t* panel = (const uint8_t*)packed + p * panel_size;
         const int32_t* header = (const int32_t*)panel;
@@ -62,16 +77,7 @@ void qf_gemm_u8s8s32_scalar(size_t m, size_t n, size_t k, const uint8_t* a, size
         for (size_t i = 0; i < m; i++) {
             const uint8_t* row = a + i * lda;
             int32_t acc[QF_GEMM_PANEL_COLUMNS];
-            memcpy(acc, header + QF_HEADER_BIAS * QF_GEMM_PANEL_COLUMNS, sizeof(acc));
-            for (size_t g = 0; g < groups; g++) {
-                const int8_t* wg = w + g * QF_GEMM_PANEL_COLUMNS * 4;
-                const size_t k0 = g * 4;
-                const size_t depth = k - k0 < 4 ? k - k0 : 4;
-                for (size_t d = 0; d < depth; d++) {
-                    const int32_t x = row[k0 + d];
-                    for (size_t j = 0; j < QF_GEMM_PANEL_COLUMNS; j++) acc[j] += x * (int32_t)wg[j * 4 + d];
-                }
-            }
+            qf_gemm_scalar_accumulate(row, k, header, w, acc);
             uint8_t* dst = c + i * ldc + p * QF_GEMM_PANEL_COLUMNS;
             for (size_t j = 0; j < columns; j++) {
                 dst[j] = qf_requantize_scalar(acc[j], header[QF_HEADER_MULTIPLIER * QF_GEMM_PANEL_COLUMNS + j],
@@ -85,7 +91,6 @@ void qf_gemm_u8s8s32_scalar(size_t m, size_t n, size_t k, const uint8_t* a, size
 void qf_gemm_u8s8f32_scalar(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
                             const float* scales, float* c, size_t ldc) {
     const size_t panel_size = qf_gemm_u8s8_panel_size(k);
-    const size_t groups = qf_gemm_depth_groups(k);
     for (size_t p = 0; p * QF_GEMM_PANEL_COLUMNS < n; p++) {
         const uint8_t* panel = (const uint8_t*)packed + p * panel_size;
         const int32_t* header = (const int32_t*)panel;
@@ -96,16 +101,7 @@ void qf_gemm_u8s8f32_scalar(size_t m, size_t n, size_t k, const uint8_t* a, size
         for (size_t i = 0; i < m; i++) {
             const uint8_t* row = a + i * lda;
             int32_t acc[QF_GEMM_PANEL_COLUMNS];
-            memcpy(acc, header + QF_HEADER_BIAS * QF_GEMM_PANEL_COLUMNS, sizeof(acc));
-            for (size_t g = 0; g < groups; g++) {
-                const int8_t* wg = w + g * QF_GEMM_PANEL_COLUMNS * 4;
-                const size_t k0 = g * 4;
-                const size_t depth = k - k0 < 4 ? k - k0 : 4;
-                for (size_t d = 0; d < depth; d++) {
-                    const int32_t x = row[k0 + d];
-                    for (size_t j = 0; j < QF_GEMM_PANEL_COLUMNS; j++) acc[j] += x * (int32_t)wg[j * 4 + d];
-                }
-            }
+            qf_gemm_scalar_accumulate(row, k, header, w, acc);
             float* dst = c + i * ldc + p * QF_GEMM_PANEL_COLUMNS;
             for (size_t j = 0; j < columns; j++) dst[j] = (float)acc[j] * scales[p * QF_GEMM_PANEL_COLUMNS + j];
         }
