@@ -64,46 +64,39 @@ static void qf_gemm_scalar_accumulate(const uint8_t* row, size_t k, const int32_
     }
 }
 
-void qf_gemm_u8s8s32_scalar(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
-                            uint8_t* c, size_t ldc, const qf_output_params* out) {
+// Both scalar GEMMs: every row times every panel, then either the requantized u8 epilogue (`c`, `out`) or the
+// float one (`c_float`, `scales`); the other pair is NULL.
+static void qf_gemm_scalar(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
+                           uint8_t* c, size_t ldc, const qf_output_params* out, float* c_float, const float* scales) {
     const size_t panel_size = qf_gemm_u8s8_panel_size(k);
     for (size_t p = 0; p * QF_GEMM_PANEL_COLUMNS < n; p++) {
         const uint8_t* panel = (const uint8_t*)packed + p * panel_size;
         const int32_t* header = (const int32_t*)panel;
         const int8_t* w = (const int8_t*)(panel + QF_PANEL_HEADER_BYTES);
-        const size_t columns = n - p * QF_GEMM_PANEL_COLUMNS < QF_GEMM_PANEL_COLUMNS
-                                   ? n - p * QF_GEMM_PANEL_COLUMNS
-                                   : QF_GEMM_PANEL_COLUMNS;
+        const size_t first = p * QF_GEMM_PANEL_COLUMNS;
+        const size_t columns = n - first < QF_GEMM_PANEL_COLUMNS ? n - first : QF_GEMM_PANEL_COLUMNS;
         for (size_t i = 0; i < m; i++) {
-            const uint8_t* row = a + i * lda;
             int32_t acc[QF_GEMM_PANEL_COLUMNS];
-            qf_gemm_scalar_accumulate(row, k, header, w, acc);
-            uint8_t* dst = c + i * ldc + p * QF_GEMM_PANEL_COLUMNS;
+            qf_gemm_scalar_accumulate(a + i * lda, k, header, w, acc);
             for (size_t j = 0; j < columns; j++) {
-                dst[j] = qf_requantize_scalar(acc[j], header[QF_HEADER_MULTIPLIER * QF_GEMM_PANEL_COLUMNS + j],
-                                              header[QF_HEADER_LEFT_SHIFT * QF_GEMM_PANEL_COLUMNS + j],
-                                              header[QF_HEADER_RIGHT_SHIFT * QF_GEMM_PANEL_COLUMNS + j], out);
+                if (c_float) {
+                    c_float[i * ldc + first + j] = (float)acc[j] * scales[first + j];
+                } else {
+                    c[i * ldc + first + j] = qf_requantize_scalar(acc[j], header[QF_HEADER_MULTIPLIER * QF_GEMM_PANEL_COLUMNS + j],
+                                                                  header[QF_HEADER_LEFT_SHIFT * QF_GEMM_PANEL_COLUMNS + j],
+                                                                  header[QF_HEADER_RIGHT_SHIFT * QF_GEMM_PANEL_COLUMNS + j], out);
+                }
             }
         }
     }
 }
 
+void qf_gemm_u8s8s32_scalar(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
+                            uint8_t* c, size_t ldc, const qf_output_params* out) {
+    qf_gemm_scalar(m, n, k, a, lda, packed, c, ldc, out, NULL, NULL);
+}
+
 void qf_gemm_u8s8f32_scalar(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, const void* packed,
                             const float* scales, float* c, size_t ldc) {
-    const size_t panel_size = qf_gemm_u8s8_panel_size(k);
-    for (size_t p = 0; p * QF_GEMM_PANEL_COLUMNS < n; p++) {
-        const uint8_t* panel = (const uint8_t*)packed + p * panel_size;
-        const int32_t* header = (const int32_t*)panel;
-        const int8_t* w = (const int8_t*)(panel + QF_PANEL_HEADER_BYTES);
-        const size_t columns = n - p * QF_GEMM_PANEL_COLUMNS < QF_GEMM_PANEL_COLUMNS
-                                   ? n - p * QF_GEMM_PANEL_COLUMNS
-                                   : QF_GEMM_PANEL_COLUMNS;
-        for (size_t i = 0; i < m; i++) {
-            const uint8_t* row = a + i * lda;
-            int32_t acc[QF_GEMM_PANEL_COLUMNS];
-            qf_gemm_scalar_accumulate(row, k, header, w, acc);
-            float* dst = c + i * ldc + p * QF_GEMM_PANEL_COLUMNS;
-            for (size_t j = 0; j < columns; j++) dst[j] = (float)acc[j] * scales[p * QF_GEMM_PANEL_COLUMNS + j];
-        }
-    }
+    qf_gemm_scalar(m, n, k, a, lda, packed, NULL, ldc, NULL, c, scales);
 }

@@ -115,21 +115,12 @@ struct ConvolutionOperator: FloatOperator {
         depthwiseWeights!.withUnsafeBufferPointer { weightBuffer in
             let weights = Parallel.SharedPointer(weightBuffer.baseAddress!)
             if usesDepthwise3x3 {
-                let scratchCount = DepthwiseConvolution3x3.scratchCount(
-                    height: height, width: width, stride: g.strideHeight, padTop: g.padTop, padLeft: g.padLeft,
-                    outputHeight: outH, outputWidth: outW)
                 bias.withUnsafeBufferPointer { biasBuffer in
-                    let biasPointer = Parallel.SharedPointer(biasBuffer.baseAddress!)
-                    Parallel.forEachChunk(count: batch * channels, threads: workers) { planes in
-                        withUnsafeTemporaryAllocation(of: Float.self, capacity: scratchCount) { scratch in
-                            DepthwiseConvolution3x3.planes(
-                                planes, channels: channels, input: source.base, height: height, width: width,
-                                stride: g.strideHeight, padTop: g.padTop, padLeft: g.padLeft,
-                                outputHeight: outH, outputWidth: outW, weights: weights.base, bias: biasPointer.base,
-                                minimum: minimum, maximum: maximum, output: destination.base,
-                                scratch: scratch.baseAddress!, instructionSet: instructionSet)
-                        }
-                    }
+                    DepthwiseConvolution3x3.allPlanes(
+                        batch * channels, channels: channels, input: source.base, height: height, width: width,
+                        stride: g.strideHeight, padTop: g.padTop, padLeft: g.padLeft, outputHeight: outH,
+                        outputWidth: outW, weights: weights.base, bias: biasBuffer.baseAddress!, minimum: minimum,
+                        maximum: maximum, output: destination.base, threads: workers, instructionSet: instructionSet)
                 }
                 return
             }

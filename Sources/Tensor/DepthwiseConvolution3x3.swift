@@ -41,4 +41,26 @@ public enum DepthwiseConvolution3x3 {
                                     height, width, Int32(stride), padTop, padLeft, outputHeight, outputWidth,
                                     weights, bias, minimum, maximum, clamps ? 1 : 0, output, scratch)
     }
+
+    /// `planes(...)` for all `planeCount` planes of an NCHW tensor, split into contiguous ranges over `threads`
+    /// workers, each with its own scratch (the training forward and the float engine both run it this way).
+    public static func allPlanes(_ planeCount: Int, channels: Int, input: UnsafePointer<Float>, height: Int, width: Int,
+                                 stride: Int, padTop: Int, padLeft: Int, outputHeight: Int, outputWidth: Int,
+                                 weights: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                                 minimum: Float = -.infinity, maximum: Float = .infinity,
+                                 output: UnsafeMutablePointer<Float>, threads: Int,
+                                 instructionSet: FP32InstructionSet = .preferred) {
+        let scratchCount = Self.scratchCount(height: height, width: width, stride: stride, padTop: padTop, padLeft: padLeft,
+                                             outputHeight: outputHeight, outputWidth: outputWidth)
+        let source = Parallel.SharedPointer(input), target = Parallel.SharedMutablePointer(output)
+        let sharedWeights = Parallel.SharedPointer(weights), sharedBias = Parallel.SharedPointer(bias)
+        Parallel.forEachChunk(count: planeCount, threads: threads) { range in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, scratchCount)) { scratch in
+                Self.planes(range, channels: channels, input: source.base, height: height, width: width, stride: stride,
+                            padTop: padTop, padLeft: padLeft, outputHeight: outputHeight, outputWidth: outputWidth,
+                            weights: sharedWeights.base, bias: sharedBias.base, minimum: minimum, maximum: maximum,
+                            output: target.base, scratch: scratch.baseAddress!, instructionSet: instructionSet)
+            }
+        }
+    }
 }

@@ -23,20 +23,12 @@ enum DepthwiseConvolution {
                     if useSharedKernel {
                         // The inference engine's 3×3 kernel (AVX-512 reads the unpadded plane with masked lanes):
                         // no copy into a padded buffer and 16-lane rows instead of 4.
-                        let scratchCount = DepthwiseConvolution3x3.scratchCount(
-                            height: height, width: width, stride: g.strideHeight, padTop: g.padTop, padLeft: g.padLeft,
-                            outputHeight: outH, outputWidth: outW)
                         biasValues.withUnsafeBufferPointer { biasBuffer in
-                            let biasPointer = Parallel.SharedPointer(biasBuffer.baseAddress!)
-                            Parallel.forEachChunk(count: batch * channels, threads: context.threads) { planes in
-                                withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, scratchCount)) { scratch in
-                                    DepthwiseConvolution3x3.planes(
-                                        planes, channels: channels, input: source.base, height: height, width: width,
-                                        stride: g.strideHeight, padTop: g.padTop, padLeft: g.padLeft,
-                                        outputHeight: outH, outputWidth: outW, weights: w.base, bias: biasPointer.base,
-                                        output: target.base, scratch: scratch.baseAddress!)
-                                }
-                            }
+                            DepthwiseConvolution3x3.allPlanes(
+                                batch * channels, channels: channels, input: source.base, height: height, width: width,
+                                stride: g.strideHeight, padTop: g.padTop, padLeft: g.padLeft, outputHeight: outH,
+                                outputWidth: outW, weights: w.base, bias: biasBuffer.baseAddress!, output: target.base,
+                                threads: context.threads)
                         }
                         return
                     }
