@@ -101,38 +101,14 @@ public final class FloatExecutor: @unchecked Sendable {
     /// The batch in chunks of `batchChunk` images; with several threads, whole chunks go to each thread (no
     /// hand-off per layer), otherwise one after another. Outputs are concatenated along dimension 0.
     private func runInChunks(_ inputs: [String: Tensor], batch: Int) throws -> [String: Tensor] {
-        let chunkCount = (batch + batchChunk - 1) / batchChunk
-        @Sendable func chunkInputs(_ chunk: Int) -> [String: Tensor] {
-            let first = chunk * batchChunk, count = min(batchChunk, batch - first)
-            return inputs.mapValues { tensor in
-                let perImage = tensor.count / batch
-                return Tensor(shape: [count] + tensor.shape.dropFirst(),
-                              data: Array(tensor.data[(first * perImage)..<((first + count) * perImage)]))
-            }
+        let chunks = BatchChunks(batch: batch, size: batchChunk)
+        let workers = min(threads, chunks.count)
+        let parts = try chunks.run(workers: workers) { chunk, _ in
+            let part = chunks.slice(inputs, chunk: chunk)
+            let shapes = try concreteShapes(for: graph.inputs.map { part[$0.name]!.shape })
+            return try runSteps(part, shapes: shapes, threads: workers > 1 ? 1 : threads)
         }
-        let results = ChunkResults(count: chunkCount)
-        let workers = min(threads, chunkCount)
-        Parallel.forEachChunk(count: chunkCount, threads: workers) { chunks in
-            for chunk in chunks {
-                let part = chunkInputs(chunk)
-                do {
-                    let shapes = try concreteShapes(for: graph.inputs.map { part[$0.name]!.shape })
-                    results.store(.success(try runSteps(part, shapes: shapes, threads: workers > 1 ? 1 : threads)), at: chunk)
-                } catch {
-                    results.store(.failure(error), at: chunk)
-                }
-            }
-        }
-        let parts = try results.all()
-        var outputs: [String: Tensor] = [:]
-        for output in graph.outputs {
-            let pieces = parts.map { $0[output.name]! }
-            var data: [Float] = []
-            data.reserveCapacity(pieces.reduce(0) { $0 + $1.count })
-            for piece in pieces { data.append(contentsOf: piece.data) }
-            outputs[output.name] = Tensor(shape: [batch] + pieces[0].shape.dropFirst(), data: data)
-        }
-        return outputs
+        return chunks.join(parts, names: graph.outputs.map(\.name))
     }
 
     private func runWhole(_ inputs: [String: Tensor], inputShapes: [[Int]], threads: Int) throws -> [String: Tensor] {
@@ -206,27 +182,5 @@ public final class FloatExecutor: @unchecked Sendable {
         } catch let error as GraphValidationError {
             throw FloatExecutorError(nodeName: error.nodeName, op: error.op, message: "for input shapes \(inputShapes): \(error.message)")
         }
-    }
-}
-
-/// Results of concurrently run chunks, in chunk order. `@unchecked Sendable` is sound: `slots` is only touched
-/// under `lock`.
-private final class ChunkResults: @unchecked Sendable {
-    private let lock = NSLock()
-    private var slots: [Result<[String: Tensor], Error>?]
-
-    init(count: Int) { slots = Array(repeating: nil, count: count) }
-
-    func store(_ result: Result<[String: Tensor], Error>, at index: Int) {
-        lock.lock()
-        defer { lock.unlock() }
-        slots[index] = result
-    }
-
-    /// Every chunk's outputs, or the first chunk's error.
-    func all() throws -> [[String: Tensor]] {
-        lock.lock()
-        defer { lock.unlock() }
-        return try slots.map { try $0!.get() }
     }
 }

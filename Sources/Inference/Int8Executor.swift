@@ -36,7 +36,9 @@ public struct Int8ExecutorError: Error, CustomStringConvertible, Sendable {
 /// (`Int8GraphCompiler`). Nodes no pattern covers run in float through the float executor between a dequantize
 /// and a quantize step. The first `run` of a batch size plans its memory (`Int8Workspace`: one arena, buffers
 /// reused between layers); later runs of that size allocate only the returned output tensors (plus the tensors
-/// of float fallback nodes, if any). Runs are serialised; `threads > 1` splits each kernel call.
+/// of float fallback nodes, if any). Runs are serialised. With `threads > 1`, a batch larger than `batchChunk`
+/// goes to the threads as whole chunks of images (`BatchChunks`), each chunk run by one thread on its own
+/// workspace; a smaller batch splits each kernel call instead.
 public final class Int8Executor: @unchecked Sendable {
     public let graph: Graph
     public let threads: Int
@@ -44,11 +46,24 @@ public final class Int8Executor: @unchecked Sendable {
     // `@unchecked Sendable` is sound: the workspaces (the only mutable state) are touched only under `runLock`,
     // which is held for a whole run.
     private let runLock = NSLock()
-    private var workspaces: [Int: Int8Workspace] = [:]
-    /// Batch sizes whose workspace is kept (an evaluation uses one size plus a smaller last batch).
-    private static let keptWorkspaces = 4
+    private var workspaces: [WorkspaceKey: Int8Workspace] = [:]
+    /// Workspaces kept: an evaluation uses one batch size plus a smaller last batch, and a chunked run one chunk
+    /// size plus a smaller last chunk per thread.
+    private static let keptWorkspaces = 8
+    /// Images per chunk when a batch is split (0: never split, the graph may mix images); see `BatchChunks`.
+    public let batchChunk: Int
+    /// Chunk size by measurement (MobileNetV2-FMNIST, 2 threads, batch 32): large enough that the per-call costs
+    /// are amortised, small enough that a block's activations stay in L2.
+    public static let defaultBatchChunk = 8
 
-    public init(graph: Graph, threads: Int = 1) throws {
+    private struct WorkspaceKey: Hashable {
+        var batch: Int
+        var worker: Int
+    }
+
+    /// `batchChunk`: images per chunk of a large batch (nil: `defaultBatchChunk`, or `QATFLOW_INT8_BATCH_CHUNK` if
+    /// set; 0: never split); ignored when the graph could mix images.
+    public init(graph: Graph, threads: Int = 1, batchChunk: Int? = nil) throws {
         let validated: Graph
         do {
             validated = try graph.validated()
@@ -62,6 +77,9 @@ public final class Int8Executor: @unchecked Sendable {
         self.threads = max(1, threads)
         var compiler = try Int8GraphCompiler(graph: validated, threads: self.threads)
         program = try compiler.compile()
+        let separable = BatchSeparability.holds(for: validated, shapes: (try? ShapeInference.infer(validated)) ?? [:])
+        let chunkOverride = ProcessInfo.processInfo.environment["QATFLOW_INT8_BATCH_CHUNK"].flatMap { Int($0) }
+        self.batchChunk = separable ? max(0, batchChunk ?? chunkOverride ?? Self.defaultBatchChunk) : 0
     }
 
     /// Names of the nodes that run in float (no int8 pattern covers them), in execution order.
@@ -98,7 +116,36 @@ public final class Int8Executor: @unchecked Sendable {
 
         runLock.lock()
         defer { runLock.unlock() }
-        let workspace = self.workspace(batch: batch ?? 1)
+        let images = batch ?? 1
+        if batchChunk > 0, images > batchChunk {
+            return try runInChunks(inputs, batch: images)
+        }
+        return try runSteps(inputs, on: workspace(batch: images, worker: 0), threads: threads)
+    }
+
+    /// The batch in chunks of `batchChunk` images, whole chunks per thread, each thread on its own workspaces.
+    /// Call with `runLock` held.
+    private func runInChunks(_ inputs: [String: Tensor], batch: Int) throws -> [String: Tensor] {
+        let chunks = BatchChunks(batch: batch, size: batchChunk)
+        let workers = min(threads, chunks.count)
+        // Planned here, under the lock: the threads below only use them.
+        var planned: [WorkspaceKey: Int8Workspace] = [:]
+        for worker in 0..<workers {
+            for size in Set((0..<chunks.count).map { chunks.range($0).count }) {
+                planned[WorkspaceKey(batch: size, worker: worker)] = workspace(batch: size, worker: worker)
+            }
+        }
+        let workspaces = planned
+        let parts = try chunks.run(workers: workers) { chunk, worker in
+            let part = chunks.slice(inputs, chunk: chunk)
+            let workspace = workspaces[WorkspaceKey(batch: chunks.range(chunk).count, worker: worker)]!
+            return try self.runSteps(part, on: workspace, threads: 1)
+        }
+        return chunks.join(parts, names: program.outputs.map(\.0))
+    }
+
+    /// Every step once on `workspace` (planned for the inputs' batch), which no other run uses meanwhile.
+    private func runSteps(_ inputs: [String: Tensor], on workspace: Int8Workspace, threads: Int) throws -> [String: Tensor] {
         defer { for slot in workspace.floats.indices { workspace.floats[slot] = nil } }
         for (name, slot) in program.inputs { workspace.floats[slot] = inputs[name] }
         for step in program.steps {
@@ -119,15 +166,16 @@ public final class Int8Executor: @unchecked Sendable {
     public func arenaByteCount(batch: Int) -> Int {
         runLock.lock()
         defer { runLock.unlock() }
-        return workspace(batch: batch).arenaByteCount
+        return workspace(batch: batch, worker: 0).arenaByteCount
     }
 
-    /// The workspace of `batch` images, planned on first use. Call with `runLock` held.
-    private func workspace(batch: Int) -> Int8Workspace {
-        if let existing = workspaces[batch] { return existing }
+    /// Worker `worker`'s workspace of `batch` images, planned on first use. Call with `runLock` held.
+    private func workspace(batch: Int, worker: Int) -> Int8Workspace {
+        let key = WorkspaceKey(batch: batch, worker: worker)
+        if let existing = workspaces[key] { return existing }
         if workspaces.count >= Self.keptWorkspaces, let evicted = workspaces.keys.first { workspaces[evicted] = nil }
-        let created = Int8Workspace(program: program, batch: batch, threads: threads)
-        workspaces[batch] = created
+        let created = Int8Workspace(program: program, batch: batch, threads: worker == 0 ? threads : 1)
+        workspaces[key] = created
         return created
     }
 }

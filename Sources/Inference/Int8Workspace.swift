@@ -4,8 +4,10 @@ import Tensor
 /// so that values alive at the same time never overlap, plus the im2col scratch and the float slots of the float
 /// boundary (graph inputs and outputs, float fallback nodes).
 ///
-/// Built once per batch size by the executor; `run` then only hands out pointers into it.
-final class Int8Workspace {
+/// Built once per batch size (and, for chunked runs, per thread) by the executor; `run` then only hands out
+/// pointers into it. `@unchecked Sendable` is sound because the executor gives a workspace to one run on one
+/// thread at a time (under its run lock; a chunked run gives each thread its own).
+final class Int8Workspace: @unchecked Sendable {
     let batch: Int
     private let arena: UnsafeMutableRawPointer
     private let offsets: [Int]

@@ -70,6 +70,26 @@ final class Int8ExecutorTests: XCTestCase {
         }
     }
 
+    /// A batch larger than a chunk runs as chunks, whole chunks per thread; the result must be bit-identical to
+    /// one pass over the whole batch (chunks joined in order, each thread on its own buffers).
+    func testLargeBatchInChunksOnTwoThreadsEqualsOneWholePass() throws {
+        for graph in [Self.smallNetwork(), Self.stridedNetwork()] {
+            let side = graph.inputs[0].shape[2]
+            let quantized = try PostTrainingQuantizer(config: QuantizationConfig())
+                .quantize(graph, calibration: try Self.randomImages(32, side: side, seed: 17), batch: 16).graph
+            let whole = try Int8Executor(graph: quantized, threads: 1, batchChunk: 0)
+            let chunked = try Int8Executor(graph: quantized, threads: 2, batchChunk: 4)
+            XCTAssertEqual(chunked.batchChunk, 4, "\(graph.name) treats images independently")
+            let input = randomTensor([11, 1, side, side], seed: 18, range: -1...2)  // chunks of 4, 4, 3
+            let expected = try whole.run(["x": input])
+            for _ in 0..<2 {
+                let output = try chunked.run(["x": input])
+                XCTAssertEqual(output.keys.sorted(), expected.keys.sorted())
+                for (name, tensor) in expected { XCTAssertEqual(output[name], tensor, "\(graph.name) output \(name)") }
+            }
+        }
+    }
+
     func testFloatModelAndBadInputsAreRejectedWithClearErrors() throws {
         XCTAssertThrowsError(try Int8Executor(graph: Self.smallNetwork())) { error in
             XCTAssertTrue("\(error)".contains("FloatExecutor"), "\(error)")
