@@ -118,6 +118,38 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    /// QAT's folded convolution gives BatchNorm `a·x + b` (a: the inverse fold factor, any sign or zero) without
+    /// materialising it: same output and running statistics as BatchNorm of the materialised tensor, in both
+    /// modes, and gradients that match finite differences.
+    func testBatchNormOfAnAffineInputEqualsBatchNormOfTheMaterialisedInput() {
+        let a: [Float] = [2.5, -0.75, 0], b: [Float] = [0.3, -1.2, 0.8]
+        let x = Variable(randomTensor([4, 3, 3, 2], seed: 110, range: -2...2), requiresGradient: true)
+        var materialised = x.value.data
+        for index in materialised.indices { let c = (index / 6) % 3; materialised[index] = a[c] * materialised[index] + b[c] }
+        for training in [true, false] {
+            let fused = batchNorm(channels: 3, seed: 111), plain = batchNorm(channels: 3, seed: 111)
+            let context = ForwardContext(tape: nil, isTraining: training)
+            let y = Functional.batchNorm(x, scale: fused.scale.variable, shift: fused.shift.variable, statistics: &fused.statistics,
+                                         momentum: 0.1, epsilon: 1e-5, inputAffine: (a, b), context: context)
+            let expected = Functional.batchNorm(Variable(Tensor(shape: x.shape, data: materialised)), scale: plain.scale.variable,
+                                                shift: plain.shift.variable, statistics: &plain.statistics, momentum: 0.1,
+                                                epsilon: 1e-5, context: context)
+            XCTAssertLessThanOrEqual(y.value.maxAbsoluteDifference(expected.value), 1e-4, "training \(training)")
+            for c in 0..<3 {
+                XCTAssertEqual(fused.statistics.mean[c], plain.statistics.mean[c], accuracy: 1e-5, "training \(training)")
+                XCTAssertEqual(fused.statistics.variance[c], plain.statistics.variance[c], accuracy: 1e-4, "training \(training)")
+            }
+        }
+        for training in [true, false] {
+            let layer = batchNorm(channels: 3, seed: 112)
+            assertGradientsMatchFiniteDifferences(inputs: [x], parameters: layer.parameters, step: 5e-3) { context in
+                let evaluation = ForwardContext(tape: context.tape, isTraining: training)
+                return Functional.batchNorm(x, scale: layer.scale.variable, shift: layer.shift.variable, statistics: &layer.statistics,
+                                            momentum: 0.1, epsilon: 1e-5, inputAffine: (a, b), context: training ? context : evaluation)
+            }
+        }
+    }
+
     func testBatchNormRunningStatisticsFollowPyTorch() {
         let layer = batchNorm(channels: 1, seed: 100)
         layer.statistics = BatchNormalizationStatistics(mean: [1], variance: [2])

@@ -225,59 +225,18 @@ public enum FakeQuantizeOperations {
         return folded
     }
 
-    /// `y[n, c, …] · factor[c]`; the gradient is scaled the same way.
-    public static func channelScale(_ y: Variable, factor: [Float], context: ForwardContext) -> Variable {
-        let channels = factor.count, plane = y.value.count / max(1, y.shape[0] * channels)
-        var output = y.value.data
-        output.withUnsafeMutableBufferPointer { out in
-            for block in 0..<(y.shape[0] * channels) {
-                let f = factor[block % channels]
-                for i in (block * plane)..<((block + 1) * plane) { out[i] *= f }
-            }
-        }
-        let result = Variable(Tensor(shape: y.shape, data: output), requiresGradient: context.needsGradient(y))
+    /// A per-channel vector `value[c] = Σ_k coefficient_k[c] · source_k[c]` (already computed: `value`) of
+    /// one-per-channel variables, e.g. a frozen BatchNorm's β and the convolution bias, as one variable: the
+    /// folded convolution's bias. The gradient of each source is the vector's gradient times its coefficient.
+    public static func channelCombination(_ value: [Float], sources: [(variable: Variable, coefficient: [Float])],
+                                          context: ForwardContext) -> Variable {
+        let result = Variable(Tensor(shape: [value.count], data: value),
+                              requiresGradient: sources.contains { context.needsGradient($0.variable) })
         guard result.requiresGradient else { return result }
         context.record(result) {
-            y.accumulateGradient { dx in
-                result.gradient.withUnsafeBufferPointer { dy in
-                    for block in 0..<(y.shape[0] * channels) {
-                        let f = factor[block % channels]
-                        for i in (block * plane)..<((block + 1) * plane) { dx[i] += dy[i] * f }
-                    }
-                }
-            }
-        }
-        return result
-    }
-
-    /// `y[n, c, …] + shift[c]`, where `shift[c] = Σ_k coefficient_k[c] · source_k[c]` for one-per-channel
-    /// variables (a frozen BatchNorm's β and the convolution bias): the gradient of each source is the
-    /// per-channel sum of the output gradient times its coefficient.
-    public static func channelShift(_ y: Variable, shift: [Float], sources: [(variable: Variable, coefficient: [Float])],
-                                    context: ForwardContext) -> Variable {
-        let channels = shift.count, plane = y.value.count / max(1, y.shape[0] * channels)
-        var output = y.value.data
-        output.withUnsafeMutableBufferPointer { out in
-            for block in 0..<(y.shape[0] * channels) {
-                let t = shift[block % channels]
-                for i in (block * plane)..<((block + 1) * plane) { out[i] += t }
-            }
-        }
-        let result = Variable(Tensor(shape: y.shape, data: output),
-                              requiresGradient: context.needsGradient(y) || sources.contains { context.needsGradient($0.variable) })
-        guard result.requiresGradient else { return result }
-        context.record(result) {
-            if y.requiresGradient { y.addGradient(result.gradient) }
-            var sums = [Double](repeating: 0, count: channels)
-            result.gradient.withUnsafeBufferPointer { dy in
-                for block in 0..<(y.shape[0] * channels) {
-                    var total: Float = 0
-                    for i in (block * plane)..<((block + 1) * plane) { total += dy[i] }
-                    sums[block % channels] += Double(total)
-                }
-            }
+            let gradient = result.gradient
             for (variable, coefficient) in sources where variable.requiresGradient {
-                variable.accumulateGradient { g in for c in 0..<channels { g[c] += Float(sums[c]) * coefficient[c] } }
+                variable.accumulateGradient { g in for c in 0..<value.count { g[c] += gradient[c] * coefficient[c] } }
             }
         }
         return result

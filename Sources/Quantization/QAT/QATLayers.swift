@@ -217,26 +217,28 @@ public final class FoldedConvBatchNorm: Layer, WeightFakeQuantizing {
     public func callAsFunction(_ inputs: [Variable], context: ForwardContext) -> Variable {
         let factors = foldFactors(), channels = factors.count
         let weight = weightQuantizer(convolution.weight.variable, multiplier: factors, channels: channels, context: context)
-        let y = Functional.conv2d(inputs[0], weight: weight, bias: nil, geometry: convolution.geometry, groups: convolution.groups,
-                                  context: context)
         let bias = convolution.bias
         if context.isTraining && !isBatchNormFrozen {
-            var unfolded = FakeQuantizeOperations.channelScale(y, factor: factors.map { $0 != 0 ? 1 / $0 : 0 }, context: context)
-            if let bias {
-                unfolded = FakeQuantizeOperations.channelShift(unfolded, shift: bias.value.data,
-                                                               sources: [(bias.variable, [Float](repeating: 1, count: channels))], context: context)
-            }
-            return Functional.batchNorm(unfolded, scale: batchNorm.scale.variable, shift: batchNorm.shift.variable,
+            let y = Functional.conv2d(inputs[0], weight: weight, bias: nil, geometry: convolution.geometry, groups: convolution.groups,
+                                      context: context)
+            // BatchNorm of the unfolded output y·σ/γ + b, the division folded into BatchNorm's own pass. The bias
+            // cancels against the batch mean (its gradient is zero, as in the unfused form); it only moves the
+            // running mean.
+            let unfold = factors.map { $0 != 0 ? 1 / $0 : 0 }
+            return Functional.batchNorm(y, scale: batchNorm.scale.variable, shift: batchNorm.shift.variable,
                                         statistics: &batchNorm.statistics, momentum: batchNorm.momentum, epsilon: batchNorm.epsilon,
+                                        inputAffine: (unfold, bias?.value.data ?? [Float](repeating: 0, count: channels)),
                                         context: context)
         }
-        // Same float operations as foldBatchNormalization: (b − μ)·factor + β.
+        // The deployed folded convolution; its bias is what foldBatchNormalization computes: (b − μ)·factor + β.
         let mean = batchNorm.statistics.mean, beta = batchNorm.shift.value.data
         let biasValues = bias?.value.data ?? [Float](repeating: 0, count: channels)
         let shift = (0..<channels).map { (biasValues[$0] - mean[$0]) * factors[$0] + beta[$0] }
         var sources: [(variable: Variable, coefficient: [Float])] = [(batchNorm.shift.variable, [Float](repeating: 1, count: channels))]
         if let bias { sources.append((bias.variable, factors)) }
-        return FakeQuantizeOperations.channelShift(y, shift: shift, sources: sources, context: context)
+        let foldedBias = FakeQuantizeOperations.channelCombination(shift, sources: sources, context: context)
+        return Functional.conv2d(inputs[0], weight: weight, bias: foldedBias, geometry: convolution.geometry, groups: convolution.groups,
+                                 context: context)
     }
 
     /// Writes the (unfolded) convolution weights; the BatchNorm's node exports γ, β and the statistics.

@@ -19,16 +19,25 @@ public struct BatchNormalizationStatistics: Sendable, Equatable {
 enum BatchNormalization {
     /// With `fusedClamp`, returns `clamp(BN(x))` in one pass and backpropagates through both (the clamp's mask is
     /// recomputed from `x`, so the BN output is never stored).
+    ///
+    /// With `inputAffine` (a, b per channel), normalises `a[c]·x + b[c]` instead of `x`, without materialising it:
+    /// QAT's BN-folded convolution feeds BatchNorm its output divided by the fold factor, and that division would
+    /// otherwise be a whole extra pass over the tensor, forward and backward. BatchNorm's output does not depend
+    /// on b in training mode (it subtracts the batch mean), so b reaches only the running mean, and its gradient
+    /// is zero.
     static func forward(_ x: Variable, scale: Variable, shift: Variable, statistics: inout BatchNormalizationStatistics,
                         momentum: Float, epsilon: Float, fusedClamp: (lower: Float, upper: Float)? = nil,
-                        context: ForwardContext) -> Variable {
+                        inputAffine: (scale: [Float], shift: [Float])? = nil, context: ForwardContext) -> Variable {
         let (batch, channels) = (x.shape[0], x.shape[1])
         let plane = x.shape.dropFirst(2).reduce(1, *)
         let elements = batch * plane
-        // Per channel: the centre and 1/σ used to normalise (batch or running statistics).
-        var center = [Float](repeating: 0, count: channels)
-        var inverseDeviation = [Float](repeating: 0, count: channels)
+        let inputScale = inputAffine?.scale ?? [Float](repeating: 1, count: channels)
+        let inputShift = inputAffine?.shift ?? [Float](repeating: 0, count: channels)
+        // Per channel, the normalised input as an affine function of x: x̂ = x·normScale + normShift.
+        var normScale = [Float](repeating: 0, count: channels)
+        var normShift = [Float](repeating: 0, count: channels)
         if context.isTraining {
+            var center = [Float](repeating: 0, count: channels)
             var batchVariance = [Float](repeating: 0, count: channels)
             x.value.data.withUnsafeBufferPointer { input in
                 let source = Parallel.SharedPointer(input.baseAddress!)
@@ -48,20 +57,26 @@ enum BatchNormalization {
             }
             let unbiasing = elements > 1 ? Float(elements) / Float(elements - 1) : 1
             for c in 0..<channels {
-                inverseDeviation[c] = 1 / (batchVariance[c] + epsilon).squareRoot()
-                statistics.mean[c] = (1 - momentum) * statistics.mean[c] + momentum * center[c]
-                statistics.variance[c] = (1 - momentum) * statistics.variance[c] + momentum * batchVariance[c] * unbiasing
+                // Statistics of a·x + b: mean a·μ + b, variance a²·σ².
+                let a = inputScale[c], variance = a * a * batchVariance[c]
+                normScale[c] = a / (variance + epsilon).squareRoot()
+                normShift[c] = -center[c] * normScale[c]
+                statistics.mean[c] = (1 - momentum) * statistics.mean[c] + momentum * (a * center[c] + inputShift[c])
+                statistics.variance[c] = (1 - momentum) * statistics.variance[c] + momentum * variance * unbiasing
             }
         } else {
-            center = statistics.mean
-            for c in 0..<channels { inverseDeviation[c] = 1 / (statistics.variance[c] + epsilon).squareRoot() }
+            for c in 0..<channels {
+                let inverseDeviation = 1 / (statistics.variance[c] + epsilon).squareRoot()
+                normScale[c] = inputScale[c] * inverseDeviation
+                normShift[c] = (inputShift[c] - statistics.mean[c]) * inverseDeviation
+            }
         }
-        // y = x·a + b per channel.
+        // y = x·multiplier + offset per channel.
         let gamma = scale.value.data, beta = shift.value.data
         var multiplier = [Float](repeating: 0, count: channels), offset = [Float](repeating: 0, count: channels)
         for c in 0..<channels {
-            multiplier[c] = gamma[c] * inverseDeviation[c]
-            offset[c] = beta[c] - center[c] * multiplier[c]
+            multiplier[c] = gamma[c] * normScale[c]
+            offset[c] = gamma[c] * normShift[c] + beta[c]
         }
         var output = [Float](unsafeUninitializedCapacity: x.value.count) { _, initialized in initialized = x.value.count }
         x.value.data.withUnsafeBufferPointer { input in
@@ -81,7 +96,7 @@ enum BatchNormalization {
         let result = Variable(Tensor(shape: x.shape, data: output), requiresGradient: context.needsGradient(x, scale, shift))
         guard result.requiresGradient else { return result }
         let usedBatchStatistics = context.isTraining
-        context.record(result) { [threads = context.threads, center, inverseDeviation, multiplier, offset] in
+        context.record(result) { [threads = context.threads, normScale, normShift, multiplier, offset] in
             // Per channel: Σdy and Σdy·x̂ (through the fused clamp's mask when there is one).
             var sumGradient = [Float](repeating: 0, count: channels), sumGradientNormalized = [Float](repeating: 0, count: channels)
             x.value.data.withUnsafeBufferPointer { input in
@@ -97,8 +112,8 @@ enum BatchNormalization {
                     }
                     for c in 0..<channels {
                         sumGradient[c] = Float(sums.first[c])
-                        // Σ dy·(x − centre)·invσ = invσ·(Σ dy·x − centre·Σ dy)
-                        sumGradientNormalized[c] = Float((sums.second[c] - Double(center[c]) * sums.first[c]) * Double(inverseDeviation[c]))
+                        // Σ dy·x̂ = normScale·Σ dy·x + normShift·Σ dy
+                        sumGradientNormalized[c] = Float(Double(normScale[c]) * sums.second[c] + Double(normShift[c]) * sums.first[c])
                     }
                 }
             }
@@ -109,14 +124,16 @@ enum BatchNormalization {
                 shift.accumulateGradient { for c in 0..<channels { $0[c] += sumGradient[c] } }
             }
             guard x.requiresGradient else { return }
-            // dx = a·dy + k1·x + k0 per channel, with a = γ·invσ and, in training mode,
-            // k1 = −a·invσ·Σdyx̂/M, k0 = −a·Σdy/M − k1·centre.
+            // dx = m·dy + k1·x + k0 per channel, with m = γ·normScale and, in training mode (the batch statistics
+            // depend on x): dx = m·(dy − Σdy/M − x̂·Σdyx̂/M), so k1 = −m·normScale·Σdyx̂/M,
+            // k0 = −m·Σdy/M − m·normShift·Σdyx̂/M.
             let count = Float(elements)
             var k1 = [Float](repeating: 0, count: channels), k0 = [Float](repeating: 0, count: channels)
             if usedBatchStatistics {
                 for c in 0..<channels {
-                    k1[c] = -multiplier[c] * inverseDeviation[c] * sumGradientNormalized[c] / count
-                    k0[c] = -multiplier[c] * sumGradient[c] / count - k1[c] * center[c]
+                    let projection = sumGradientNormalized[c] / count
+                    k1[c] = -multiplier[c] * normScale[c] * projection
+                    k0[c] = -multiplier[c] * sumGradient[c] / count - multiplier[c] * normShift[c] * projection
                 }
             }
             x.writeGradient { inputGradient, fresh in

@@ -10,10 +10,12 @@ public enum Functional {
     }
 
     /// BatchNorm over channels; training mode uses and updates `statistics` (PyTorch momentum convention).
+    /// With `inputAffine` (a, b per channel) it is BatchNorm of `a[c]·x + b[c]`, computed without that extra pass.
     public static func batchNorm(_ x: Variable, scale: Variable, shift: Variable, statistics: inout BatchNormalizationStatistics,
-                                 momentum: Float, epsilon: Float, context: ForwardContext) -> Variable {
+                                 momentum: Float, epsilon: Float, inputAffine: (scale: [Float], shift: [Float])? = nil,
+                                 context: ForwardContext) -> Variable {
         BatchNormalization.forward(x, scale: scale, shift: shift, statistics: &statistics, momentum: momentum,
-                                   epsilon: epsilon, context: context)
+                                   epsilon: epsilon, inputAffine: inputAffine, context: context)
     }
 
     /// `alpha·x·weightᵀ + beta·bias`, `weight` as `[out, in]`.
