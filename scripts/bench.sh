@@ -26,8 +26,8 @@ done
 printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "re-run (all cached): median %.3f s, min %.3f s over %d runs (target <= 0.300 s)\n", a[int((NR+1)/2)], a[1], NR}'
 
 echo
-echo "== float inference, MobileNetV2-FMNIST (models/mobilenetv2-fmnist-pytorch.onnx) =="
-"$PYTHON" scripts/bench_float.py "$QATFLOW" models/mobilenetv2-fmnist-pytorch.onnx "$work"
+echo "== float inference, MobileNetV2-FMNIST (models/mobilenetv2-fmnist.onnx) =="
+"$PYTHON" scripts/bench_float.py "$QATFLOW" models/mobilenetv2-fmnist.onnx "$work"
 
 echo
 echo "== int8 kernels (u8s8 GEMM GOPS per ISA path against the vpdpbusd ceiling measured in the same run; depthwise ms) =="
@@ -35,7 +35,7 @@ echo "== int8 kernels (u8s8 GEMM GOPS per ISA path against the vpdpbusd ceiling 
 
 echo
 echo "== int8 engine vs float engine, MobileNetV2-FMNIST, 1 thread (W8A8 PTQ, 300 calibration images) =="
-"$QATFLOW" convert models/mobilenetv2-fmnist-pytorch.onnx -o "$work/float.safetensors" > /dev/null
+"$QATFLOW" convert models/mobilenetv2-fmnist.onnx -o "$work/float.safetensors" > /dev/null
 "$QATFLOW" quantize "$work/float.safetensors" -o "$work/int8.safetensors" --images 300 --quiet > /dev/null
 for batch in 1 32; do
   float_ms=$("$QATFLOW" bench "$work/float.safetensors" --batch $batch --threads 1 --repeats 50 --json | sed 's/.*"median_ms":\([0-9.e+-]*\).*/\1/')
@@ -57,7 +57,7 @@ echo "== int8 engine per layer type, MobileNetV2-FMNIST, batch 32, 1 thread (int
 
 echo
 echo "== training throughput, MobileNetV2-FMNIST, batch 128, 2 threads (forward + backward + SGD step on Fashion-MNIST batches) =="
-"$QATFLOW" bench-train models/mobilenetv2-fmnist-pytorch.onnx --batch 128 --threads 2 --warmup 2 --steps 10 --split
+"$QATFLOW" bench-train models/mobilenetv2-fmnist.onnx --batch 128 --threads 2 --warmup 2 --steps 10 --split
 if "$PYTHON" -c "import torch" 2> /dev/null; then torch_note="PyTorch is installed but not run by this benchmark"; else torch_note="PyTorch not installed"; fi
 echo "reference, NOT measured in this run ($torch_note): PyTorch 2.15 CPU, same model, batch 128, 2 threads, channels-last, SGD: 256 img/s on a quiet machine, 37-96 img/s while other work shared it (/work/shared/PEERS.md)"
 
@@ -65,8 +65,8 @@ echo
 echo "== QAT step vs float training step, MobileNetV2-FMNIST, batch 32, 2 threads, SGD for both (target <= 1.3x) =="
 # Two alternating rounds (load on a shared machine comes and goes); per mode the round with the lowest mean step time.
 for round in 1 2; do
-  "$QATFLOW" bench-train models/mobilenetv2-fmnist-pytorch.onnx --batch 32 --threads 2 --warmup 2 --steps 10 --split --json >> "$work/train-float.jsonl"
-  "$QATFLOW" bench-train models/mobilenetv2-fmnist-pytorch.onnx --batch 32 --threads 2 --warmup 2 --steps 10 --qat --bits 8 --split --json >> "$work/train-qat.jsonl"
+  "$QATFLOW" bench-train models/mobilenetv2-fmnist.onnx --batch 32 --threads 2 --warmup 2 --steps 10 --split --json >> "$work/train-float.jsonl"
+  "$QATFLOW" bench-train models/mobilenetv2-fmnist.onnx --batch 32 --threads 2 --warmup 2 --steps 10 --qat --bits 8 --split --json >> "$work/train-qat.jsonl"
 done
 "$PYTHON" - "$work/train-float.jsonl" "$work/train-qat.jsonl" <<'PY'
 import json, sys

@@ -3,7 +3,7 @@ uint8 activations, int8 per-channel weights, MinMax calibration — the setup of
 same run. Also prints each engine's int8 speed-up over its own float.
 
   bench_int8_ort.py fmnist QATFLOW WORK
-      MobileNetV2-FMNIST (models/mobilenetv2-fmnist-pytorch.onnx), batch 1 and 32, 1 and 2 threads. Our int8 model
+      MobileNetV2-FMNIST (models/mobilenetv2-fmnist.onnx), batch 1 and 32, 1 and 2 threads. Our int8 model
       is WORK/int8.safetensors (written by scripts/bench.sh); ORT quantizes the ONNX file on 300 training images.
   bench_int8_ort.py mnv2-224 QATFLOW WORK
       MobileNetV2-224 (width 1.0, random weights) at batch 1, 1 thread, quantized by `qatflow quantize` (through a
@@ -17,7 +17,7 @@ from onnx import helper
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quant_pre_process, quantize_static)
 
-FMNIST_MODEL = "models/mobilenetv2-fmnist-pytorch.onnx"
+FMNIST_MODEL = "models/mobilenetv2-fmnist.onnx"
 MEAN, STD = 0.2860, 0.3530
 
 
