@@ -76,7 +76,8 @@ final class QATStageTests: XCTestCase {
         XCTAssertTrue(update.contains("scale_update"), update)
     }
 
-    /// A model whose BN was folded at conversion cannot be trained with BN folding; the stage says what to do.
+    /// A model whose BN was folded at conversion cannot be trained with BN folding: the plan is refused before
+    /// anything runs, at the qat stage's line:column, with what to change.
     func testFoldedModelIsRefusedWithAdvice() throws {
         let project = try makeProject()
         XCTAssertThrowsError(try project.run("""
@@ -86,9 +87,9 @@ final class QATStageTests: XCTestCase {
               convert: {uses: convert, with: {model: models/m.onnx}}
               qat: {uses: qat, needs: convert, with: {steps: 1, init_images: 32, dataset: train-64}}
             """, registry: .production)) { error in
-            XCTAssertTrue("\(error)".contains("stage 'qat': the input model has no BatchNormalization nodes left"), "\(error)")
-            XCTAssertTrue("\(error)".contains("convert the model with for_training: true"), "\(error)")
+            XCTAssertTrue("\(error)".contains("pipeline.yaml:5:3: error: stage 'qat': QAT needs the model's BatchNormalization nodes, but stage 'convert' folds BN"), "\(error)")
+            XCTAssertTrue("\(error)".contains("set for_training: true on 'convert'"), "\(error)")
         }
-        XCTAssertTrue(project.store.allRecords().allSatisfy { $0.kind != "qat" }, "nothing cached for the failed stage")
+        XCTAssertTrue(project.store.allRecords().isEmpty, "nothing ran, nothing cached")
     }
 }

@@ -43,7 +43,17 @@ public enum QATStage {
         ],
         inputs: .oneModel,
         check: { parameters, _ in problems(parameters) },
+        checkUpstream: { _, upstream in upstreamProblems(upstream) },
         run: run)
+
+    /// QAT trains BatchNorm folded into its convolution, so it needs the BatchNormalization nodes, which `convert`
+    /// folds away unless `for_training: true`. Other upstream kinds (`train`) keep BN; a model without BN from
+    /// elsewhere is refused at run time.
+    static func upstreamProblems(_ upstream: [StageInstance]) -> [ParameterProblem] {
+        upstream.filter { $0.kind.name == ConvertStage.kind.name && $0.parameters["for_training"] != .bool(true) }.map { convert in
+            ParameterProblem(nil, "QAT needs the model's BatchNormalization nodes, but stage '\(convert.name)' folds BN into the convolutions; set for_training: true on '\(convert.name)'")
+        }
+    }
 
     /// Parameter mistakes found before anything runs (the planner reports them at the manifest's line:column).
     static func problems(_ parameters: [String: JSONValue]) -> [ParameterProblem] {
