@@ -32,6 +32,21 @@ static inline __attribute__((always_inline)) void fake_quantize_body(const float
     }
 }
 
+// ONNX QuantizeLinear as the float executor defines it (NaN → the zero point), then DequantizeLinear when
+// `dequantize`: the same rounding as fake_quantize_body, plus the NaN select (which QAT's kernel must not have:
+// there a NaN has to reach the loss, where divergence is detected).
+static inline __attribute__((always_inline)) void quantize_linear_body(const float* restrict x, float* restrict y,
+                                                                        ptrdiff_t n, float scale, float zero_point,
+                                                                        float qmin, float qmax, int dequantize) {
+    const float low = qmin - zero_point - 1.0f, high = qmax - zero_point + 1.0f;
+    for (ptrdiff_t i = 0; i < n; ++i) {
+        const float v = x[i];
+        float q = clamp_float(rounded_quotient(v, scale, low, high) + zero_point, qmin, qmax);
+        q = v != v ? zero_point : q;
+        y[i] = dequantize ? (q - zero_point) * scale : q;
+    }
+}
+
 static inline __attribute__((always_inline)) void mask_gradient_body(const float* restrict x, const float* restrict dy,
                                                                       float* restrict dx, ptrdiff_t n, float scale,
                                                                       float zero_point, float qmin, float qmax, int accumulate) {
@@ -71,7 +86,12 @@ static inline __attribute__((always_inline)) void min_max_body(const float* rest
                                                   float z, float lo, float hi, int accumulate) {                       \
         mask_gradient_body(x, dy, dx, n, s, z, lo, hi, accumulate);                                                    \
     }                                                                                                                  \
-    attributes static void min_max_##suffix(const float* x, ptrdiff_t n, float* lo, float* hi) { min_max_body(x, n, lo, hi); }
+    attributes static void min_max_##suffix(const float* x, ptrdiff_t n, float* lo, float* hi) { min_max_body(x, n, lo, hi); } \
+    attributes static void quantize_linear_##suffix(const float* x, float* y, ptrdiff_t n, float s, float z, float lo,  \
+                                                    float hi, int dequantize) {                                        \
+        if (dequantize) quantize_linear_body(x, y, n, s, z, lo, hi, 1);                                                \
+        else quantize_linear_body(x, y, n, s, z, lo, hi, 0);                                                           \
+    }
 
 QF_INSTANTIATE(portable, )
 QF_INSTANTIATE(avx2, __attribute__((target("avx2,fma"))))
@@ -100,5 +120,14 @@ void qf_fp32_min_max(int isa, const float* x, ptrdiff_t n, float* low, float* hi
     case QF_FP32_ISA_AVX512: min_max_avx512(x, n, low, high); break;
     case QF_FP32_ISA_AVX2: min_max_avx2(x, n, low, high); break;
     default: min_max_portable(x, n, low, high); break;
+    }
+}
+
+void qf_fp32_quantize_linear(int isa, const float* x, float* y, ptrdiff_t n, float scale, float zero_point, float qmin,
+                             float qmax, int dequantize) {
+    switch (isa) {
+    case QF_FP32_ISA_AVX512: quantize_linear_avx512(x, y, n, scale, zero_point, qmin, qmax, dequantize); break;
+    case QF_FP32_ISA_AVX2: quantize_linear_avx2(x, y, n, scale, zero_point, qmin, qmax, dequantize); break;
+    default: quantize_linear_portable(x, y, n, scale, zero_point, qmin, qmax, dequantize); break;
     }
 }

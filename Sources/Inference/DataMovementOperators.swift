@@ -59,12 +59,15 @@ struct PadOperator: FloatOperator {
     }
 }
 
-/// QuantizeLinear / DequantizeLinear, per tensor or per axis. Quantize rounds half to even and saturates to the
-/// zero point's type (ONNX); quantized values are carried as floats holding integers.
+/// QuantizeLinear / DequantizeLinear, per tensor or per axis, or a per-tensor QuantizeLinear → DequantizeLinear
+/// pair as one pass (`ExecutionPlanner` fuses them: the fake-quant simulation of a QDQ model has one pair per
+/// activation). Quantize rounds half to even and saturates to the zero point's type (ONNX), NaN → the zero point;
+/// quantized values are carried as floats holding integers.
 /// qatflow's `bits` attribute (docs/quantization.md) narrows the range: `[0, 2^b − 1]` for uint8 and the
 /// narrow symmetric `[−(2^(b−1) − 1), 2^(b−1) − 1]` for int8 when b < 8; with b = 8 the ONNX ranges hold.
 struct AffineQuantizationOperator: FloatOperator {
-    let quantize: Bool
+    enum Mode: Sendable { case quantize, dequantize, quantizeDequantize }
+    var mode: Mode
     let scales: [Float]
     let zeroPoints: [Float]
     let zeroPointType: DataType
@@ -79,16 +82,16 @@ struct AffineQuantizationOperator: FloatOperator {
     }
 
     func run(_ inputs: inout [Tensor?], outputShapes: [[Int]], context: ExecutionContext) throws -> [Tensor] {
+        if scales.count == 1 { return [try runPerTensor(inputs.required(0), context: context)] }
+        precondition(mode != .quantizeDequantize, "only per-tensor pairs are fused")
         var x = try inputs.take(0)
-        let perAxis = scales.count > 1
-        let length = perAxis ? x.shape[axis] : 1
-        let inner = perAxis ? x.shape[(axis + 1)...].reduce(1, *) : max(x.count, 1)
+        let length = x.shape[axis]
+        let inner = x.shape[(axis + 1)...].reduce(1, *)
         let (low, high) = range
-        let quantize = self.quantize
         for i in 0..<x.count {
-            let channel = perAxis ? (i / inner) % length : 0
+            let channel = (i / inner) % length
             let scale = scales[channel], zeroPoint = zeroPoints[channel]
-            if quantize {
+            if mode == .quantize {
                 let q = (x.data[i] / scale).rounded(.toNearestOrEven) + zeroPoint
                 x.data[i] = q.isNaN ? zeroPoint : min(max(q, low), high)
             } else {
@@ -96,5 +99,28 @@ struct AffineQuantizationOperator: FloatOperator {
             }
         }
         return [x]
+    }
+
+    /// One grid: vector kernels over chunks of the tensor on the context's threads.
+    private func runPerTensor(_ x: Tensor, context: ExecutionContext) -> Tensor {
+        let count = x.count, scale = scales[0], zeroPoint = zeroPoints[0], (low, high) = range, mode = self.mode
+        var output = context.uninitializedBuffer(count: count)
+        x.data.withUnsafeBufferPointer { input in
+            output.withUnsafeMutableBufferPointer { out in
+                guard count > 0 else { return }
+                let source = Parallel.SharedPointer(input.baseAddress!), target = Parallel.SharedMutablePointer(out.baseAddress!)
+                // Streaming passes: worth a second thread only for large tensors.
+                Parallel.forEachChunk(count: count, threads: count >= 65_536 ? context.threads : 1) { range in
+                    let from = source.base + range.lowerBound, to = target.base + range.lowerBound
+                    if mode == .dequantize {
+                        for i in 0..<range.count { to[i] = (from[i] - zeroPoint) * scale }
+                    } else {
+                        FakeQuantizeKernel.quantizeLinear(from, into: to, count: range.count, scale: scale, zeroPoint: zeroPoint,
+                                                          qmin: low, qmax: high, dequantize: mode == .quantizeDequantize)
+                    }
+                }
+            }
+        }
+        return Tensor(shape: x.shape, data: output)
     }
 }

@@ -71,6 +71,15 @@ enum ExecutionPlanner {
                                                outputs: [output], label: convolution.profileLabel))
                     continue
                 }
+                if node.op == .quantizeLinear, let next = soleReader(of: node.outputs[0]),
+                   isFakeQuantizationPair(node, graph.nodes[next], in: graph),
+                   var pair = try FloatOperatorFactory.make(node, graph: graph, shapes: shapes) as? AffineQuantizationOperator {
+                    pair.mode = .quantizeDequantize
+                    fusedAway.insert(next)
+                    steps.append(ExecutionStep(implementation: pair, node: node, inputs: node.inputs,
+                                               outputs: graph.nodes[next].outputs, label: "QuantizeLinear+DequantizeLinear"))
+                    continue
+                }
                 let implementation = try FloatOperatorFactory.make(node, graph: graph, shapes: shapes)
                 steps.append(ExecutionStep(implementation: implementation, node: node, inputs: node.inputs,
                                            outputs: node.outputs, label: node.op.rawValue))
@@ -79,5 +88,22 @@ enum ExecutionPlanner {
             }
         }
         return steps
+    }
+
+    /// A per-tensor QuantizeLinear whose output only a DequantizeLinear with the same grid reads: one fake
+    /// quantization pass gives bit-identical values (the integers in between are exact in Float).
+    static func isFakeQuantizationPair(_ quantize: Node, _ dequantize: Node, in graph: Graph) -> Bool {
+        guard dequantize.op == .dequantizeLinear, dequantize.inputs.first == quantize.outputs[0], dequantize.outputs.count == 1,
+              quantize.outputs.count == 1, graph.initializers[quantize.inputs[0]] == nil,
+              quantize.inputs.count > 1, dequantize.inputs.count > 1,
+              let scale = graph.initializers[quantize.inputs[1]], scale.storage.count == 1,
+              let otherScale = graph.initializers[dequantize.inputs[1]], otherScale.storage.floats == scale.storage.floats
+        else { return false }
+        func zeroPoint(_ node: Node) -> (DataType, [Float])? {
+            guard node.inputs.count > 2, !node.inputs[2].isEmpty else { return (.uint8, [0]) }
+            return graph.initializers[node.inputs[2]].map { ($0.storage.dataType, $0.storage.floats) }
+        }
+        guard let a = zeroPoint(quantize), let b = zeroPoint(dequantize) else { return false }
+        return a.0 == b.0 && a.1 == b.1
     }
 }

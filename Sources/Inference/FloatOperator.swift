@@ -80,7 +80,7 @@ enum FloatOperatorFactory {
             let inputRank = shape(0).count
             let axis = node.int("axis", default: 1)
             return AffineQuantizationOperator(
-                quantize: node.op == .quantizeLinear, scales: scale.storage.floats,
+                mode: node.op == .quantizeLinear ? .quantize : .dequantize, scales: scale.storage.floats,
                 zeroPoints: zeroPoint?.storage.floats ?? [Float](repeating: 0, count: scale.storage.count),
                 zeroPointType: zeroPoint?.storage.dataType ?? .uint8,
                 axis: axis < 0 ? axis + inputRank : axis,

@@ -19,6 +19,15 @@ public enum FakeQuantizeKernel {
         qf_fp32_fake_quantize_mask_gradient(instructionSet.rawValue, x, dy, dx, count, scale, zeroPoint, qmin, qmax, accumulate ? 1 : 0)
     }
 
+    /// ONNX QuantizeLinear with one grid as the float executor computes it (NaN → `zeroPoint`), followed by
+    /// DequantizeLinear when `dequantize`: `q = clamp(round(x / scale) + zeroPoint, qmin, qmax)`, `y = q` or
+    /// `(q − zeroPoint) · scale`. Unlike `apply`, a NaN does not survive (QAT needs NaN to reach the loss).
+    public static func quantizeLinear(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int, scale: Float,
+                                      zeroPoint: Float, qmin: Float, qmax: Float, dequantize: Bool,
+                                      instructionSet: FP32InstructionSet = .preferred) {
+        qf_fp32_quantize_linear(instructionSet.rawValue, x, y, count, scale, zeroPoint, qmin, qmax, dequantize ? 1 : 0)
+    }
+
     /// The smallest and largest of `count ≥ 1` elements.
     public static func minMax(_ x: UnsafePointer<Float>, count: Int, instructionSet: FP32InstructionSet = .preferred) -> (low: Float, high: Float) {
         var low: Float = 0, high: Float = 0

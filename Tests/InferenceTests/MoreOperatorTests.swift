@@ -115,4 +115,39 @@ final class MoreOperatorTests: XCTestCase {
         let noZeroPoint = singleNodeGraph(.quantizeLinear, inputShape: [-1, 2], initializers: [Initializer(name: "s", shape: [1], storage: .float32([2]))])
         XCTAssertEqual(try runSingle(noZeroPoint, Tensor(shape: [1, 2], data: [-3, 3])).data, [0, 2], "default zero point is uint8 0")
     }
+
+    /// The simulation's QuantizeLinear → DequantizeLinear pairs run as one pass (vector kernel, chunks on two
+    /// threads): bit-identical to the two ONNX operators written out elementwise, for ties, saturation, ±inf, NaN
+    /// (→ the zero point), −0, uint8 and narrow int8 grids; a pair whose quantized value is also read elsewhere
+    /// (here: a graph output) is not fused and gives the same values.
+    func testFusedQuantizeDequantizeIsBitIdenticalToTheTwoOperators() throws {
+        let edges: [Float] = [0, -0.0, 0.25, 0.75, 1.25, -0.25, -5.25, 1e9, -1e9, .infinity, -.infinity, .nan, 63.5, 64.5, -63.5]
+        let count = 200_003  // above the two-thread threshold, odd length for the vector tails
+        let values = (0..<count).map { i in i < edges.count ? edges[i] : Float(i % 1000 - 500) * 0.031 + Float(i % 7) * 0.25 }
+        let x = Tensor(shape: [1, count], data: values)
+        for (zeroPoint, bits) in [(Initializer(name: "z", shape: [], storage: .uint8([10])), 8),
+                                  (Initializer(name: "z", shape: [], storage: .int8([-3])), 4)] {
+            let isSigned = zeroPoint.storage.dataType == .int8
+            let (low, high): (Float, Float) = isSigned ? (bits >= 8 ? (-128, 127) : (-Float((1 << (bits - 1)) - 1), Float((1 << (bits - 1)) - 1)))
+                                                       : (0, Float((1 << bits) - 1))
+            let scale: Float = 0.5, z = zeroPoint.storage.floats[0]
+            let expectedQ = values.map { v -> Float in
+                let q = (v / scale).rounded(.toNearestOrEven) + z
+                return q.isNaN ? z : min(max(q, low), high)
+            }
+            let expectedD = expectedQ.map { ($0 - z) * scale }
+            let nodes = [Node(name: "q", op: .quantizeLinear, inputs: ["x", "s", "z"], outputs: ["y"], attributes: ["bits": .int(bits)]),
+                         Node(name: "dq", op: .dequantizeLinear, inputs: ["y", "s", "z"], outputs: ["d"])]
+            let initializers = ["s": Initializer(name: "s", shape: [], storage: .float32([scale])), "z": zeroPoint]
+            let fused = Graph(name: "pair", inputs: [ValueInfo(name: "x", shape: [-1, count])], outputs: [ValueInfo(name: "d", shape: [])],
+                              nodes: nodes, initializers: initializers)
+            let separate = Graph(name: "both", inputs: [ValueInfo(name: "x", shape: [-1, count])],
+                                 outputs: [ValueInfo(name: "y", shape: []), ValueInfo(name: "d", shape: [])], nodes: nodes, initializers: initializers)
+            let fusedOut = try FloatExecutor(graph: fused, threads: 2).run(["x": x])["d"]!.data
+            let separateOut = try FloatExecutor(graph: separate, threads: 2).run(["x": x])
+            XCTAssertEqual(fusedOut.map(\.bitPattern), expectedD.map(\.bitPattern), "fused, bits \(bits)")
+            XCTAssertEqual(separateOut["d"]!.data.map(\.bitPattern), expectedD.map(\.bitPattern), "separate, bits \(bits)")
+            XCTAssertEqual(separateOut["y"]!.data.map(\.bitPattern), expectedQ.map(\.bitPattern), "QuantizeLinear, bits \(bits)")
+        }
+    }
 }

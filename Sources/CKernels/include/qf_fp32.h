@@ -97,6 +97,11 @@ void qf_fp32_fake_quantize(int isa, const float* x, float* y, ptrdiff_t n, float
 void qf_fp32_fake_quantize_mask_gradient(int isa, const float* x, const float* dy, float* dx, ptrdiff_t n, float scale,
                                          float zero_point, float qmin, float qmax, int accumulate);
 void qf_fp32_min_max(int isa, const float* x, ptrdiff_t n, float* low, float* high);
+// ONNX QuantizeLinear with one grid, as the float executor defines it: q = clamp(round_half_even(x / scale) +
+// zero_point, qmin, qmax), NaN → zero_point; y = q, or with `dequantize` y = (q − zero_point) · scale (a
+// QuantizeLinear → DequantizeLinear pair in one pass).
+void qf_fp32_quantize_linear(int isa, const float* x, float* y, ptrdiff_t n, float scale, float zero_point, float qmin,
+                             float qmax, int dequantize);
 
 // ---- Internal: one micro-kernel per ISA, called by qf_fp32_gemm ----
 // C tile (rows ≤ row_tile, columns ≤ column_tile) (+)= A panel slice (depth × row_tile) · B (depth rows, row
