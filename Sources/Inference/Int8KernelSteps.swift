@@ -75,6 +75,7 @@ struct Int8GlobalAveragePoolStep: Int8Step {
     let inputZeroPoint: Int32
     /// `s_in / (pixels · s_out)`.
     let scale: Double
+    private static let roundingMagic: Double = 6_755_399_441_055_744  // 1.5 · 2^52
     let clamp: OutputQuantization
     var reads: [Int] { [input] }
     var writes: [Int] { [output] }
@@ -89,7 +90,10 @@ struct Int8GlobalAveragePoolStep: Int8Step {
                 QuantizedGlobalAveragePool.channelSums(source.baseAddress! + image * pixels * channels,
                                                        pixels: pixels, channels: channels, into: sums.baseAddress!)
                 for c in 0..<channels {
-                    let code = (Double(sums[c] - offset) * scale).rounded(.toNearestOrEven) + zeroPoint
+                    // Round half to even by adding and removing 1.5·2^52 (exact for |v| < 2^51): the same value as
+                    // `.rounded(.toNearestOrEven)`, which is a libm call on the baseline x86-64 build.
+                    let v = Double(sums[c] - offset) * scale
+                    let code = (v + Self.roundingMagic) - Self.roundingMagic + zeroPoint
                     destination[image * channels + c] = UInt8(min(max(code, low), high))
                 }
             }
