@@ -12,7 +12,16 @@
 #include <string.h>
 
 #include "qf_fp32.h"
-#include "fp32_depthwise_padding.h"
+
+static inline ptrdiff_t padded_width(ptrdiff_t width, ptrdiff_t pad_left, ptrdiff_t out_width, int stride) {
+    ptrdiff_t needed = (out_width - 1) * stride + 3;
+    return pad_left + width > needed ? pad_left + width : needed;
+}
+
+static inline ptrdiff_t padded_height(ptrdiff_t height, ptrdiff_t pad_top, ptrdiff_t out_height, int stride) {
+    ptrdiff_t needed = (out_height - 1) * stride + 3;
+    return pad_top + height > needed ? pad_top + height : needed;
+}
 
 size_t qf_fp32_depthwise3x3_scratch_size(ptrdiff_t height, ptrdiff_t width, ptrdiff_t pad_top, ptrdiff_t pad_left,
                                          ptrdiff_t out_height, ptrdiff_t out_width, int stride) {
@@ -21,6 +30,19 @@ size_t qf_fp32_depthwise3x3_scratch_size(ptrdiff_t height, ptrdiff_t width, ptrd
     // Padded plane, then (stride 1) the flat result plane of out_height rows of pw; the slack lets vector kernels
     // read up to 34 floats past a row end (lanes that are never stored).
     return (size_t)(ph * pw + out_height * pw + 64);
+}
+
+// The zero-bordered copy of the plane: only the border is zeroed, the interior is copied over.
+static void fill_padded(const float* input, ptrdiff_t height, ptrdiff_t width, ptrdiff_t pad_top, ptrdiff_t pad_left,
+                        ptrdiff_t pw, ptrdiff_t ph, float* padded) {
+    memset(padded, 0, sizeof(float) * (size_t)(pad_top * pw));
+    for (ptrdiff_t y = 0; y < height; ++y) {
+        float* row = padded + (y + pad_top) * pw;
+        for (ptrdiff_t x = 0; x < pad_left; ++x) row[x] = 0.0f;
+        memcpy(row + pad_left, input + y * width, sizeof(float) * (size_t)width);
+        for (ptrdiff_t x = pad_left + width; x < pw; ++x) row[x] = 0.0f;
+    }
+    memset(padded + (pad_top + height) * pw, 0, sizeof(float) * (size_t)((ph - pad_top - height) * pw));
 }
 
 static inline __attribute__((always_inline)) void depthwise_body(

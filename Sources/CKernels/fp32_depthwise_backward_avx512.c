@@ -128,13 +128,16 @@ static int is_flat(int stride, ptrdiff_t height, ptrdiff_t width, ptrdiff_t out_
            height * width <= 64;
 }
 
-QF_AVX512 int qf_fp32_depthwise3x3_weight_gradient_avx512(const float* input, const float* output_gradient,
+int qf_fp32_depthwise3x3_backward_avx512_handles(int stride, ptrdiff_t width, ptrdiff_t out_width) {
+    return out_width <= 16 * QF_MAX_BLOCKS && (stride == 1 || (width + 31) / 32 <= QF_MAX_BLOCKS);
+}
+
+QF_AVX512 void qf_fp32_depthwise3x3_weight_gradient_avx512(const float* input, const float* output_gradient,
                                                           ptrdiff_t first_plane, ptrdiff_t plane_count,
                                                           ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width,
                                                           int stride, ptrdiff_t pad_top, ptrdiff_t pad_left,
                                                           ptrdiff_t out_height, ptrdiff_t out_width,
                                                           float* accumulators) {
-    if (out_width > 16 * QF_MAX_BLOCKS) return 0;
     const ptrdiff_t in_plane = height * width, out_plane = out_height * out_width;
     if (!is_flat(stride, height, width, out_height, out_width)) {
         gradient_row_masks masks;
@@ -149,7 +152,7 @@ QF_AVX512 int qf_fp32_depthwise3x3_weight_gradient_avx512(const float* input, co
                 weight_gradient_stride2_rows(x, dy, height, width, pad_top, pad_left, out_height, out_width, &masks, a);
             }
         }
-        return 1;
+        return;
     }
     // Flat plane of `count` ≤ 64 floats: dY vector v holds flat positions 16v.., and tap (ky, kx) reads the input
     // at q + (ky − pad_top)·width + kx − pad_left where that is inside the plane and in the right column.
@@ -194,10 +197,9 @@ QF_AVX512 int qf_fp32_depthwise3x3_weight_gradient_avx512(const float* input, co
         }
         store_accumulators(a, acc);
     }
-    return 1;
 }
 
-QF_AVX512 int qf_fp32_depthwise3x3_input_gradient_stride2_avx512(const float* output_gradient, const float* weights,
+QF_AVX512 void qf_fp32_depthwise3x3_input_gradient_stride2_avx512(const float* output_gradient, const float* weights,
                                                                  ptrdiff_t first_plane, ptrdiff_t plane_count,
                                                                  ptrdiff_t channels, ptrdiff_t height,
                                                                  ptrdiff_t width, ptrdiff_t pad_top,
@@ -205,7 +207,6 @@ QF_AVX512 int qf_fp32_depthwise3x3_input_gradient_stride2_avx512(const float* ou
                                                                  ptrdiff_t out_width, float* input_gradient,
                                                                  int accumulate) {
     const ptrdiff_t blocks = (width + 31) / 32;
-    if (blocks > QF_MAX_BLOCKS || pad_left < 0 || pad_left > 2) return 0;
     // Input column x = 2j + e (e = 0: even lanes, 1: odd lanes) collects the taps kx with x + pad_left − kx even,
     // from dY column ox = j + (e + pad_left − kx)/2: `terms` of (kx, offset) per parity, offset in −1..1.
     int terms[2], term_kx[2][2], term_offset[2][2];
@@ -273,7 +274,6 @@ QF_AVX512 int qf_fp32_depthwise3x3_input_gradient_stride2_avx512(const float* ou
             }
         }
     }
-    return 1;
 }
 
 #endif

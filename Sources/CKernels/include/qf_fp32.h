@@ -149,19 +149,20 @@ int qf_fp32_depthwise3x3_planes_avx512(const float* input, ptrdiff_t first_plane
                                        ptrdiff_t out_width, const float* weights, const float* bias, float minimum,
                                        float maximum, float* output);
 
-// Backward parts on AVX-512 (fp32_depthwise_backward_avx512.c), called by qf_fp32_depthwise3x3_backward; each
-// returns 0, having done nothing, when the geometry is not one it handles. The weight gradient adds to 16-lane
-// accumulators, `accumulators + 144·c + 16·tap`.
-int qf_fp32_depthwise3x3_weight_gradient_avx512(const float* input, const float* output_gradient,
-                                                ptrdiff_t first_plane, ptrdiff_t plane_count, ptrdiff_t channels,
-                                                ptrdiff_t height, ptrdiff_t width, int stride, ptrdiff_t pad_top,
-                                                ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width,
-                                                float* accumulators);
-int qf_fp32_depthwise3x3_input_gradient_stride2_avx512(const float* output_gradient, const float* weights,
-                                                       ptrdiff_t first_plane, ptrdiff_t plane_count,
-                                                       ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width,
-                                                       ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height,
-                                                       ptrdiff_t out_width, float* input_gradient, int accumulate);
+// Backward parts on AVX-512 (fp32_depthwise_backward_avx512.c), called by qf_fp32_depthwise3x3_backward for the
+// geometries qf_fp32_depthwise3x3_backward_avx512_handles accepts. The weight gradient adds to 16-lane accumulators,
+// `accumulators + 144·c + 16·tap`; the stride-2 input gradient is stored or, with `accumulate`, added.
+int qf_fp32_depthwise3x3_backward_avx512_handles(int stride, ptrdiff_t width, ptrdiff_t out_width);
+void qf_fp32_depthwise3x3_weight_gradient_avx512(const float* input, const float* output_gradient,
+                                                 ptrdiff_t first_plane, ptrdiff_t plane_count, ptrdiff_t channels,
+                                                 ptrdiff_t height, ptrdiff_t width, int stride, ptrdiff_t pad_top,
+                                                 ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width,
+                                                 float* accumulators);
+void qf_fp32_depthwise3x3_input_gradient_stride2_avx512(const float* output_gradient, const float* weights,
+                                                        ptrdiff_t first_plane, ptrdiff_t plane_count,
+                                                        ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width,
+                                                        ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height,
+                                                        ptrdiff_t out_width, float* input_gradient, int accumulate);
 
 #ifdef __cplusplus
 }
