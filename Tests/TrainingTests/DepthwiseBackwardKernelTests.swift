@@ -3,8 +3,9 @@ import XCTest
 
 /// `DepthwiseConvolution3x3.backward` (the C kernels behind the training depthwise backward) against a
 /// double-precision reference, on every instruction set this CPU runs: odd widths (vector tails, 1-wide planes,
-/// the flat 4- and 8-wide AVX-512 kernels, rows wider than its mask tables), strides 1 and 2, symmetric and
-/// asymmetric padding, several images and channels split over workers, stored and accumulated input gradients.
+/// the flat 4- and 8-wide AVX-512 kernels, small stride-2 planes in one vector window or not, rows wider than the
+/// mask tables), strides 1 and 2, symmetric and asymmetric padding, several images and channels split over workers,
+/// stored and accumulated input gradients.
 final class DepthwiseBackwardKernelTests: XCTestCase {
     struct Case: CustomStringConvertible {
         var batch: Int, channels: Int, height: Int, width: Int, stride: Int
@@ -130,6 +131,8 @@ final class DepthwiseBackwardKernelTests: XCTestCase {
             Case(batch: 4, channels: 6, height: 32, width: 32, stride: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
             Case(batch: 5, channels: 7, height: 8, width: 8, stride: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
             Case(batch: 5, channels: 7, height: 4, width: 4, stride: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+            Case(batch: 5, channels: 7, height: 8, width: 8, stride: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+            Case(batch: 3, channels: 5, height: 16, width: 16, stride: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
             Case(batch: 3, channels: 2, height: 16, width: 8, stride: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
             // Wider than the AVX-512 mask tables (256 outputs, 512 input columns): the portable fallbacks.
             Case(batch: 2, channels: 2, height: 3, width: 300, stride: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
