@@ -18,7 +18,8 @@
 // Stride-2 input gradient, in gather form (no scatter): for input row y only the kernel rows ky with y + pad_top − ky
 // even contribute (1 or 2 of them), and likewise for columns by parity. A block of 32 input columns is computed as
 // its 16 even and its 16 odd columns — each a sum of dY row loads at a fixed offset (−1, 0 or 1) times one weight
-// — interleaved into two stores by vpermt2ps.
+// — interleaved into two stores by vpermt2ps. Planes of up to 64 inputs (8×8) go flat instead, see
+// input_gradient_stride2_small.
 #include "qf_fp32.h"
 
 #if defined(__x86_64__) || defined(__i386__)

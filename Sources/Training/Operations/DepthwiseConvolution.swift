@@ -60,8 +60,7 @@ enum DepthwiseConvolution {
             guard needInput || needWeight else { return }
             if isPlain3x3(g), DepthwiseConvolution3x3.backwardSupports(stride: g.strideHeight, padTop: g.padTop,
                                                                        padLeft: g.padLeft) {
-                // The C kernels (weight gradient, and the input gradient as the forward kernel on dY with the
-                // rotated kernel for stride 1, a gather kernel for stride 2), threads over image ranges.
+                // The C kernels (`DepthwiseConvolution3x3.backward`: workers over image ranges).
                 var weightGradient = [Float](repeating: 0, count: needWeight ? channels * taps : 0)
                 func backward(_ inputGradient: UnsafeMutablePointer<Float>?, accumulate: Bool) {
                     x.value.data.withUnsafeBufferPointer { input in
