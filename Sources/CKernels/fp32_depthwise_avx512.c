@@ -24,6 +24,8 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
+#include "fp32_avx512_masks.h"
+
 #define QF_AVX512 __attribute__((target("avx512f,fma")))
 
 static inline QF_AVX512 __mmask16 tail_mask(ptrdiff_t remaining) {
@@ -102,15 +104,6 @@ QF_AVX512 void qf_fp32_depthwise3x3_padded_avx512(const float* padded, ptrdiff_t
             _mm512_mask_storeu_ps(row + ox, tail_mask(out_width - ox), clamp(sum, minimum, maximum));
         }
     }
-}
-
-// Lanes j (0..15) with 0 ≤ start + j < limit.
-static inline __mmask16 range_mask(ptrdiff_t start, ptrdiff_t limit) {
-    ptrdiff_t low = start < 0 ? -start : 0, high = limit - start;
-    if (high > 16) high = 16;
-    if (low >= high) return 0;
-    unsigned mask = high >= 16 ? 0xFFFFu : ((1u << high) - 1u);
-    return (__mmask16)(mask & ~((1u << low) - 1u));
 }
 
 // Per 16-output block of a row, the load masks of its taps and its store mask: they depend only on the column, so

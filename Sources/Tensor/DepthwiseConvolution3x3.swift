@@ -1,8 +1,8 @@
 import CKernels
 
 /// 3×3 depthwise convolution of one channel plane (dilation 1, stride 1 or 2) with the bias and an output clamp
-/// (ReLU/ReLU6) fused into the same pass. The kernels are in `CKernels` (`fp32_depthwise.c`), one per
-/// `FP32InstructionSet`.
+/// (ReLU/ReLU6) fused into the same pass, and its backward for training. The kernels are in `CKernels`
+/// (`fp32_depthwise*.c`), one per `FP32InstructionSet`.
 public enum DepthwiseConvolution3x3 {
     /// Floats of scratch one call needs (reuse it for every plane of the same geometry).
     public static func scratchCount(height: Int, width: Int, stride: Int, padTop: Int, padLeft: Int,
@@ -61,6 +61,57 @@ public enum DepthwiseConvolution3x3 {
                             weights: sharedWeights.base, bias: sharedBias.base, minimum: minimum, maximum: maximum,
                             output: target.base, scratch: scratch.baseAddress!, instructionSet: instructionSet)
             }
+        }
+    }
+
+    /// True when `backward` handles the geometry: stride 1 or 2, top and left padding 0...2 (the padding below and
+    /// right only sets the output size).
+    public static func backwardSupports(stride: Int, padTop: Int, padLeft: Int) -> Bool {
+        (stride == 1 || stride == 2) && (0...2).contains(padTop) && (0...2).contains(padLeft)
+    }
+
+    /// Gradients of `allPlanes(...)` without clamp over a batch of `batch` images of `channels` planes:
+    /// `weightGradient` (channels × 9) gets `Σ dY · input` over the window added; `inputGradient` gets
+    /// `Σ w · dY` over the outputs each input element feeds, stored into every element (`accumulate` false: the
+    /// buffer may be uninitialised) or added. Either gradient may be nil.
+    ///
+    /// Workers take contiguous image ranges, each with its own weight-gradient partial; the partials are added in
+    /// worker order, so the result does not depend on timing.
+    public static func backward(batch: Int, channels: Int, input: UnsafePointer<Float>,
+                                outputGradient: UnsafePointer<Float>, weights: UnsafePointer<Float>,
+                                height: Int, width: Int, stride: Int, padTop: Int, padLeft: Int,
+                                outputHeight: Int, outputWidth: Int,
+                                weightGradient: UnsafeMutablePointer<Float>?, inputGradient: UnsafeMutablePointer<Float>?,
+                                accumulate: Bool, threads: Int, instructionSet: FP32InstructionSet = .preferred) {
+        precondition(backwardSupports(stride: stride, padTop: padTop, padLeft: padLeft),
+                     "DepthwiseConvolution3x3.backward: stride \(stride), padding \(padTop), \(padLeft)")
+        precondition(instructionSet.isSupported, "DepthwiseConvolution3x3: this CPU cannot run \(instructionSet)")
+        guard batch > 0, weightGradient != nil || inputGradient != nil else { return }
+        let workers = max(1, min(threads, batch))
+        let scratchCount = Int(qf_fp32_depthwise3x3_backward_scratch_size(channels, height, width, Int32(stride), padTop,
+                                                                          padLeft, outputHeight, outputWidth))
+        var partials = [Float](repeating: 0, count: weightGradient == nil ? 0 : workers * channels * 9)
+        partials.withUnsafeMutableBufferPointer { partialBuffer in
+            let source = Parallel.SharedPointer(input), dY = Parallel.SharedPointer(outputGradient)
+            let w = Parallel.SharedPointer(weights)
+            let dX = inputGradient.map { Parallel.SharedMutablePointer($0) }
+            let dW = weightGradient == nil ? nil : partialBuffer.baseAddress.map { Parallel.SharedMutablePointer($0) }
+            Parallel.forEach(count: workers, threads: workers) { worker in
+                let images = Parallel.chunk(worker, of: workers, count: batch)
+                // Scratch the C kernel writes before reading (a worker's heap buffer: it can be hundreds of KB).
+                var scratch = [Float](unsafeUninitializedCapacity: scratchCount) { _, initialized in initialized = scratchCount }
+                scratch.withUnsafeMutableBufferPointer { scratchBuffer in
+                    qf_fp32_depthwise3x3_backward(instructionSet.rawValue, source.base, dY.base, w.base,
+                                                  images.lowerBound * channels, images.count * channels, channels,
+                                                  height, width, Int32(stride), padTop, padLeft, outputHeight,
+                                                  outputWidth, dW.map { $0.base + worker * channels * 9 }, dX?.base,
+                                                  accumulate ? 1 : 0, scratchBuffer.baseAddress!)
+                }
+            }
+        }
+        guard let weightGradient else { return }
+        for worker in 0..<workers {
+            for i in 0..<(channels * 9) { weightGradient[i] += partials[worker * channels * 9 + i] }
         }
     }
 }

@@ -61,7 +61,8 @@ final class LayerGradientTests: XCTestCase {
     }
 
     func testDepthwiseConvolutionOtherWindows() {
-        // 3×3 without padding (scatter backward), 5×5 (general taps), 3×3 with a 4-wide-plus-tail row.
+        // 3×3 without padding (the C backward; dX as a forward pass with padding 2), 5×5 (the general loops), 3×3
+        // on 9-wide rows (vector tails).
         convolutionCheck(inputShape: [2, 3, 6, 6], weightShape: [3, 1, 3, 3], groups: 3,
                          geometry: WindowGeometry(kernelHeight: 3, kernelWidth: 3), bias: true, seed: 61)
         convolutionCheck(inputShape: [2, 2, 6, 7], weightShape: [2, 1, 5, 5], groups: 2,
@@ -70,6 +71,24 @@ final class LayerGradientTests: XCTestCase {
         convolutionCheck(inputShape: [3, 2, 5, 9], weightShape: [2, 1, 3, 3], groups: 2,
                          geometry: WindowGeometry(kernelHeight: 3, kernelWidth: 3, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
                          bias: true, seed: 63)
+    }
+
+    /// x feeds two depthwise convolutions whose outputs are added (a fan-out like a residual branch): the second
+    /// backward to run adds to x's gradient instead of storing it.
+    func testDepthwiseInputGradientFromTwoConsumers() {
+        for stride in [1, 2] {
+            let geometry = WindowGeometry(kernelHeight: 3, kernelWidth: 3, strideHeight: stride, strideWidth: stride,
+                                          padTop: 1, padLeft: 1, padBottom: 1, padRight: 1)
+            let x = Variable(randomTensor([2, 3, 6, 5], seed: UInt64(64 + stride)), requiresGradient: true)
+            let first = Conv2d(weight: parameter("w1", [3, 1, 3, 3], seed: UInt64(66 + stride)), bias: nil,
+                               geometry: geometry, groups: 3)
+            let second = Conv2d(weight: parameter("w2", [3, 1, 3, 3], seed: UInt64(68 + stride)), bias: nil,
+                                geometry: geometry, groups: 3)
+            let sum = Addition()
+            assertGradientsMatchFiniteDifferences(inputs: [x], parameters: first.parameters + second.parameters) { context in
+                sum([first(x, context: context), second(x, context: context)], context: context)
+            }
+        }
     }
 
     func testDepthwiseWithChannelMultiplierUsesGroupedPath() {

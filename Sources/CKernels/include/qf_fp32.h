@@ -89,6 +89,24 @@ void qf_fp32_depthwise3x3_planes(int isa, const float* input, ptrdiff_t first_pl
                                  const float* bias, float minimum, float maximum, int clamp, float* output,
                                  float* scratch);
 
+// Backward of qf_fp32_depthwise3x3_planes without clamp, for planes first_plane ..< first_plane + plane_count (plane =
+// n·channels + c; `input`, `output_gradient` and `input_gradient` point at plane 0), stride 1 or 2, pad_top and
+// pad_left in 0...2 (the padding below and right is implied by out_height and out_width):
+//   weight_gradient[9c + 3ky + kx] += Σ dy[plane][oy][ox] · in[plane][oy·stride + ky − pad_top][ox·stride + kx − pad_left]
+//   input_gradient[plane][y][x] (+)= Σ weights[9c + 3ky + kx] · dy[plane][oy][ox]
+//                                    over oy·stride + ky − pad_top = y, ox·stride + kx − pad_left = x,
+// summed over the range's planes of channel c. Either gradient may be NULL. The input gradient is stored (every
+// element), or added to when `accumulate`. `scratch` holds qf_fp32_depthwise3x3_backward_scratch_size(...) floats.
+// Single-threaded: callers give each thread whole images and its own weight gradient.
+size_t qf_fp32_depthwise3x3_backward_scratch_size(ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width, int stride,
+                                                  ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height,
+                                                  ptrdiff_t out_width);
+void qf_fp32_depthwise3x3_backward(int isa, const float* input, const float* output_gradient, const float* weights,
+                                   ptrdiff_t first_plane, ptrdiff_t plane_count, ptrdiff_t channels,
+                                   ptrdiff_t height, ptrdiff_t width, int stride, ptrdiff_t pad_top,
+                                   ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width,
+                                   float* weight_gradient, float* input_gradient, int accumulate, float* scratch);
+
 // Fake quantization (QAT): y = (clamp(round_half_even(x / scale) + zero_point, qmin, qmax) − zero_point) · scale,
 // bit-identical to quantize-then-dequantize in float. The mask gradient writes (or, with `accumulate`, adds) dy
 // where x quantizes without saturating and 0 elsewhere. min_max returns the smallest and largest element (n ≥ 1).
@@ -135,6 +153,21 @@ int qf_fp32_depthwise3x3_planes_avx512(const float* input, ptrdiff_t first_plane
                                        ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height,
                                        ptrdiff_t out_width, const float* weights, const float* bias, float minimum,
                                        float maximum, float* output);
+
+// Backward parts on AVX-512 (fp32_depthwise_backward_avx512.c), called by qf_fp32_depthwise3x3_backward for the
+// geometries qf_fp32_depthwise3x3_backward_avx512_handles accepts. The weight gradient adds to 16-lane accumulators,
+// `accumulators + 144·c + 16·tap`; the stride-2 input gradient is stored or, with `accumulate`, added.
+int qf_fp32_depthwise3x3_backward_avx512_handles(int stride, ptrdiff_t width, ptrdiff_t out_width);
+void qf_fp32_depthwise3x3_weight_gradient_avx512(const float* input, const float* output_gradient,
+                                                 ptrdiff_t first_plane, ptrdiff_t plane_count, ptrdiff_t channels,
+                                                 ptrdiff_t height, ptrdiff_t width, int stride, ptrdiff_t pad_top,
+                                                 ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width,
+                                                 float* accumulators);
+void qf_fp32_depthwise3x3_input_gradient_stride2_avx512(const float* output_gradient, const float* weights,
+                                                        ptrdiff_t first_plane, ptrdiff_t plane_count,
+                                                        ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width,
+                                                        ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height,
+                                                        ptrdiff_t out_width, float* input_gradient, int accumulate);
 
 #ifdef __cplusplus
 }

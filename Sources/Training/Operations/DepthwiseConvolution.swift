@@ -1,8 +1,9 @@
 import Tensor
 
 /// Depthwise convolution (one input and one output channel per group) computed directly: im2col would copy
-/// every input pixel kH·kW times for a GEMM of a single row. Each worker owns whole channels, so the weight
-/// gradient needs no reduction across threads.
+/// every input pixel kH·kW times for a GEMM of a single row. 3×3 windows with stride 1 or 2 (MobileNet's) run the
+/// C kernels of `DepthwiseConvolution3x3` forward and backward; other windows run per-plane loops over
+/// zero-bordered copies.
 enum DepthwiseConvolution {
     static func forward(_ x: Variable, weight: Variable, bias: Variable?, geometry g: WindowGeometry,
                         context: ForwardContext) -> Variable {
@@ -13,7 +14,6 @@ enum DepthwiseConvolution {
         // Every plane is set to its bias below before the taps accumulate.
         var output = [Float](unsafeUninitializedCapacity: batch * channels * plane) { _, initialized in initialized = batch * channels * plane }
         let biasValues = bias?.value.data ?? [Float](repeating: 0, count: channels)
-        let hasBias = bias != nil
         let useSharedKernel = isPlain3x3(g) && (g.strideHeight == 1 || g.strideHeight == 2)
         x.value.data.withUnsafeBufferPointer { input in
             weight.value.data.withUnsafeBufferPointer { weights in
@@ -40,9 +40,9 @@ enum DepthwiseConvolution {
                                 copyIntoPadded(source.base + index * height * width, height: height, width: width,
                                                geometry: g, padded: padded.baseAddress!, paddedWidth: paddedW)
                                 let y = target.base + index * plane
-                                if hasBias || !isPlain3x3(g) { y.update(repeating: biasValues[c], count: plane) }
+                                y.update(repeating: biasValues[c], count: plane)
                                 forwardPlane(padded: padded.baseAddress!, paddedWidth: paddedW, weights: w.base + c * taps,
-                                             output: y, outH: outH, outW: outW, geometry: g, accumulate: hasBias)
+                                             output: y, outH: outH, outW: outW, geometry: g)
                             }
                         }
                     }
@@ -58,15 +58,44 @@ enum DepthwiseConvolution {
             }
             let needInput = x.requiresGradient, needWeight = weight.requiresGradient
             guard needInput || needWeight else { return }
-            // Workers take contiguous image ranges (planes are then read in memory order), each with its own
+            if isPlain3x3(g), DepthwiseConvolution3x3.backwardSupports(stride: g.strideHeight, padTop: g.padTop,
+                                                                       padLeft: g.padLeft) {
+                // The C kernels (`DepthwiseConvolution3x3.backward`: workers over image ranges).
+                var weightGradient = [Float](repeating: 0, count: needWeight ? channels * taps : 0)
+                func backward(_ inputGradient: UnsafeMutablePointer<Float>?, accumulate: Bool) {
+                    x.value.data.withUnsafeBufferPointer { input in
+                        weight.value.data.withUnsafeBufferPointer { weights in
+                            result.gradient.withUnsafeBufferPointer { outputGradient in
+                                weightGradient.withUnsafeMutableBufferPointer { dW in
+                                    DepthwiseConvolution3x3.backward(
+                                        batch: batch, channels: channels, input: input.baseAddress!,
+                                        outputGradient: outputGradient.baseAddress!, weights: weights.baseAddress!,
+                                        height: height, width: width, stride: g.strideHeight, padTop: g.padTop,
+                                        padLeft: g.padLeft, outputHeight: outH, outputWidth: outW,
+                                        weightGradient: needWeight ? dW.baseAddress! : nil, inputGradient: inputGradient,
+                                        accumulate: accumulate, threads: threads)
+                                }
+                            }
+                        }
+                    }
+                }
+                if needInput {
+                    x.writeGradient { backward($0, accumulate: !$1) }
+                } else {
+                    backward(nil, accumulate: false)
+                }
+                if needWeight {
+                    weight.accumulateGradient { gradient in
+                        for i in 0..<(channels * taps) { gradient[i] += weightGradient[i] }
+                    }
+                }
+                return
+            }
+            // Other windows: per plane over zero-bordered copies, scattering into a padded input gradient. Workers
+            // take contiguous image ranges (planes are then read in memory order), each with its own
             // weight-gradient partial, summed in worker order afterwards.
             let workers = max(1, min(threads, batch))
             var weightGradient = [Float](repeating: 0, count: workers * channels * taps)
-            let gatherBackward = isPlain3x3(g) && g.strideHeight == 1 && g.strideWidth == 1
-                && g.padTop == 1 && g.padLeft == 1 && g.padBottom == 1 && g.padRight == 1
-            // Kernels rotated by 180° for the gather form of dX.
-            let flippedWeights: [Float] = gatherBackward
-                ? (0..<(channels * taps)).map { weight.value.data[($0 / taps) * taps + (taps - 1 - $0 % taps)] } : []
             // `overwrite`: the input gradient is fresh, so each plane is stored rather than added.
             func backwardPass(_ inputGradientBase: UnsafeMutablePointer<Float>?, overwrite: Bool) {
                 x.value.data.withUnsafeBufferPointer { input in
@@ -77,41 +106,18 @@ enum DepthwiseConvolution {
                                 let dY = Parallel.SharedPointer(outputGradient.baseAddress!)
                                 let dW = Parallel.SharedMutablePointer(dWBuffer.baseAddress!)
                                 let dX = inputGradientBase.map { Parallel.SharedMutablePointer($0) }
-                                flippedWeights.withUnsafeBufferPointer { flippedBuffer in
-                                let flipped = Parallel.SharedPointer(flippedBuffer.baseAddress ?? weights.baseAddress!)
                                 Parallel.forEach(count: workers, threads: workers) { worker in
                                     let images = Parallel.chunk(worker, of: workers, count: batch)
                                     let dW = Parallel.SharedMutablePointer(dW.base + worker * channels * taps)
                                     withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * paddedH * paddedW) { buffers in
                                         let padded = buffers.baseAddress!, paddedGradient = buffers.baseAddress! + paddedH * paddedW
                                         padded.initialize(repeating: 0, count: paddedH * paddedW)
-                                        // The gather path's padded dY keeps zero borders, as `padded` does.
-                                        paddedGradient.initialize(repeating: 0, count: paddedH * paddedW)
                                         for n in images {
                                             for c in 0..<channels {
                                                 let index = n * channels + c
                                                 if needWeight {
                                                     copyIntoPadded(source.base + index * height * width, height: height, width: width,
                                                                    geometry: g, padded: padded, paddedWidth: paddedW)
-                                                }
-                                                if gatherBackward {
-                                                    // Stride 1, pad 1: dX is the correlation of the zero-padded dY with
-                                                    // the flipped kernel, a single gather pass (no scatter).
-                                                    let outputGradient = dY.base + index * plane
-                                                    if needWeight {
-                                                        DepthwiseKernels3x3.weightGradient(padded: padded, paddedWidth: paddedW,
-                                                                                           outputGradient: outputGradient, outH: outH, outW: outW,
-                                                                                           into: dW.base + c * taps)
-                                                    }
-                                                    if let dX {
-                                                        copyIntoPadded(outputGradient, height: outH, width: outW, geometry: g,
-                                                                       padded: paddedGradient, paddedWidth: paddedW)
-                                                        DepthwiseKernels3x3.correlate(padded: paddedGradient, paddedWidth: paddedW,
-                                                                                      weights: flipped.base + c * taps,
-                                                                                      output: dX.base + index * height * width,
-                                                                                      outH: height, outW: width, stride: 1, accumulate: !overwrite)
-                                                    }
-                                                    continue
                                                 }
                                                 if dX != nil { paddedGradient.initialize(repeating: 0, count: paddedH * paddedW) }
                                                 backwardPlane(padded: padded, paddedGradient: dX == nil ? nil : paddedGradient,
@@ -132,7 +138,6 @@ enum DepthwiseConvolution {
                                             }
                                         }
                                     }
-                                }
                                 }
                             }
                         }
@@ -155,7 +160,7 @@ enum DepthwiseConvolution {
         return result
     }
 
-    /// 3×3 kernel without dilation, same stride on both axes: the single-pass kernels apply.
+    /// 3×3 kernel without dilation, same stride on both axes: the C kernels apply (for stride 1 or 2).
     @inline(__always)
     static func isPlain3x3(_ g: WindowGeometry) -> Bool {
         g.kernelHeight == 3 && g.kernelWidth == 3 && g.dilationHeight == 1 && g.dilationWidth == 1 && g.strideHeight == g.strideWidth
@@ -173,14 +178,7 @@ enum DepthwiseConvolution {
     /// `y[oy, ox] += Σ w[ky, kx] · padded[oy·s + ky·d, ox·s + kx·d]`.
     @inline(__always)
     static func forwardPlane(padded: UnsafePointer<Float>, paddedWidth: Int, weights: UnsafePointer<Float>,
-                             output: UnsafeMutablePointer<Float>, outH: Int, outW: Int, geometry g: WindowGeometry,
-                             accumulate: Bool) {
-        // `accumulate` false lets the 3×3 kernel store (no bias fill); the general loop always adds.
-        if isPlain3x3(g) {
-            DepthwiseKernels3x3.correlate(padded: padded, paddedWidth: paddedWidth, weights: weights, output: output,
-                                          outH: outH, outW: outW, stride: g.strideHeight, accumulate: accumulate)
-            return
-        }
+                             output: UnsafeMutablePointer<Float>, outH: Int, outW: Int, geometry g: WindowGeometry) {
         for oy in 0..<outH {
             let row = output + oy * outW
             for ky in 0..<g.kernelHeight {
@@ -204,12 +202,6 @@ enum DepthwiseConvolution {
     static func backwardPlane(padded: UnsafePointer<Float>, paddedGradient: UnsafeMutablePointer<Float>?, paddedWidth: Int,
                               weights: UnsafePointer<Float>, weightGradient: UnsafeMutablePointer<Float>?,
                               outputGradient: UnsafePointer<Float>, outH: Int, outW: Int, geometry g: WindowGeometry) {
-        if isPlain3x3(g) {
-            DepthwiseKernels3x3.backwardScatter(padded: padded, paddedGradient: paddedGradient, paddedWidth: paddedWidth,
-                                                weights: weights, weightGradient: weightGradient, outputGradient: outputGradient,
-                                                outH: outH, outW: outW, stride: g.strideHeight)
-            return
-        }
         for oy in 0..<outH {
             let dyRow = outputGradient + oy * outW
             for ky in 0..<g.kernelHeight {
