@@ -296,19 +296,7 @@ QF_AVX512 int qf_fp32_depthwise3x3_planes_avx512(const float* input, ptrdiff_t f
     }
     __mmask16 masks[9][4];
     ptrdiff_t offsets[9];
-    for (int tap = 0; tap < 9; ++tap) {
-        const int ky = tap / 3, kx = tap % 3;
-        offsets[tap] = (ky - pad_top) * width + (kx - pad_left);
-        for (int v = 0; v < 4; ++v) {
-            unsigned mask = 0;
-            for (int j = 0; j < 16; ++j) {
-                const ptrdiff_t q = 16 * v + j, source = q + offsets[tap];
-                const ptrdiff_t x = (q & (width - 1)) + kx - pad_left;
-                if (q < count && source >= 0 && source < count && x >= 0 && x < width) mask |= 1u << j;
-            }
-            masks[tap][v] = (__mmask16)mask;
-        }
-    }
+    flat_plane_tap_masks(count, width, pad_top, pad_left, masks, offsets);
     const __mmask16 store0 = range_mask(0, count), store1 = range_mask(16, count);
     const __mmask16 store2 = range_mask(32, count), store3 = range_mask(48, count);
     const __m512 minimum = _mm512_set1_ps(minimum_value), maximum = _mm512_set1_ps(maximum_value);

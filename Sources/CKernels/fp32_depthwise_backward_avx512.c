@@ -161,19 +161,7 @@ QF_AVX512 void qf_fp32_depthwise3x3_weight_gradient_avx512(const float* input, c
     __mmask16 masks[9][4], output[4];
     ptrdiff_t offsets[9];
     for (int v = 0; v < 4; ++v) output[v] = range_mask(16 * v, count);
-    for (int tap = 0; tap < 9; ++tap) {
-        const int ky = tap / 3, kx = tap % 3;
-        offsets[tap] = (ky - pad_top) * width + (kx - pad_left);
-        for (int v = 0; v < 4; ++v) {
-            unsigned mask = 0;
-            for (int j = 0; j < 16; ++j) {
-                const ptrdiff_t q = 16 * v + j, source = q + offsets[tap];
-                const ptrdiff_t x = (q & (width - 1)) + kx - pad_left;
-                if (q < count && source >= 0 && source < count && x >= 0 && x < width) mask |= 1u << j;
-            }
-            masks[tap][v] = (__mmask16)mask;
-        }
-    }
+    flat_plane_tap_masks(count, width, pad_top, pad_left, masks, offsets);
     for (ptrdiff_t plane = first_plane; plane < first_plane + plane_count; ++plane) {
         const float* x = input + plane * in_plane;
         const float* dy = output_gradient + plane * out_plane;
