@@ -1,7 +1,6 @@
 // Quantized Add of two u8 tensors with their own scales and zero points, TFLite's fixed-point scheme:
 // each input's difference to its zero point is shifted left (headroom for the rescale), rescaled to a common
 // scale 2·max(s_a, s_b) by its own multiplier, the two are added, and the sum is rescaled to the output scale.
-#include "qf_gemm_layout.h"  // qf_nudge_with_rounding
 #include "qf_requant.h"
 
 void qf_add_u8_scalar(size_t count, const uint8_t* a, const uint8_t* b, uint8_t* y, const qf_add_params* p,
@@ -77,10 +76,19 @@ QF_TARGET_AVX512VNNI void qf_add_u8_avx512vnni(size_t count, const uint8_t* a, c
         // [0, 255] (a byte min/max only for a narrower range).
         const qf_add_side sa = qf_add_side_make(p->a_zero_point, p->left_shift, p->a_multiplier, p->a_shift);
         const qf_add_side sb = qf_add_side_make(p->b_zero_point, p->left_shift, p->b_multiplier, p->b_shift);
-        const int32_t right = -p->out_shift;
-        const __m512i m = _mm512_set1_epi32(p->out_multiplier), rights = _mm512_set1_epi32(right);
-        const __m512i nudge = _mm512_set1_epi64(qf_nudge_with_rounding(right));
-        const __mmask16 rounds = right > 0 ? (__mmask16)0xFFFF : 0;
+        int32_t rows[5][16];
+        for (size_t lane = 0; lane < 16; lane++) {
+            qf_requant_hi_set(rows[0], rows[1], rows[2], rows[3], rows[4], lane, p->out_multiplier, -p->out_shift);
+        }
+        const qf_requant_hi constants = {
+            .m2 = _mm512_loadu_si512(rows[0]),
+            .m2_odd = _mm512_loadu_si512(rows[1]),
+            .nudge_even = _mm512_loadu_si512(rows[2]),
+            .nudge_odd = _mm512_loadu_si512(rows[3]),
+            .neg_fix = _mm512_loadu_si512(rows[4]),
+            .right = _mm512_set1_epi32(-p->out_shift),
+        };
+        const __m512i zero_point16 = _mm512_set1_epi16((short)out->zero_point);
         const __m512i qmin = _mm512_set1_epi8((char)(uint8_t)out->qmin), qmax = _mm512_set1_epi8((char)(uint8_t)out->qmax);
         const int clamp_min = out->qmin > 0, clamp_max = out->qmax < 255;
         // After the packs lane L holds elements 4L..4L+3 of each 16-element group g (dword 4L + g); this puts
@@ -94,9 +102,9 @@ QF_TARGET_AVX512VNNI void qf_add_u8_avx512vnni(size_t count, const uint8_t* a, c
                 const __mmask16 mask = (__mmask16)((1u << valid) - 1u);
                 const __m512i sum = _mm512_add_epi32(qf_add_side_rescale(_mm_maskz_loadu_epi8(mask, a + i + first), &sa),
                                                      qf_add_side_rescale(_mm_maskz_loadu_epi8(mask, b + i + first), &sb));
-                v[g] = _mm512_add_epi32(qf_multiply_shift_avx512(sum, m, m, nudge, nudge, rights, rounds), zero_point);
+                v[g] = qf_requant_hi_avx512(sum, &constants);
             }
-            __m512i bytes = _mm512_packus_epi16(_mm512_packs_epi32(v[0], v[1]), _mm512_packs_epi32(v[2], v[3]));
+            __m512i bytes = qf_pack_u8_avx512(v[0], v[1], v[2], v[3], zero_point16);
             if (clamp_min) bytes = _mm512_max_epu8(bytes, qmin);
             if (clamp_max) bytes = _mm512_min_epu8(bytes, qmax);
             bytes = _mm512_permutexvar_epi32(order, bytes);

@@ -26,13 +26,14 @@ static inline size_t qf_dw_generic_bytes(size_t channels) {
 // (weight bytes 1-3 zero).
 enum {
     QF_DWV_BIAS = 0,
-    QF_DWV_MULTIPLIER = 1,
-    QF_DWV_MULTIPLIER_ODD = 2,  // lane 2i: the multiplier of lane 2i+1 (vpmuldq reads even lanes)
-    QF_DWV_LEFT_SHIFT = 3,
-    QF_DWV_RIGHT_SHIFT = 4,
-    QF_DWV_NUDGE_EVEN = 5,      // 8 int64 2^30 + R·2^31 of lanes 0, 2, …; R = (1 << right_shift) >> 1
-    QF_DWV_NUDGE_ODD = 6,       // the same for lanes 1, 3, …
-    QF_DWV_HEADER_ROWS = 7
+    QF_DWV_LEFT_SHIFT = 1,
+    QF_DWV_RIGHT_SHIFT = 2,
+    QF_DWV_M2 = 3,           // the constants of qf_requant_hi_avx512 (qf_requant.h)
+    QF_DWV_M2_ODD = 4,
+    QF_DWV_NUDGE_EVEN = 5,
+    QF_DWV_NUDGE_ODD = 6,
+    QF_DWV_NEG_FIX = 7,
+    QF_DWV_HEADER_ROWS = 8
 };
 #define QF_DWV_BLOCK_CHANNELS 64
 #define QF_DWV_HEADER_BYTES (4 * QF_DWV_HEADER_ROWS * 64)  // [j][row][16 lanes] int32

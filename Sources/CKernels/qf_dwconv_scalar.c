@@ -35,13 +35,10 @@ static void qf_dwconv3x3_pack_vnni(size_t channels, const int8_t* weights, const
                 }
                 const int32_t right = shift[c] < 0 ? -shift[c] : 0;
                 rows[QF_DWV_BIAS * 16 + i] = (bias ? bias[c] : 0) - input_zero_point * weight_sum;
-                rows[QF_DWV_MULTIPLIER * 16 + i] = multiplier[c];
-                if (i % 2 == 1) rows[QF_DWV_MULTIPLIER_ODD * 16 + i - 1] = multiplier[c];
                 rows[QF_DWV_LEFT_SHIFT * 16 + i] = shift[c] > 0 ? shift[c] : 0;
                 rows[QF_DWV_RIGHT_SHIFT * 16 + i] = right;
-                const int64_t nudge = qf_nudge_with_rounding(right);
-                memcpy((int64_t*)(rows + (i % 2 ? QF_DWV_NUDGE_ODD : QF_DWV_NUDGE_EVEN) * 16) + i / 2, &nudge,
-                       sizeof(nudge));
+                qf_requant_hi_set(rows + QF_DWV_M2 * 16, rows + QF_DWV_M2_ODD * 16, rows + QF_DWV_NUDGE_EVEN * 16,
+                                  rows + QF_DWV_NUDGE_ODD * 16, rows + QF_DWV_NEG_FIX * 16, i, multiplier[c], right);
             }
         }
     }

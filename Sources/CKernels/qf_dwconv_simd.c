@@ -68,38 +68,51 @@ qf_dwv_store(int P, __m512i bytes, uint8_t* const* dst, size_t c0, __mmask64 mas
     }
 }
 
-// The output clamp. Requantized values plus the zero point are packed to bytes with saturating packs, which
-// already clamp to [0, 255] (|value| < 2^30, so adding the zero point cannot overflow); only a narrower range
-// (ReLU with a non-zero zero point, fewer bits) needs a byte min/max, one per 64 outputs instead of two per 16.
+// The output stage: the zero point (int16 lanes, added by qf_pack_u8_avx512) and the clamp. The saturating packs
+// already clamp to [0, 255]; only a narrower range (ReLU with a non-zero zero point, fewer bits) needs a byte
+// min/max, one per 64 outputs instead of two per 16.
 typedef struct {
-    __m512i zero_point;   // int32 lanes
-    __m512i qmin, qmax;   // bytes
+    __m512i zero_point16;  // int16 lanes
+    __m512i qmin, qmax;    // bytes
     int clamp_min, clamp_max;
+    int shifts_left;       // any channel's multiplier ≥ 1 (then its accumulator is shifted left first)
 } qf_dwv_output;
 
-// Requantizes the four accumulators of one block (qf_multiply_shift_avx512, the GEMM's epilogue) and packs them
-// to bytes in channel order: the in-lane packs undo the interleave, so lane L holds channels 16L..16L+15.
-QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) __m512i
-qf_dwv_requantize(const __m512i acc[4], const int32_t* header, const qf_dwv_output* o) {
-    __m512i y[4];
+// Requantizes the four accumulators of each of `n` pixels (n = 1, or 2 for a stride-1 pair) of one block with
+// qf_requant_hi_avx512 (the GEMM's epilogue) and packs them to bytes in channel order: the in-lane packs undo the
+// interleave, so lane L holds channels 16L..16L+15. The pixels share each constant load (a pair read 12 input,
+// 24 weight and 48 constant vectors for 128 outputs; sharing measured 13 % off the depthwise time). Computing
+// constants instead of loading them (m2_odd by a shift, neg_fix by an add) was 15 % slower: the kernel is
+// limited by its shuffles and shifts (interleave, packs, requantization), which share two pipes on Zen 4.
+QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
+qf_dwv_requantize(int n, __m512i acc[][4], const int32_t* header, int shifts_left, const qf_dwv_output* o,
+                  __m512i bytes[]) {
+    __m512i y[2][4];
     QF_UNROLL
     for (int j = 0; j < 4; j++) {
         const int32_t* rows = header + j * QF_DWV_HEADER_ROWS * 16;
-        const __m512i left = _mm512_loadu_si512(rows + QF_DWV_LEFT_SHIFT * 16);
-        const __m512i right = _mm512_loadu_si512(rows + QF_DWV_RIGHT_SHIFT * 16);
-        __m512i v = acc[j];
-        if (_mm512_test_epi32_mask(left, left)) v = _mm512_sllv_epi32(v, left);
-        v = qf_multiply_shift_avx512(v, _mm512_loadu_si512(rows + QF_DWV_MULTIPLIER * 16),
-                                     _mm512_loadu_si512(rows + QF_DWV_MULTIPLIER_ODD * 16),
-                                     _mm512_loadu_si512(rows + QF_DWV_NUDGE_EVEN * 16),
-                                     _mm512_loadu_si512(rows + QF_DWV_NUDGE_ODD * 16), right,
-                                     _mm512_test_epi32_mask(right, right));
-        y[j] = _mm512_add_epi32(v, o->zero_point);
+        const qf_requant_hi constants = {
+            .m2 = _mm512_loadu_si512(rows + QF_DWV_M2 * 16),
+            .m2_odd = _mm512_loadu_si512(rows + QF_DWV_M2_ODD * 16),
+            .nudge_even = _mm512_loadu_si512(rows + QF_DWV_NUDGE_EVEN * 16),
+            .nudge_odd = _mm512_loadu_si512(rows + QF_DWV_NUDGE_ODD * 16),
+            .neg_fix = _mm512_loadu_si512(rows + QF_DWV_NEG_FIX * 16),
+            .right = _mm512_loadu_si512(rows + QF_DWV_RIGHT_SHIFT * 16),
+        };
+        const __m512i left = shifts_left ? _mm512_loadu_si512(rows + QF_DWV_LEFT_SHIFT * 16) : _mm512_setzero_si512();
+        QF_UNROLL
+        for (int k = 0; k < n; k++) {
+            const __m512i v = shifts_left ? _mm512_sllv_epi32(acc[k][j], left) : acc[k][j];
+            y[k][j] = qf_requant_hi_avx512(v, &constants);
+        }
     }
-    __m512i bytes = _mm512_packus_epi16(_mm512_packs_epi32(y[0], y[1]), _mm512_packs_epi32(y[2], y[3]));
-    if (o->clamp_min) bytes = _mm512_max_epu8(bytes, o->qmin);
-    if (o->clamp_max) bytes = _mm512_min_epu8(bytes, o->qmax);
-    return bytes;
+    QF_UNROLL
+    for (int k = 0; k < n; k++) {
+        __m512i b = qf_pack_u8_avx512(y[k][0], y[k][1], y[k][2], y[k][3], o->zero_point16);
+        if (o->clamp_min) b = _mm512_max_epu8(b, o->qmin);
+        if (o->clamp_max) b = _mm512_min_epu8(b, o->qmax);
+        bytes[k] = b;
+    }
 }
 
 // Accumulators start at the packed bias (zero point already folded in).
@@ -143,7 +156,9 @@ qf_dwv_pixels(int P, const uint8_t* const taps[][9], size_t c0, __mmask64 mask, 
         acc[j] = _mm512_dpbusd_epi32(acc[j], _mm512_shuffle_epi8(x[8], pick),
                                      _mm512_loadu_si512(w + (2 * 4 + j) * 64));
     }
-    qf_dwv_store(P, qf_dwv_requantize(acc, header, o), dst, c0, mask);
+    __m512i bytes[1];
+    qf_dwv_requantize(1, (__m512i(*)[4])acc, header, o->shifts_left, o, bytes);
+    qf_dwv_store(P, bytes[0], dst, c0, mask);
 }
 
 // Two neighbouring output pixels (stride 1) in each of P slots: columns[p][ky][q] is input column ox−1+q of
@@ -154,10 +169,10 @@ qf_dwv_pixel_pairs(int P, const uint8_t* const columns[][3][4], size_t c0, __mma
                    const qf_dwv_output* o) {
     const int32_t* header = (const int32_t*)block;
     const uint8_t* w = block + QF_DWV_HEADER_BYTES + QF_DWV_WEIGHT_BYTES;
-    __m512i acc_left[4], acc_right[4], r[4];
-    qf_dwv_bias(header, acc_left);
+    __m512i acc[2][4], r[4];  // left and right pixel
+    qf_dwv_bias(header, acc[0]);
     QF_UNROLL
-    for (int j = 0; j < 4; j++) acc_right[j] = acc_left[j];
+    for (int j = 0; j < 4; j++) acc[1][j] = acc[0][j];
     QF_UNROLL
     for (int ky = 0; ky < 3; ky++) {
         __m512i x[4];
@@ -171,12 +186,14 @@ qf_dwv_pixel_pairs(int P, const uint8_t* const columns[][3][4], size_t c0, __mma
         qf_dwv_interleave(x[0], x[1], x[2], x[3], r);
         QF_UNROLL
         for (int j = 0; j < 4; j++) {
-            acc_left[j] = _mm512_dpbusd_epi32(acc_left[j], r[j], _mm512_loadu_si512(w + ((ky * 2 + 0) * 4 + j) * 64));
-            acc_right[j] = _mm512_dpbusd_epi32(acc_right[j], r[j], _mm512_loadu_si512(w + ((ky * 2 + 1) * 4 + j) * 64));
+            acc[0][j] = _mm512_dpbusd_epi32(acc[0][j], r[j], _mm512_loadu_si512(w + ((ky * 2 + 0) * 4 + j) * 64));
+            acc[1][j] = _mm512_dpbusd_epi32(acc[1][j], r[j], _mm512_loadu_si512(w + ((ky * 2 + 1) * 4 + j) * 64));
         }
     }
-    qf_dwv_store(P, qf_dwv_requantize(acc_left, header, o), dst_left, c0, mask);
-    qf_dwv_store(P, qf_dwv_requantize(acc_right, header, o), dst_right, c0, mask);
+    __m512i bytes[2];
+    qf_dwv_requantize(2, acc, header, o->shifts_left, o, bytes);
+    qf_dwv_store(P, bytes[0], dst_left, c0, mask);
+    qf_dwv_store(P, bytes[1], dst_right, c0, mask);
 }
 
 // Input columns ox−1 … ox+2 of the three kernel rows of output pixel (oy, ox), stride 1 (NULL outside). Inside
@@ -267,14 +284,20 @@ QF_TARGET_AVX512VNNI void qf_dwconv3x3_u8s8_avx512vnni(const qf_dwconv_shape* s,
     const size_t C = s->channels;
     const uint8_t* region = (const uint8_t*)packed + qf_dw_generic_bytes(C);
     const __m512i zero_vector = _mm512_set1_epi8((char)s->input_zero_point);
+    const size_t blocks = qf_dwv_blocks(C);
+    int shifts_left = 0;
+    for (size_t b = 0; b < blocks; b++) {
+        const int32_t* header = (const int32_t*)(region + b * QF_DWV_BLOCK_BYTES);
+        for (size_t i = 0; i < 4 * 16; i++) shifts_left |= header[(i / 16 * QF_DWV_HEADER_ROWS + QF_DWV_LEFT_SHIFT) * 16 + i % 16] != 0;
+    }
     const qf_dwv_output o = {
-        .zero_point = _mm512_set1_epi32(out->zero_point),
+        .zero_point16 = _mm512_set1_epi16((short)out->zero_point),
         .qmin = _mm512_set1_epi8((char)(uint8_t)out->qmin),
         .qmax = _mm512_set1_epi8((char)(uint8_t)out->qmax),
         .clamp_min = out->qmin > 0,
         .clamp_max = out->qmax < 255,
+        .shifts_left = shifts_left,
     };
-    const size_t blocks = qf_dwv_blocks(C);
     const size_t tail_pixels = qf_dwv_block_pixels(C, blocks - 1);
     const size_t full_blocks = tail_pixels == 1 ? blocks : blocks - 1;
     for (size_t r = row_begin; r < row_end; r++) {

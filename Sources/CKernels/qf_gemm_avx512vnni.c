@@ -14,6 +14,13 @@
 
 #define QF_MR 8
 
+// Fully unrolls a loop of constant trip count (see qf_dwconv_simd.c).
+#if defined(__clang__)
+#define QF_GEMM_UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define QF_GEMM_UNROLL
+#endif
+
 static inline uint32_t qf_load_u32(const uint8_t* p) {
     uint32_t v;
     memcpy(&v, p, sizeof(v));
@@ -84,48 +91,52 @@ qf_gemm_tile_avx512vnni(size_t mr, int panels, size_t columns, size_t k, const u
         return;
     }
 
-    // Epilogue. Four rows at a time are requantized, offset by the zero point and narrowed with saturating packs,
-    // which clamp to [0, 255] on the way (|value| < 2^30, so adding the zero point cannot overflow); a narrower
-    // output range (ReLU with a non-zero zero point, fewer bits) costs one byte min/max per four rows. This
-    // replaces a min, a max and a vpmovdb per row (vpmovdb is two slow uops on Zen 4).
-    const __m512i zero_point = _mm512_set1_epi32(out->zero_point);
+    // Epilogue: all 8 rows are requantized (rows past mr repeat the last row and are not stored) in fully unrolled
+    // loops, so the accumulators stay in registers; rolled, clang spilled all 16 to the stack and reloaded them.
+    // Four rows at a time are then packed to bytes with saturation (qf_pack_u8_avx512, which adds the zero point),
+    // so a narrower output range (ReLU with a non-zero zero point, fewer bits) costs one byte min/max per four
+    // rows. This replaces a min, a max and a vpmovdb per row (vpmovdb is two slow uops on Zen 4).
+    const __m512i zero_point16 = _mm512_set1_epi16((short)out->zero_point);
     const __m512i qmin = _mm512_set1_epi8((char)(uint8_t)out->qmin), qmax = _mm512_set1_epi8((char)(uint8_t)out->qmax);
     const int clamp_min = out->qmin > 0, clamp_max = out->qmax < 255;
     // After the packs, 128-bit lane L holds channels 4L..4L+3 of rows 0, 1, 2, 3 (one dword each); this dword
     // permutation gathers each row's 16 channels into one lane: row k in lane k.
     const __m512i rows_to_lanes = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    QF_GEMM_UNROLL
     for (int p = 0; p < panels; p++) {
         // The per-channel constants are loaded once per tile and reused for its 8 rows.
         const int32_t* header = (const int32_t*)(panel0 + p * panel_size);
-        const __m512i m_even = _mm512_loadu_si512(header + QF_HEADER_MULTIPLIER * QF_GEMM_PANEL_COLUMNS);
-        const __m512i m_odd = _mm512_loadu_si512(header + QF_HEADER_MULTIPLIER_ODD * QF_GEMM_PANEL_COLUMNS);
-        const __m512i left = _mm512_loadu_si512(header + QF_HEADER_LEFT_SHIFT * QF_GEMM_PANEL_COLUMNS);
-        const __m512i right = _mm512_loadu_si512(header + QF_HEADER_RIGHT_SHIFT * QF_GEMM_PANEL_COLUMNS);
-        const __m512i nudge_even = _mm512_loadu_si512(header + QF_HEADER_NUDGE_EVEN * QF_GEMM_PANEL_COLUMNS);
-        const __m512i nudge_odd = _mm512_loadu_si512(header + QF_HEADER_NUDGE_ODD * QF_GEMM_PANEL_COLUMNS);
-        const __mmask16 rounds = _mm512_test_epi32_mask(right, right);
-        const int shifts_left = _mm512_test_epi32_mask(left, left) != 0;  // only multipliers ≥ 1 shift left
+        const size_t row = QF_GEMM_PANEL_COLUMNS;
+        const qf_requant_hi constants = {
+            .m2 = _mm512_loadu_si512(header + QF_HEADER_M2 * row),
+            .m2_odd = _mm512_loadu_si512(header + QF_HEADER_M2_ODD * row),
+            .nudge_even = _mm512_loadu_si512(header + QF_HEADER_NUDGE_EVEN * row),
+            .nudge_odd = _mm512_loadu_si512(header + QF_HEADER_NUDGE_ODD * row),
+            .neg_fix = _mm512_loadu_si512(header + QF_HEADER_NEG_FIX * row),
+            .right = _mm512_loadu_si512(header + QF_HEADER_RIGHT_SHIFT * row),
+        };
+        const __m512i left = _mm512_loadu_si512(header + QF_HEADER_LEFT_SHIFT * row);
+        if (_mm512_test_epi32_mask(left, left)) {  // only multipliers ≥ 1 shift left
+            QF_GEMM_UNROLL
+            for (int i = 0; i < QF_MR; i++) acc[i][p] = _mm512_sllv_epi32(acc[i][p], left);
+        }
         const size_t valid = columns - (size_t)p * 16 < 16 ? columns - (size_t)p * 16 : 16;
         const __mmask16 store_mask = (__mmask16)((1u << valid) - 1u);
+        QF_GEMM_UNROLL
         for (int i0 = 0; i0 < QF_MR; i0 += 4) {
-            if (i0 >= (int)mr) break;
-            __m512i y[4];
-            for (int k = 0; k < 4; k++) {
-                __m512i v = acc[i0 + k][p];
-                if (shifts_left) v = _mm512_sllv_epi32(v, left);
-                v = qf_multiply_shift_avx512(v, m_even, m_odd, nudge_even, nudge_odd, right, rounds);
-                y[k] = _mm512_add_epi32(v, zero_point);
-            }
-            __m512i bytes = _mm512_packus_epi16(_mm512_packs_epi32(y[0], y[1]), _mm512_packs_epi32(y[2], y[3]));
+            __m512i bytes = qf_pack_u8_avx512(qf_requant_hi_avx512(acc[i0][p], &constants),
+                                              qf_requant_hi_avx512(acc[i0 + 1][p], &constants),
+                                              qf_requant_hi_avx512(acc[i0 + 2][p], &constants),
+                                              qf_requant_hi_avx512(acc[i0 + 3][p], &constants), zero_point16);
             if (clamp_min) bytes = _mm512_max_epu8(bytes, qmin);
             if (clamp_max) bytes = _mm512_min_epu8(bytes, qmax);
             bytes = _mm512_permutexvar_epi32(rows_to_lanes, bytes);
-            uint8_t* row = c + (size_t)i0 * ldc + (size_t)p * 16;
+            uint8_t* row_c = c + (size_t)i0 * ldc + (size_t)p * 16;
             const int rows_left = (int)mr - i0;
-            _mm_mask_storeu_epi8(row, store_mask, _mm512_castsi512_si128(bytes));
-            if (rows_left > 1) _mm_mask_storeu_epi8(row + ldc, store_mask, _mm512_extracti32x4_epi32(bytes, 1));
-            if (rows_left > 2) _mm_mask_storeu_epi8(row + 2 * ldc, store_mask, _mm512_extracti32x4_epi32(bytes, 2));
-            if (rows_left > 3) _mm_mask_storeu_epi8(row + 3 * ldc, store_mask, _mm512_extracti32x4_epi32(bytes, 3));
+            if (rows_left > 0) _mm_mask_storeu_epi8(row_c, store_mask, _mm512_castsi512_si128(bytes));
+            if (rows_left > 1) _mm_mask_storeu_epi8(row_c + ldc, store_mask, _mm512_extracti32x4_epi32(bytes, 1));
+            if (rows_left > 2) _mm_mask_storeu_epi8(row_c + 2 * ldc, store_mask, _mm512_extracti32x4_epi32(bytes, 2));
+            if (rows_left > 3) _mm_mask_storeu_epi8(row_c + 3 * ldc, store_mask, _mm512_extracti32x4_epi32(bytes, 3));
         }
     }
 }

@@ -39,11 +39,11 @@ void qf_gemm_u8s8_pack(size_t n, size_t k, const int8_t* weights, const int32_t*
             header[QF_HEADER_MULTIPLIER * QF_GEMM_PANEL_COLUMNS + j] = multiplier[col];
             header[QF_HEADER_LEFT_SHIFT * QF_GEMM_PANEL_COLUMNS + j] = shift[col] > 0 ? shift[col] : 0;
             header[QF_HEADER_RIGHT_SHIFT * QF_GEMM_PANEL_COLUMNS + j] = shift[col] < 0 ? -shift[col] : 0;
-            if (j % 2 == 1) header[QF_HEADER_MULTIPLIER_ODD * QF_GEMM_PANEL_COLUMNS + j - 1] = multiplier[col];
-            const int64_t nudge = qf_nudge_with_rounding(shift[col] < 0 ? -shift[col] : 0);
-            int64_t* nudges = (int64_t*)(header + (j % 2 ? QF_HEADER_NUDGE_ODD : QF_HEADER_NUDGE_EVEN) *
-                                                      QF_GEMM_PANEL_COLUMNS);
-            memcpy(&nudges[j / 2], &nudge, sizeof(nudge));
+            // The VNNI epilogue's derived constants.
+            const size_t lanes = QF_GEMM_PANEL_COLUMNS;
+            qf_requant_hi_set(header + QF_HEADER_M2 * lanes, header + QF_HEADER_M2_ODD * lanes,
+                              header + QF_HEADER_NUDGE_EVEN * lanes, header + QF_HEADER_NUDGE_ODD * lanes,
+                              header + QF_HEADER_NEG_FIX * lanes, j, multiplier[col], shift[col] < 0 ? -shift[col] : 0);
         }
     }
 }

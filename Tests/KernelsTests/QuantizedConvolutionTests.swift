@@ -22,6 +22,37 @@ final class QuantizedConvolutionTests: XCTestCase {
         XCTAssertNil(firstMismatch(single, conv.reference(input, batch: 16, height: 32, width: 31)))
     }
 
+    /// Exact halves at both rounding steps through the depthwise epilogue, as QuantizedGEMMTests'
+    /// testRoundingTiesOnEveryPath does for the GEMM: zero weights, so each channel's accumulator is its bias
+    /// (−600…600), multiplier ½ with right shifts 0…4 (SRDHM rounds x/2 half up, the shift rounds half away from
+    /// zero), and multipliers ≥ 1 (a left shift). The channel counts end in a last block of 49, 32 and 16 channels
+    /// (1, 2 and 4 pixels per register); a 3×7 image takes a run of four pixels, a pair and a single pixel per row.
+    func testDepthwiseRoundingTiesOnEveryPath() throws {
+        let accumulators = Array(Int32(-600)...600)
+        var random = SeededRandom(seed: 6)
+        for isa in KernelISA.supported {
+            for channels in [1201, 1184, 1168] {
+                for shift in Int32(-4)...2 {
+                    let multiplier = QuantizedMultiplier(multiplier: 1 << 30, shift: shift)
+                    let conv = DepthwiseCase(channels: channels, stride: 1, weights: [Int8](repeating: 0, count: channels * 9),
+                                             bias: Array(accumulators.prefix(channels)), multipliers: [multiplier],
+                                             inputZeroPoint: 17, output: OutputQuantization(zeroPoint: 128))
+                    let input = random.bytes(3 * 7 * channels)
+                    let actual = conv.run(input, batch: 1, height: 3, width: 7, isa: isa)
+                    if let problem = firstMismatch(actual, conv.reference(input, batch: 1, height: 3, width: 7)) {
+                        XCTFail("\(isa) \(channels) channels, shift \(shift): \(problem)")
+                    }
+                    if shift == -1 {
+                        // −3 · ½ = −1.5 → −1 (half up), then −1 / 2 = −0.5 → −1 (away from zero); ±2 · ¼ = ±0.5 → ±1.
+                        XCTAssertEqual(actual[600 - 3], 127, "\(isa)")
+                        XCTAssertEqual(actual[600 + 2], 129, "\(isa)")
+                        XCTAssertEqual(actual[600 - 2], 127, "\(isa)")
+                    }
+                }
+            }
+        }
+    }
+
     private func checkDepthwise(isa: KernelISA) throws {
         try requireISA(isa)
         var random = SeededRandom(seed: 3)
@@ -113,11 +144,19 @@ private struct DepthwiseCase {
 
     init(channels: Int, stride: Int, weightBits: Int, inputZeroPoint: UInt8, output: OutputQuantization,
          random: inout SeededRandom) {
-        weights = random.weights(channels * 9, bits: weightBits)
-        bias = random.bias(channels)
-        multipliers = random.multipliers(channels, depth: 9, weightBits: weightBits)
+        self.init(channels: channels, stride: stride, weights: random.weights(channels * 9, bits: weightBits),
+                  bias: random.bias(channels), multipliers: random.multipliers(channels, depth: 9, weightBits: weightBits),
+                  inputZeroPoint: inputZeroPoint, output: output)
+    }
+
+    /// `multipliers`: one per channel, or one for all.
+    init(channels: Int, stride: Int, weights: [Int8], bias: [Int32], multipliers: [QuantizedMultiplier],
+         inputZeroPoint: UInt8, output: OutputQuantization) {
+        self.weights = weights
+        self.bias = bias
+        self.multipliers = multipliers.count == 1 ? Array(repeating: multipliers[0], count: channels) : multipliers
         op = QuantizedDepthwiseConvolution3x3(channels: channels, stride: stride, weights: weights, bias: bias,
-                                              multipliers: multipliers, inputZeroPoint: inputZeroPoint,
+                                              multipliers: self.multipliers, inputZeroPoint: inputZeroPoint,
                                               output: output)
     }
 

@@ -84,6 +84,35 @@ final class QuantizedElementwiseTests: XCTestCase {
         }
     }
 
+    /// Exact halves in the Add's output rescale: equal input scales 1 and output scale 2^k make every sum of two
+    /// differences d_a + d_b come out as (d_a + d_b) / 2^k, rounded half away from zero, with ties on both signs.
+    /// All 65,536 input pairs, every path.
+    func testAddRoundingTiesOnEveryPath() {
+        let a = (0..<65_536).map { UInt8($0 / 256) }, b = (0..<65_536).map { UInt8($0 % 256) }
+        for isa in KernelISA.supported {
+            for k in 1...3 {
+                let add = QuantizedAdd(aScale: 1, aZeroPoint: 128, bScale: 1, bZeroPoint: 128,
+                                       outputScale: Double(1 << k), output: OutputQuantization(zeroPoint: 128))
+                var y = [UInt8](repeating: 0, count: a.count)
+                a.withUnsafeBufferPointer { a in
+                    b.withUnsafeBufferPointer { b in
+                        y.withUnsafeMutableBufferPointer { y in add.run(a, b, count: a.count, output: y, isa: isa) }
+                    }
+                }
+                let expected = (0..<a.count).map { i -> UInt8 in
+                    let sum = Int(a[i]) + Int(b[i]) - 256
+                    let magnitude = (abs(sum) + (1 << (k - 1))) >> k  // half away from zero
+                    return UInt8(min(max(128 + (sum < 0 ? -magnitude : magnitude), 0), 255))
+                }
+                XCTAssertNil(firstMismatch(y, expected), "\(isa) output scale 2^\(k)")
+                if k == 1 {
+                    XCTAssertEqual(y[127 * 256 + 128], 127, "\(isa): (−1 + 0) / 2 = −0.5 → −1")
+                    XCTAssertEqual(y[129 * 256 + 128], 129, "\(isa): (1 + 0) / 2 = 0.5 → 1")
+                }
+            }
+        }
+    }
+
     private func checkPool(isa: KernelISA) throws {
         try requireISA(isa)
         var random = SeededRandom(seed: 10)

@@ -44,8 +44,8 @@ typedef struct {
 //   int32 multiplier[16]      fixed-point multiplier per output channel
 //   int32 left_shift[16]      max(shift, 0)
 //   int32 right_shift[16]     max(-shift, 0)
-//   int32 multiplier_odd[16], int64 nudge_even[8], nudge_odd[8]   derived from the above for the VNNI epilogue
-//                             (qf_gemm_layout.h)
+//   int32 m2[16], m2_odd[16], int64 nudge_even[8], nudge_odd[8], int32 neg_fix[16]   derived from the above for
+//                             the VNNI epilogue (qf_gemm_layout.h, qf_requant.h)
 //   int8  weights[ceil(k/4)][16][4]   four consecutive k of one channel in one 32-bit lane (vpdpbusd's layout),
 //                                     k padded with zeros to a multiple of 4, channels padded with zero weights.
 // Every panel is a multiple of 64 bytes, so the panels of a 64-byte aligned buffer stay aligned.
