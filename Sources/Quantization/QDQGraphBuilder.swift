@@ -78,17 +78,47 @@ struct QDQGraphBuilder {
         let axis = channelsLast ? 1 : 0
         let channels = weight.shape[axis]
         let bits = weightBitsOverride[node.name] ?? config.weightBits
-        let quantized: [Int8], scales: [Float]
+        let qmax = (1 << (bits - 1)) - 1
+        guard values.allSatisfy(\.isFinite) else {
+            throw QuantizationError("node '\(node.name)': weight '\(weightName)' has values that are NaN or infinite (did training diverge?)")
+        }
+        var scales: [Float]
         if let trained = weightScales[node.name] {
             guard trained.count == channels else {
                 throw QuantizationError("node '\(node.name)': \(trained.count) weight scales for \(channels) output channels")
             }
-            let grids = trained.map { AffineQuantization(scale: $0, zeroPoint: 0, qmin: -((1 << (bits - 1)) - 1), qmax: (1 << (bits - 1)) - 1) }
-            (quantized, scales) = (WeightQuantizer.quantize(values, grids: grids, channelsLast: channelsLast), trained)
+            scales = trained
         } else {
-            (quantized, scales) = WeightQuantizer.quantize(values, channels: channels, channelsLast: channelsLast,
-                                                          bits: bits, method: config.weightCalibration)
+            scales = WeightQuantizer.grids(values, channels: channels, channelsLast: channelsLast, bits: bits,
+                                           method: config.weightCalibration).map(\.scale)
         }
+
+        // The bias is stored as int32 on the grid s_in·s_w[c]. A channel whose weights are all but zero (Adam's
+        // weight decay drives a dead channel's weights geometrically towards 0, into denormals) has a grid too
+        // fine for its bias: bias / (s_in·s_w) would not fit in 32 bits. Such a channel's weight scale grows
+        // until the bias fits in 2^30 codes (leaving the other half of int32 to the products); its weights are
+        // then too small to matter next to the bias, and the few that round to other codes change the output
+        // by far less than one output step.
+        var bias: (name: String, values: [Float], inputScale: Float)?
+        if node.inputs.count > 2, !node.inputs[2].isEmpty {
+            let biasName = node.inputs[2]
+            guard let initializer = initializers[biasName], case .float32(let biasValues) = initializer.storage, biasValues.count == channels else {
+                throw QuantizationError("node '\(node.name)': bias '\(biasName)' must be a float initializer with \(channels) values")
+            }
+            guard biasValues.allSatisfy(\.isFinite) else {
+                throw QuantizationError("node '\(node.name)': bias '\(biasName)' has values that are NaN or infinite (did training diverge?)")
+            }
+            guard let inputGrid = grids[node.inputs[0]] else {
+                throw QuantizationError("node '\(node.name)': input '\(node.inputs[0])' has no quantization grid")
+            }
+            bias = (biasName, biasValues, inputGrid.scale)
+            let largestBiasCode = Float(1 << 30)
+            for c in 0..<channels {
+                scales[c] = max(scales[c], abs(biasValues[c]) / (inputGrid.scale * largestBiasCode))
+            }
+        }
+        let weightGrids = scales.map { AffineQuantization(scale: $0, zeroPoint: 0, qmin: -qmax, qmax: qmax) }
+        let quantized = WeightQuantizer.quantize(values, grids: weightGrids, channelsLast: channelsLast)
         let quantizedName = weightName + "::q"
         initializers.removeValue(forKey: weightName)
         initializers[quantizedName] = Initializer(name: quantizedName, shape: weight.shape, storage: .int8(quantized))
@@ -98,15 +128,8 @@ struct QDQGraphBuilder {
                           inputs: [quantizedName, quantizedName + ".scale", quantizedName + ".zero_point"], outputs: [weightName],
                           attributes: ["axis": .int(axis), "bits": .int(bits)])]
 
-        if node.inputs.count > 2, !node.inputs[2].isEmpty {
-            let biasName = node.inputs[2]
-            guard let bias = initializers[biasName], case .float32(let biasValues) = bias.storage, biasValues.count == channels else {
-                throw QuantizationError("node '\(node.name)': bias '\(biasName)' must be a float initializer with \(channels) values")
-            }
-            guard let inputGrid = grids[node.inputs[0]] else {
-                throw QuantizationError("node '\(node.name)': input '\(node.inputs[0])' has no quantization grid")
-            }
-            let biasScales = scales.map { $0 * inputGrid.scale }
+        if let (biasName, biasValues, inputScale) = bias {
+            let biasScales = scales.map { $0 * inputScale }
             let quantizedBias = zip(biasValues, biasScales).map { value, scale in
                 Int32(clamping: Int((value / scale).rounded(.toNearestOrEven)))
             }

@@ -121,6 +121,43 @@ final class PostTrainingQuantizerTests: XCTestCase {
         }
     }
 
+    /// A depthwise channel whose weights decayed into denormals (what Adam's weight decay does to a dead channel
+    /// over a few thousand QAT steps) with a real bias: max-abs would give it a weight scale near 1e-41, on which
+    /// the bias does not fit in int32. The export widens that channel's scale instead of crashing, and the int8
+    /// engine still outputs the bias. NaN weights are refused with the node's name.
+    func testNearlyZeroWeightChannelKeepsItsBias() throws {
+        var graph = smallNetwork()
+        guard case .float32(var w2) = graph.initializers["w2"]!.storage, case .float32(var b2) = graph.initializers["b2"]!.storage else { return XCTFail() }
+        for i in 27..<36 { w2[i] = 1e-40 }   // channel 3
+        b2[3] = 0.8
+        graph.initializers["w2"] = Initializer(name: "w2", shape: [8, 1, 3, 3], storage: .float32(w2))
+        graph.initializers["b2"] = Initializer(name: "b2", shape: [8], storage: .float32(b2))
+        let data = try randomImages(32, side: 12, seed: 5)
+        for bits in [8, 4] {
+            let result = try PostTrainingQuantizer(config: QuantizationConfig(weightBits: bits, activationBits: bits)).quantize(graph, calibration: data, batch: 16)
+            guard case .int32(let bias)? = result.graph.initializers["b2::q"]?.storage,
+                  case .float32(let biasScales)? = result.graph.initializers["b2::q.scale"]?.storage else { return XCTFail("b2 not int32") }
+            XCTAssertLessThanOrEqual(abs(Int(bias[3])), 1 << 30, "bits \(bits)")
+            XCTAssertEqual(Float(bias[3]) * biasScales[3], 0.8, accuracy: 1e-6, "bits \(bits): the bias survives")
+
+            // Channel 3 of the depthwise output is the constant 0.8 in float; the int8 engine's r2 must agree
+            // within one step of its grid.
+            var exposed = result.graph
+            exposed.outputs.append(ValueInfo(name: "r2", shape: [-1, 8, 12, 12]))
+            let sample = Tensor(shape: [4, 1, 12, 12], data: data.batch(0..<4).pixels)
+            let r2 = try Int8Executor(graph: exposed).run(["x": sample])["r2"]!
+            let step = try XCTUnwrap(result.layers.first { $0.tensor == "r2" }).scale
+            for image in 0..<4 {
+                for pixel in 0..<144 { XCTAssertEqual(r2.data[(image * 8 + 3) * 144 + pixel], 0.8, accuracy: step, "bits \(bits)") }
+            }
+        }
+        w2[30] = .nan
+        graph.initializers["w2"] = Initializer(name: "w2", shape: [8, 1, 3, 3], storage: .float32(w2))
+        XCTAssertThrowsError(try PostTrainingQuantizer(config: QuantizationConfig()).quantize(graph, calibration: data, batch: 16)) { error in
+            XCTAssertTrue("\(error)".contains("'dw'") && "\(error)".contains("NaN"), "\(error)")
+        }
+    }
+
     func testLowBitsNarrowEveryRange() throws {
         let data = try randomImages(32, side: 12, seed: 4)
         let result = try PostTrainingQuantizer(config: QuantizationConfig(weightBits: 4, activationBits: 3)).quantize(smallNetwork(), calibration: data, batch: 16)
