@@ -121,6 +121,29 @@ void qf_fp32_min_max(int isa, const float* x, ptrdiff_t n, float* low, float* hi
 void qf_fp32_quantize_linear(int isa, const float* x, float* y, ptrdiff_t n, float scale, float zero_point, float qmin,
                              float qmax, int dequantize);
 
+// BatchNorm passes for training (fp32_batchnorm.c) over planes first ..< first + count of an NCHW tensor: plane p
+// starts at p·size floats of each tensor argument and belongs to channel c = p % channels. With `clamp`, a fused
+// clamp to [minimum, maximum] follows BN (ReLU/ReLU6), and the gradient passes through its mask
+// d = (minimum < scale[c]·x + offset[c] < maximum) ? dy : 0 (NaN passes); without, d = dy. Each plane's sums are
+// float (16 lanes), added to the double per-channel totals. Single-threaded; callers split planes over threads
+// (each with its own totals).
+//   statistics      sum[c] += Σ (x − shift[c]), squares[c] += Σ (x − shift[c])²
+//   apply           y = scale[c]·x + offset[c], then clamped when `clamp` (NaN passes)
+//   gradient_sums   sum[c] += Σ d, dot[c] += Σ d·x
+//   input_gradient  dx (+)= gain[c]·d + slope[c]·x + constant[c] (stored unless `accumulate`)
+void qf_fp32_batchnorm_statistics(int isa, const float* x, ptrdiff_t first, ptrdiff_t count, ptrdiff_t channels,
+                                  ptrdiff_t size, const float* shift, double* sum, double* squares);
+void qf_fp32_batchnorm_apply(int isa, const float* x, ptrdiff_t first, ptrdiff_t count, ptrdiff_t channels,
+                             ptrdiff_t size, const float* scale, const float* offset, float minimum, float maximum,
+                             int clamp, float* y);
+void qf_fp32_batchnorm_gradient_sums(int isa, const float* dy, const float* x, ptrdiff_t first, ptrdiff_t count,
+                                     ptrdiff_t channels, ptrdiff_t size, const float* scale, const float* offset,
+                                     float minimum, float maximum, int clamp, double* sum, double* dot);
+void qf_fp32_batchnorm_input_gradient(int isa, const float* dy, const float* x, ptrdiff_t first, ptrdiff_t count,
+                                      ptrdiff_t channels, ptrdiff_t size, const float* scale, const float* offset,
+                                      float minimum, float maximum, int clamp, const float* gain, const float* slope,
+                                      const float* constant, int accumulate, float* dx);
+
 // ---- Internal: one micro-kernel per ISA, called by qf_fp32_gemm ----
 // C tile (rows ≤ row_tile, columns ≤ column_tile) (+)= A panel slice (depth × row_tile) · B (depth rows, row
 // stride `ldb`: column_tile for a packed, zero-padded panel); `load_c` adds the old C; `epilogue` (may be NULL) is
