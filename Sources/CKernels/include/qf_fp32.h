@@ -56,10 +56,11 @@ typedef struct {
 
 // C[m × n] (+)= A · B with A packed for `isa` (row_tile of that ISA) and k ≥ 1. When transpose_b, `b` holds Bᵀ
 // (n × k, leading dimension ldb). Single-threaded; callers split rows (in whole panels) or columns over threads.
-// `epilogue` may be NULL.
+// `epilogue` may be NULL. `stream_b`: B is read from memory rather than cache (training's large activations): B's
+// rows are prefetched ahead and read in place only for a few row panels (fp32_gemm.c); the result is the same.
 void qf_fp32_gemm(int isa, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* packed_a, const float* b,
                   ptrdiff_t ldb, int transpose_b, float* c, ptrdiff_t ldc, int accumulate,
-                  const qf_fp32_epilogue* epilogue);
+                  const qf_fp32_epilogue* epilogue, int stream_b);
 
 // C[m × n] += Σ_{s < segments} A_s · B_sᵀ, where A_s = a + s·a_stride is m × k (row stride lda) and
 // B_s = b + s·b_stride is n × k (row stride ldb): both operands contiguous along k, as a 1×1 convolution's weight
