@@ -18,6 +18,9 @@
 #ifndef QF_FP32_UNPACKED_B_ROWS
 #define QF_FP32_UNPACKED_B_ROWS 96
 #endif
+// With `stream_b` (see gemm_loops): the unpacked limit, and how many column panels ahead B's rows are prefetched.
+#define QF_FP32_STREAMED_UNPACKED_B_ROWS 32
+#define QF_FP32_PREFETCH_PANELS 2
 
 static int detect_isa(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -86,12 +89,23 @@ void qf_fp32_pack_a(ptrdiff_t rows, ptrdiff_t depth, const float* a, ptrdiff_t l
 // B[k0 ..< k0+depth, j0 ..< j0+width] → depth rows of `tile` floats (zero past `width`). `tile` is a constant
 // at each call site (always inlined), so the row copies become a few vector moves rather than memcpy calls,
 // which matters: with K = 96 and 32 panels per plane, called memcpys cost more than the FMAs of a 16-row GEMM.
+//
+// `prefetch`: also prefetch the same rows of the panel QF_FP32_PREFETCH_PANELS ahead (past the end of a row that
+// lands in the next row, or past B: prefetches never fault).
 static inline __attribute__((always_inline)) void pack_b_panel_tile(const float* b, ptrdiff_t ldb, int transposed,
                                                                     ptrdiff_t k0, ptrdiff_t depth, ptrdiff_t j0,
-                                                                    int width, const int tile, float* destination) {
+                                                                    int width, const int tile, int prefetch,
+                                                                    float* destination) {
     if (!transposed) {
         const float* source = b + k0 * ldb + j0;
-        if (width == tile) {
+        if (width == tile && prefetch) {
+            const float* ahead = source + QF_FP32_PREFETCH_PANELS * tile;
+            for (ptrdiff_t kk = 0; kk < depth; ++kk) {
+                __builtin_prefetch(ahead + kk * ldb);
+                if (tile > 16) __builtin_prefetch(ahead + kk * ldb + 16);
+                memcpy(destination + kk * tile, source + kk * ldb, sizeof(float) * (size_t)tile);
+            }
+        } else if (width == tile) {
             for (ptrdiff_t kk = 0; kk < depth; ++kk) {
                 memcpy(destination + kk * tile, source + kk * ldb, sizeof(float) * (size_t)tile);
             }
@@ -129,11 +143,22 @@ static float apply_epilogue(float value, ptrdiff_t row, const qf_fp32_epilogue* 
 // stride ldb) instead of a packed copy: with one or two row panels a packed panel is reused at most twice, so the
 // copy (which waits on B's strided rows just the same) costs more than it saves. Only the AVX-512 kernel supports
 // it (masked loads for the last, partial panel); 0 disables.
+//
+// `stream_b`: B comes from memory, not from cache (training: a batch of 32×32 activations is tens of MB). Then B's
+// rows are too many separate streams for the hardware prefetcher (which also stops at every 4 KiB page, and a
+// 32×32 plane is one page), so the rows of the panel QF_FP32_PREFETCH_PANELS ahead are prefetched (into L2 when
+// read unpacked); and B is read unpacked only up to QF_FP32_STREAMED_UNPACKED_B_ROWS rows: with ldb = 1024 floats
+// the rows of an unpacked panel are 4 KiB apart and share the same few L1 sets, so each of many row panels fetches
+// them again. Measured on one thread over 64 images of a 32×32 layer from memory: m = 96, k = 16 at 17 GMAC/s
+// unpacked against 24-27 packed with prefetch; m = 16, k = 96 at 16 unpacked against 20-24 with the prefetch. From L2
+// (the float engine's batch chunks) the old choice is as fast or faster, so it stays the default.
 static inline __attribute__((always_inline)) void gemm_loops(
     qf_fp32_gemm_tile_fn tile, const int row_tile, const int column_tile, const int unpacked_b_rows, ptrdiff_t m,
     ptrdiff_t n, ptrdiff_t k, const float* packed_a, const float* b, ptrdiff_t ldb, int transpose_b, float* c,
-    ptrdiff_t ldc, int accumulate, const qf_fp32_epilogue* epilogue) {
-    const int unpacked = !transpose_b && m <= unpacked_b_rows;
+    ptrdiff_t ldc, int accumulate, const qf_fp32_epilogue* epilogue, int stream_b) {
+    const int unpacked_limit =
+        stream_b && unpacked_b_rows > QF_FP32_STREAMED_UNPACKED_B_ROWS ? QF_FP32_STREAMED_UNPACKED_B_ROWS : unpacked_b_rows;
+    const int unpacked = !transpose_b && m <= unpacked_limit;
     float packed_b[QF_FP32_DEPTH_BLOCK * QF_FP32_MAX_COLUMN_TILE] __attribute__((aligned(64)));
     const ptrdiff_t blocks = (k + QF_FP32_DEPTH_BLOCK - 1) / QF_FP32_DEPTH_BLOCK;
     const ptrdiff_t nominal_depth = (k + blocks - 1) / blocks;
@@ -145,8 +170,15 @@ static inline __attribute__((always_inline)) void gemm_loops(
             const int nr = (int)(n - jr < column_tile ? n - jr : column_tile);
             const float* panel = b + pc * ldb + jr;
             ptrdiff_t panel_stride = ldb;
+            if (unpacked && stream_b && jr + QF_FP32_PREFETCH_PANELS * column_tile < n) {
+                const float* ahead = panel + QF_FP32_PREFETCH_PANELS * column_tile;
+                for (ptrdiff_t kk = 0; kk < kc; ++kk) {
+                    __builtin_prefetch(ahead + kk * ldb, 0, 2);
+                    __builtin_prefetch(ahead + kk * ldb + 16, 0, 2);
+                }
+            }
             if (!unpacked) {
-                pack_b_panel_tile(b, ldb, transpose_b, pc, kc, jr, nr, column_tile, packed_b);
+                pack_b_panel_tile(b, ldb, transpose_b, pc, kc, jr, nr, column_tile, stream_b, packed_b);
                 panel = packed_b;
                 panel_stride = column_tile;
             }
@@ -168,8 +200,8 @@ static inline __attribute__((always_inline)) void gemm_loops(
 
 #define QF_GEMM_LOOP_PARAMETERS                                                                                 \
     ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *packed_a, const float *b, ptrdiff_t ldb, int transpose_b, \
-        float *c, ptrdiff_t ldc, int accumulate, const qf_fp32_epilogue *epilogue
-#define QF_GEMM_LOOP_ARGUMENTS m, n, k, packed_a, b, ldb, transpose_b, c, ldc, accumulate, epilogue
+        float *c, ptrdiff_t ldc, int accumulate, const qf_fp32_epilogue *epilogue, int stream_b
+#define QF_GEMM_LOOP_ARGUMENTS m, n, k, packed_a, b, ldb, transpose_b, c, ldc, accumulate, epilogue, stream_b
 
 static void gemm_portable(QF_GEMM_LOOP_PARAMETERS) {
     gemm_loops(qf_fp32_gemm_tile_portable, 6, 8, 0, QF_GEMM_LOOP_ARGUMENTS);
@@ -186,7 +218,7 @@ __attribute__((target("avx512f,fma"))) static void gemm_avx512(QF_GEMM_LOOP_PARA
 
 void qf_fp32_gemm(int isa, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* packed_a, const float* b,
                   ptrdiff_t ldb, int transpose_b, float* c, ptrdiff_t ldc, int accumulate,
-                  const qf_fp32_epilogue* epilogue) {
+                  const qf_fp32_epilogue* epilogue, int stream_b) {
     if (m <= 0 || n <= 0) return;
     if (k <= 0) {
         for (ptrdiff_t i = 0; i < m; ++i) {

@@ -13,21 +13,25 @@ public enum GEMM {
                                 a: UnsafePointer<Float>, lda: Int, transposeA: Bool = false,
                                 b: UnsafePointer<Float>, ldb: Int, transposeB: Bool = false,
                                 c: UnsafeMutablePointer<Float>, ldc: Int,
-                                accumulate: Bool = false, threads: Int = 1,
+                                accumulate: Bool = false, threads: Int = 1, streamB: Bool = false,
                                 instructionSet: FP32InstructionSet = .preferred) {
         guard m > 0, n > 0 else { return }
         let packed = PackedMatrixA(rows: m, depth: k, a: a, lda: lda, transposed: transposeA, instructionSet: instructionSet)
         multiply(packedA: packed, n: n, b: b, ldb: ldb, transposeB: transposeB, c: c, ldc: ldc,
-                 accumulate: accumulate, threads: threads)
+                 accumulate: accumulate, threads: threads, streamB: streamB)
     }
 
     /// `C[m×n] = epilogue((accumulate ? C : 0) + A · B)` with A packed beforehand (convolution and fully-connected
     /// weights are packed once at prepare time), on the instruction set A was packed for. Threads split the
     /// columns of C in whole micro-kernel panels, or its rows when there are too few column panels (narrow planes).
+    ///
+    /// `streamB`: B is read from memory rather than from cache (training's activations, tens of MB per batch): the
+    /// driver then prefetches B's rows ahead and packs B for more of the shapes (see `fp32_gemm.c`); same result.
     public static func multiply(packedA: PackedMatrixA, n: Int,
                                 b: UnsafePointer<Float>, ldb: Int, transposeB: Bool = false,
                                 c: UnsafeMutablePointer<Float>, ldc: Int,
-                                accumulate: Bool = false, threads: Int = 1, epilogue: GEMMEpilogue = .none) {
+                                accumulate: Bool = false, threads: Int = 1, epilogue: GEMMEpilogue = .none,
+                                streamB: Bool = false) {
         let m = packedA.rows, k = packedA.depth
         guard m > 0, n > 0 else { return }
         let isa = packedA.instructionSet
@@ -38,7 +42,7 @@ public enum GEMM {
         packedA.storage.withUnsafeBufferPointer { packed in
             if workers == 1 {
                 run(isa, m: m, n: n, k: k, packedA: packed.baseAddress!, b: b, ldb: ldb, transposeB: transposeB,
-                    c: c, ldc: ldc, accumulate: accumulate, epilogue: epilogue)
+                    c: c, ldc: ldc, accumulate: accumulate, epilogue: epilogue, streamB: streamB)
                 return
             }
             let sharedA = Parallel.SharedPointer(packed.baseAddress!), sharedB = Parallel.SharedPointer(b)
@@ -54,7 +58,7 @@ public enum GEMM {
                     guard end > first else { return }
                     run(isa, m: m, n: end - first, k: k, packedA: sharedA.base,
                         b: sharedB.base + (transposeB ? first * ldb : first), ldb: ldb, transposeB: transposeB,
-                        c: sharedC.base + first, ldc: ldc, accumulate: accumulate, epilogue: part)
+                        c: sharedC.base + first, ldc: ldc, accumulate: accumulate, epilogue: part, streamB: streamB)
                 } else {
                     let panels = Parallel.chunk(worker, of: workers, count: rowPanels)
                     let first = panels.lowerBound * rowTile, end = min(m, panels.upperBound * rowTile)
@@ -62,7 +66,7 @@ public enum GEMM {
                     part.bias = part.bias.map { $0 + first }
                     run(isa, m: end - first, n: n, k: k, packedA: sharedA.base + first * k,
                         b: sharedB.base, ldb: ldb, transposeB: transposeB,
-                        c: sharedC.base + first * ldc, ldc: ldc, accumulate: accumulate, epilogue: part)
+                        c: sharedC.base + first * ldc, ldc: ldc, accumulate: accumulate, epilogue: part, streamB: streamB)
                 }
             }
         }
@@ -87,13 +91,14 @@ public enum GEMM {
     /// One thread's share through the C driver.
     private static func run(_ isa: FP32InstructionSet, m: Int, n: Int, k: Int, packedA: UnsafePointer<Float>,
                             b: UnsafePointer<Float>, ldb: Int, transposeB: Bool,
-                            c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, epilogue: GEMMEpilogue) {
+                            c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, epilogue: GEMMEpilogue,
+                            streamB: Bool) {
         var parameters = qf_fp32_epilogue(bias: epilogue.bias, minimum: epilogue.minimum, maximum: epilogue.maximum,
                                           clamp: epilogue.clamps ? 1 : 0)
         let needsEpilogue = epilogue.bias != nil || epilogue.clamps
         withUnsafePointer(to: &parameters) { pointer in
             qf_fp32_gemm(isa.rawValue, m, n, k, packedA, b, ldb, transposeB ? 1 : 0, c, ldc, accumulate ? 1 : 0,
-                         needsEpilogue ? pointer : nil)
+                         needsEpilogue ? pointer : nil, streamB ? 1 : 0)
         }
     }
 }

@@ -5,10 +5,11 @@ import XCTest
 /// double-precision references: odd shapes, tile remainders, both transposes, accumulate, epilogues, K = 1.
 final class FP32KernelTests: XCTestCase {
     /// Shapes hit: single elements, K = 1, M/N below, at and just past every ISA's tile (6/8 rows, 8/16/32
-    /// columns), K over one depth block (320) and over two, M on both sides of the AVX-512 unpacked-B limit (96).
+    /// columns), K over one depth block (320) and over two, M on both sides of the AVX-512 unpacked-B limits (96, and
+    /// 32 with `streamB`).
     static let shapes: [(m: Int, n: Int, k: Int)] = [
         (1, 1, 1), (7, 13, 1), (6, 8, 3), (8, 32, 16), (9, 33, 17), (13, 47, 29), (16, 16, 96), (17, 65, 321),
-        (5, 3, 700), (33, 100, 64), (96, 70, 16), (2, 129, 8), (100, 37, 19), (130, 64, 40),
+        (5, 3, 700), (33, 100, 64), (96, 70, 16), (2, 129, 8), (100, 37, 19), (130, 64, 40), (32, 200, 24),
     ]
 
     func testGEMMEveryPathShapeTransposeAndAccumulate() {
@@ -24,16 +25,16 @@ final class FP32KernelTests: XCTestCase {
                         let storedA = transposeA ? Naive.transpose(a, rows: m, columns: k) : a
                         let storedB = transposeB ? Naive.transpose(b, rows: k, columns: n) : b
                         for accumulate in [false, true] {
-                            for threads in [1, 2] {
+                            for (threads, streamB) in [(1, false), (2, false), (1, true), (2, true)] {
                                 // C inside a wider buffer (ldc = n + 3): the extra columns must stay untouched.
                                 let ldc = n + 3
                                 var c = [Float](repeating: 7, count: m * ldc)
                                 for i in 0..<m { for j in 0..<n { c[i * ldc + j] = accumulate ? initial[i * n + j] : .nan } }
                                 GEMM.multiply(m: m, n: n, k: k, a: storedA, lda: transposeA ? m : k, transposeA: transposeA,
                                               b: storedB, ldb: transposeB ? k : n, transposeB: transposeB,
-                                              c: &c, ldc: ldc, accumulate: accumulate, threads: threads,
+                                              c: &c, ldc: ldc, accumulate: accumulate, threads: threads, streamB: streamB,
                                               instructionSet: isa)
-                                let context = "\(isa) m=\(m) n=\(n) k=\(k) tA=\(transposeA) tB=\(transposeB) acc=\(accumulate) threads=\(threads)"
+                                let context = "\(isa) m=\(m) n=\(n) k=\(k) tA=\(transposeA) tB=\(transposeB) acc=\(accumulate) threads=\(threads) streamB=\(streamB)"
                                 var worst: Double = 0
                                 for i in 0..<m {
                                     for j in 0..<n {

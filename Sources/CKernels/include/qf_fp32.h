@@ -56,10 +56,11 @@ typedef struct {
 
 // C[m × n] (+)= A · B with A packed for `isa` (row_tile of that ISA) and k ≥ 1. When transpose_b, `b` holds Bᵀ
 // (n × k, leading dimension ldb). Single-threaded; callers split rows (in whole panels) or columns over threads.
-// `epilogue` may be NULL.
+// `epilogue` may be NULL. `stream_b`: B is read from memory rather than cache (training's large activations): B's
+// rows are prefetched ahead and read in place only for a few row panels (fp32_gemm.c); the result is the same.
 void qf_fp32_gemm(int isa, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* packed_a, const float* b,
                   ptrdiff_t ldb, int transpose_b, float* c, ptrdiff_t ldc, int accumulate,
-                  const qf_fp32_epilogue* epilogue);
+                  const qf_fp32_epilogue* epilogue, int stream_b);
 
 // C[m × n] += Σ_{s < segments} A_s · B_sᵀ, where A_s = a + s·a_stride is m × k (row stride lda) and
 // B_s = b + s·b_stride is n × k (row stride ldb): both operands contiguous along k, as a 1×1 convolution's weight
@@ -120,6 +121,29 @@ void qf_fp32_min_max(int isa, const float* x, ptrdiff_t n, float* low, float* hi
 // QuantizeLinear → DequantizeLinear pair in one pass).
 void qf_fp32_quantize_linear(int isa, const float* x, float* y, ptrdiff_t n, float scale, float zero_point, float qmin,
                              float qmax, int dequantize);
+
+// BatchNorm passes for training (fp32_batchnorm.c) over planes first ..< first + count of an NCHW tensor: plane p
+// starts at p·size floats of each tensor argument and belongs to channel c = p % channels. With `clamp`, a fused
+// clamp to [minimum, maximum] follows BN (ReLU/ReLU6), and the gradient passes through its mask
+// d = (minimum < scale[c]·x + offset[c] < maximum) ? dy : 0 (NaN passes); without, d = dy. Each plane's sums are
+// float (16 lanes), added to the double per-channel totals. Single-threaded; callers split planes over threads
+// (each with its own totals).
+//   statistics      sum[c] += Σ (x − shift[c]), squares[c] += Σ (x − shift[c])²
+//   apply           y = scale[c]·x + offset[c], then clamped when `clamp` (NaN passes)
+//   gradient_sums   sum[c] += Σ d, dot[c] += Σ d·x
+//   input_gradient  dx (+)= gain[c]·d + slope[c]·x + constant[c] (stored unless `accumulate`)
+void qf_fp32_batchnorm_statistics(int isa, const float* x, ptrdiff_t first, ptrdiff_t count, ptrdiff_t channels,
+                                  ptrdiff_t size, const float* shift, double* sum, double* squares);
+void qf_fp32_batchnorm_apply(int isa, const float* x, ptrdiff_t first, ptrdiff_t count, ptrdiff_t channels,
+                             ptrdiff_t size, const float* scale, const float* offset, float minimum, float maximum,
+                             int clamp, float* y);
+void qf_fp32_batchnorm_gradient_sums(int isa, const float* dy, const float* x, ptrdiff_t first, ptrdiff_t count,
+                                     ptrdiff_t channels, ptrdiff_t size, const float* scale, const float* offset,
+                                     float minimum, float maximum, int clamp, double* sum, double* dot);
+void qf_fp32_batchnorm_input_gradient(int isa, const float* dy, const float* x, ptrdiff_t first, ptrdiff_t count,
+                                      ptrdiff_t channels, ptrdiff_t size, const float* scale, const float* offset,
+                                      float minimum, float maximum, int clamp, const float* gain, const float* slope,
+                                      const float* constant, int accumulate, float* dx);
 
 // ---- Internal: one micro-kernel per ISA, called by qf_fp32_gemm ----
 // C tile (rows ≤ row_tile, columns ≤ column_tile) (+)= A panel slice (depth × row_tile) · B (depth rows, row

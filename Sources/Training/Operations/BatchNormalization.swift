@@ -16,6 +16,9 @@ public struct BatchNormalizationStatistics: Sendable, Equatable {
 /// BatchNorm over NCHW (per channel). Training mode normalises with the batch statistics and moves the running
 /// statistics towards them (`running = (1 − momentum)·running + momentum·batch`, PyTorch's convention, with the
 /// unbiased batch variance as PyTorch does); evaluation mode uses the running statistics.
+///
+/// The passes over the tensor (statistics, apply, and backward's sums and input gradient) are the C kernels of
+/// `BatchNormalizationKernel`, on plane ranges split over the threads.
 enum BatchNormalization {
     /// With `fusedClamp`, returns `clamp(BN(x))` in one pass and backpropagates through both (the clamp's mask is
     /// recomputed from `x`, so the BN output is never stored).
@@ -45,9 +48,12 @@ enum BatchNormalization {
                 // d = x − s and d² around a shift s per channel, its first value, which lies within the channel's
                 // spread, so var = E[d²] − E[d]² keeps its precision (a shift of 0 would not for |mean| ≫ σ).
                 let shifts = (0..<channels).map { input[$0 * plane] }
-                let totals = ChannelSums.reduce(batch: batch, channels: channels, threads: context.threads) { index, c in
-                    let (sum, squares) = VectorMath.shiftedSumAndSquares(source.base + index * plane, count: plane, shift: shifts[c])
-                    return (Double(sum), Double(squares))
+                let totals = shifts.withUnsafeBufferPointer { shiftBuffer in
+                    let shift = Parallel.SharedPointer(shiftBuffer.baseAddress!)
+                    return ChannelSums.reduce(batch: batch, channels: channels, threads: context.threads) { planes, sum, squares in
+                        BatchNormalizationKernel.statistics(source.base, planes: planes, channels: channels, planeSize: plane,
+                                                            shift: shift.base, sum: sum, squares: squares)
+                    }
                 }
                 for c in 0..<channels {
                     let meanOffset = totals.first[c] / Double(elements)
@@ -78,17 +84,18 @@ enum BatchNormalization {
             multiplier[c] = gamma[c] * normScale[c]
             offset[c] = gamma[c] * normShift[c] + beta[c]
         }
+        let kernelClamp = fusedClamp.map { BatchNormalizationKernel.Clamp(lower: $0.lower, upper: $0.upper) }
         var output = [Float](unsafeUninitializedCapacity: x.value.count) { _, initialized in initialized = x.value.count }
         x.value.data.withUnsafeBufferPointer { input in
             output.withUnsafeMutableBufferPointer { out in
-                let source = Parallel.SharedPointer(input.baseAddress!), target = Parallel.SharedMutablePointer(out.baseAddress!)
-                Parallel.forEach(count: batch * channels, threads: context.threads) { [multiplier, offset] index in
-                    let c = index % channels, a = multiplier[c], b = offset[c]
-                    let from = source.base + index * plane, to = target.base + index * plane
-                    if let fusedClamp {
-                        VectorMath.affineClamp(from, scale: a, offset: b, lower: fusedClamp.lower, upper: fusedClamp.upper, into: to, count: plane)
-                    } else {
-                        VectorMath.affine(from, scale: a, offset: b, into: to, count: plane)
+                multiplier.withUnsafeBufferPointer { multiplierBuffer in
+                    offset.withUnsafeBufferPointer { offsetBuffer in
+                        let source = Parallel.SharedPointer(input.baseAddress!), target = Parallel.SharedMutablePointer(out.baseAddress!)
+                        let a = Parallel.SharedPointer(multiplierBuffer.baseAddress!), b = Parallel.SharedPointer(offsetBuffer.baseAddress!)
+                        Parallel.forEachChunk(count: batch * channels, threads: context.threads) { planes in
+                            BatchNormalizationKernel.apply(source.base, planes: planes, channels: channels, planeSize: plane,
+                                                           scale: a.base, offset: b.base, clamp: kernelClamp, into: target.base)
+                        }
                     }
                 }
             }
@@ -96,19 +103,21 @@ enum BatchNormalization {
         let result = Variable(Tensor(shape: x.shape, data: output), requiresGradient: context.needsGradient(x, scale, shift))
         guard result.requiresGradient else { return result }
         let usedBatchStatistics = context.isTraining
-        context.record(result) { [threads = context.threads, normScale, normShift, multiplier, offset] in
+        context.record(result) { [threads = context.threads, normScale, normShift, multiplier, offset, kernelClamp] in
             // Per channel: Σdy and Σdy·x̂ (through the fused clamp's mask when there is one).
             var sumGradient = [Float](repeating: 0, count: channels), sumGradientNormalized = [Float](repeating: 0, count: channels)
             x.value.data.withUnsafeBufferPointer { input in
                 result.gradient.withUnsafeBufferPointer { outputGradient in
                     let source = Parallel.SharedPointer(input.baseAddress!), dY = Parallel.SharedPointer(outputGradient.baseAddress!)
-                    let sums = ChannelSums.reduce(batch: batch, channels: channels, threads: threads) { [multiplier, offset] index, c in
-                        let start = index * plane
-                        let (planeSum, planeDot) = fusedClamp.map {
-                            VectorMath.maskedSumAndDot(dY.base + start, source.base + start, scale: multiplier[c], offset: offset[c],
-                                                       lower: $0.lower, upper: $0.upper, count: plane)
-                        } ?? VectorMath.sumAndDot(dY.base + start, source.base + start, count: plane)
-                        return (Double(planeSum), Double(planeDot))
+                    let sums = multiplier.withUnsafeBufferPointer { multiplierBuffer in
+                        offset.withUnsafeBufferPointer { offsetBuffer in
+                            let a = Parallel.SharedPointer(multiplierBuffer.baseAddress!), b = Parallel.SharedPointer(offsetBuffer.baseAddress!)
+                            return ChannelSums.reduce(batch: batch, channels: channels, threads: threads) { planes, sum, dot in
+                                BatchNormalizationKernel.gradientSums(outputGradient: dY.base, input: source.base, planes: planes,
+                                                                      channels: channels, planeSize: plane, scale: a.base,
+                                                                      offset: b.base, clamp: kernelClamp, sum: sum, dot: dot)
+                            }
+                        }
                     }
                     for c in 0..<channels {
                         sumGradient[c] = Float(sums.first[c])
@@ -141,15 +150,17 @@ enum BatchNormalization {
                     result.gradient.withUnsafeBufferPointer { outputGradient in
                         let source = Parallel.SharedPointer(input.baseAddress!), dY = Parallel.SharedPointer(outputGradient.baseAddress!)
                         let dX = Parallel.SharedMutablePointer(inputGradient)
-                        Parallel.forEach(count: batch * channels, threads: threads) { [multiplier, offset, k1, k0] index in
-                            let c = index % channels, a = multiplier[c], b1 = k1[c], b0 = k0[c]
-                            let start = index * plane
-                            let xs = source.base + start, dys = dY.base + start, dxs = dX.base + start
-                            if let fusedClamp {
-                                VectorMath.maskedCombine(dys, a, xs, b1, b0, scale: a, offset: offset[c], lower: fusedClamp.lower,
-                                                         upper: fusedClamp.upper, into: dxs, count: plane, accumulate: !fresh)
-                            } else {
-                                VectorMath.combine(dys, a, xs, b1, b0, into: dxs, count: plane, accumulate: !fresh)
+                        // dx = m·d + k1·x + k0, with d the (masked) dy.
+                        let perChannel = multiplier + offset + k1 + k0
+                        perChannel.withUnsafeBufferPointer { buffer in
+                            let values = Parallel.SharedPointer(buffer.baseAddress!)
+                            Parallel.forEachChunk(count: batch * channels, threads: threads) { planes in
+                                let m = values.base, b = values.base + channels
+                                BatchNormalizationKernel.inputGradient(
+                                    outputGradient: dY.base, input: source.base, planes: planes, channels: channels,
+                                    planeSize: plane, scale: m, offset: b, clamp: kernelClamp, gain: m,
+                                    slope: values.base + 2 * channels, constant: values.base + 3 * channels,
+                                    accumulate: !fresh, into: dX.base)
                             }
                         }
                     }
@@ -161,23 +172,20 @@ enum BatchNormalization {
 }
 
 /// Per-channel sums over an NCHW tensor, visiting planes in memory order (image by image) so the reads stream;
-/// each worker owns a contiguous range of images and its own partial sums, added in worker order afterwards.
+/// each worker owns a contiguous range of images (`body` gets its planes and the worker's own two per-channel
+/// Double totals to add to), and the workers' totals are added in worker order afterwards (deterministic).
 enum ChannelSums {
     static func reduce(batch: Int, channels: Int, threads: Int,
-                       _ body: @Sendable (_ planeIndex: Int, _ channel: Int) -> (Double, Double)) -> (first: [Double], second: [Double]) {
+                       _ body: @Sendable (_ planes: Range<Int>, _ first: UnsafeMutablePointer<Double>,
+                                          _ second: UnsafeMutablePointer<Double>) -> Void) -> (first: [Double], second: [Double]) {
         let workers = max(1, min(threads, batch))
         var partial = [Double](repeating: 0, count: workers * 2 * channels)
         partial.withUnsafeMutableBufferPointer { buffer in
             let target = Parallel.SharedMutablePointer(buffer.baseAddress!)
             Parallel.forEach(count: workers, threads: workers) { worker in
                 let sums = target.base + worker * 2 * channels
-                for n in Parallel.chunk(worker, of: workers, count: batch) {
-                    for c in 0..<channels {
-                        let (a, b) = body(n * channels + c, c)
-                        sums[c] += a
-                        sums[channels + c] += b
-                    }
-                }
+                let images = Parallel.chunk(worker, of: workers, count: batch)
+                body(images.lowerBound * channels..<images.upperBound * channels, sums, sums + channels)
             }
         }
         var first = [Double](repeating: 0, count: channels), second = [Double](repeating: 0, count: channels)

@@ -55,9 +55,10 @@ enum Convolution {
                                                   geometry: geometry, output: columns.baseAddress!)
                                     matrix = UnsafePointer(columns.baseAddress!)
                                 }
+                                // A 1×1 convolution reads the batch's activations (tens of MB) once, from memory.
                                 GEMM.multiply(packedA: packed[g], n: plane, b: matrix, ldb: plane,
                                               c: target.base + n * imageOutput + g * rows * plane, ldc: plane,
-                                              accumulate: accumulateOntoBias, threads: innerThreads)
+                                              accumulate: accumulateOntoBias, threads: innerThreads, streamB: pointwise)
                             }
                         }
                     }
@@ -130,7 +131,8 @@ enum Convolution {
                                                 let gradientIn = dX.base + n * imageInput + g * groupInput
                                                 if pointwise {
                                                     GEMM.multiply(packedA: transposedWeights[g], n: plane, b: gradientOut, ldb: plane,
-                                                                  c: gradientIn, ldc: plane, accumulate: !overwrite, threads: innerThreads)
+                                                                  c: gradientIn, ldc: plane, accumulate: !overwrite, threads: innerThreads,
+                                                                  streamB: true)
                                                 } else {
                                                     GEMM.multiply(packedA: transposedWeights[g], n: plane, b: gradientOut, ldb: plane,
                                                                   c: columnGradient, ldc: plane, accumulate: false, threads: innerThreads)
