@@ -53,6 +53,7 @@ public struct PostTrainingQuantizer {
         guard !config.biasCorrection || config.biasCorrectionImages >= 1 else {
             throw QuantizationError("bias correction images must be ≥ 1, got \(config.biasCorrectionImages)")
         }
+        try Self.requireFiniteInitializers(floatGraph)
         let graph = GraphTransforms.removeIdentitiesAndDropout(try GraphTransforms.foldBatchNormalization(floatGraph))
         let knownNames = Set(graph.nodes.map(\.name))
         if let unknown = config.skip.first(where: { !knownNames.contains($0) }) {
@@ -121,6 +122,19 @@ public struct PostTrainingQuantizer {
         result.biasCorrectionImages = correctionImages?.count ?? 0
         result.batchNormReestimation = summary
         return result
+    }
+
+    /// A model whose weights hold NaN or infinity (a diverged training run) would poison calibration with NaN
+    /// activations; it is refused up front, naming the node and the initializer.
+    static func requireFiniteInitializers(_ graph: Graph) throws {
+        for node in graph.nodes {
+            for input in node.inputs {
+                guard let initializer = graph.initializers[input], case .float32(let values) = initializer.storage else { continue }
+                if let index = values.firstIndex(where: { !$0.isFinite }) {
+                    throw QuantizationError("node '\(node.name)': initializer '\(input)' holds \(values[index]) at element \(index); a model with NaN or infinite parameters cannot be quantized (did training diverge?)")
+                }
+            }
+        }
     }
 
     /// Calibration: runs the float graph with every tensor in `tensors` exposed as an output, twice (ranges,

@@ -154,7 +154,7 @@ final class PostTrainingQuantizerTests: XCTestCase {
         w2[30] = .nan
         graph.initializers["w2"] = Initializer(name: "w2", shape: [8, 1, 3, 3], storage: .float32(w2))
         XCTAssertThrowsError(try PostTrainingQuantizer(config: QuantizationConfig()).quantize(graph, calibration: data, batch: 16)) { error in
-            XCTAssertTrue("\(error)".contains("'dw'") && "\(error)".contains("NaN"), "\(error)")
+            XCTAssertTrue("\(error)".contains("'dw'") && "\(error)".contains("'w2'") && "\(error)".contains("NaN"), "\(error)")
         }
     }
 

@@ -64,6 +64,7 @@ public final class QuantizationAwareModel {
             throw QuantizationError("bits must be between 2 and 8, got \(bits)")
         }
         self.configuration = configuration
+        try PostTrainingQuantizer.requireFiniteInitializers(graph)
         let folded = GraphTransforms.removeIdentitiesAndDropout(try GraphTransforms.foldBatchNormalization(graph))
         let knownNames = Set(folded.nodes.map(\.name))
         if let unknown = configuration.skip.first(where: { !knownNames.contains($0) }) {
