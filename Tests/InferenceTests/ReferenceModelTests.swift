@@ -66,7 +66,9 @@ final class ReferenceModelTests: XCTestCase {
     }
 
     func testMobileNetV2MatchesONNXRuntimeAndFoldingKeepsIt() throws {
-        let python = Self.repository.appendingPathComponent(".venv/bin/python")
+        // QATFLOW_PYTHON (what `make test` sets), else the repository's own venv, as the other tests do.
+        let python = ProcessInfo.processInfo.environment["QATFLOW_PYTHON"].map { URL(fileURLWithPath: $0) }
+            ?? Self.repository.appendingPathComponent(".venv/bin/python")
         guard FileManager.default.isExecutableFile(atPath: python.path) else { return XCTFail("no Python venv at \(python.path): run `make venv`") }
         guard let model = modelPath() else { return XCTFail("models/mobilenetv2-fmnist-pytorch.onnx not found (or set QATFLOW_MODELS)") }
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("qatflow-reference-\(UUID().uuidString)")

@@ -41,7 +41,9 @@ final class ReferenceModelTests: XCTestCase {
         """
 
     func loadReferenceGraph() throws -> Graph {
-        let python = Self.repository.appendingPathComponent(".venv/bin/python")
+        // QATFLOW_PYTHON (what `make test` sets), else the repository's own venv, as the other tests do.
+        let python = ProcessInfo.processInfo.environment["QATFLOW_PYTHON"].map { URL(fileURLWithPath: $0) }
+            ?? Self.repository.appendingPathComponent(".venv/bin/python")
         guard FileManager.default.isExecutableFile(atPath: python.path) else { throw TrainingTestFailure("no Python venv at \(python.path): run `make venv`") }
         let candidates = [Self.repository.appendingPathComponent("models"), URL(fileURLWithPath: "/work/shared/models")]
             .map { $0.appendingPathComponent("mobilenetv2-fmnist-pytorch.onnx") }
