@@ -40,7 +40,8 @@ enum {
 #define QF_DWV_WEIGHT_BYTES (3 * 4 * 64)                  // [quad][j][16 lanes][4 taps] int8
 // Stride 1 computes two neighbouring output pixels at once: per kernel row, the four input columns they read
 // (ox−1 … ox+2) form one quad, which is interleaved once and multiplied with the row's weights shifted into
-// bytes 0-2 for the left pixel and 1-3 for the right one (16 fewer shuffles and 6 fewer loads per pair).
+// bytes 0-2 for the left pixel and 1-3 for the right one (16 fewer shuffles and 6 fewer loads per pair). 2×2
+// blocks of two such pairs (qf_dwv_pixel_quads) use the same weights, each input row's quad for both rows.
 #define QF_DWV_PAIR_WEIGHT_BYTES (3 * 2 * 4 * 64)         // [kernel row][left, right][j][16 lanes][4] int8
 #define QF_DWV_BLOCK_BYTES (QF_DWV_HEADER_BYTES + QF_DWV_WEIGHT_BYTES + QF_DWV_PAIR_WEIGHT_BYTES)
 

@@ -33,6 +33,18 @@ void qf_channel_sums_u8(size_t pixels, size_t channels, const uint8_t* x, int32_
     }
 }
 
+void qf_rescale_sums_u8(size_t count, const int32_t* sums, int32_t offset, double scale, double zero_point,
+                        double low, double high, uint8_t* y) {
+    for (size_t i = 0; i < count; i++) {
+        const double v = (double)(sums[i] - offset) * scale;
+        // Round half to even by adding and removing 1.5·2^52 (exact for |v| < 2^51), without a call to rint (the
+        // baseline x86-64 target has no rounding instruction). Separate statements: nothing may fuse into an FMA.
+        const double rounded = (v + 6755399441055744.0) - 6755399441055744.0;
+        const double code = rounded + zero_point;
+        y[i] = (uint8_t)(code < low ? low : (code > high ? high : code));
+    }
+}
+
 void qf_gavgpool_u8_scalar(size_t batch, size_t pixels, size_t channels, const uint8_t* x, uint8_t* y,
                            const qf_gavgpool_params* p, const qf_output_params* out) {
     int32_t left, right;

@@ -134,11 +134,14 @@ QF_TARGET_AVX512VNNI static inline __m512i qf_requant_hi_avx512(__m512i x, const
 // one per 16), and packus saturates to [0, 255]. Exact: a value saturated at ±32767 stays outside [0, 255] after
 // adding a zero point in [0, 255]. Lane L of the result holds values 4L..4L+3 of y0, y1, y2, y3 (one dword each),
 // the order of the in-lane packs.
+// Two of them to int16 words first: the depthwise 2×2 blocks pack as they go (qf_dwv_requantize4).
+QF_TARGET_AVX512VNNI static inline __m512i qf_pack_i16_avx512(__m512i y0, __m512i y1, __m512i zero_point16) {
+    return _mm512_adds_epi16(_mm512_packs_epi32(y0, y1), zero_point16);
+}
+
 QF_TARGET_AVX512VNNI static inline __m512i qf_pack_u8_avx512(__m512i y0, __m512i y1, __m512i y2, __m512i y3,
                                                             __m512i zero_point16) {
-    const __m512i w01 = _mm512_adds_epi16(_mm512_packs_epi32(y0, y1), zero_point16);
-    const __m512i w23 = _mm512_adds_epi16(_mm512_packs_epi32(y2, y3), zero_point16);
-    return _mm512_packus_epi16(w01, w23);
+    return _mm512_packus_epi16(qf_pack_i16_avx512(y0, y1, zero_point16), qf_pack_i16_avx512(y2, y3, zero_point16));
 }
 
 QF_TARGET_AVX512VNNI static inline __m512i qf_rounding_divide_by_pot_avx512(__m512i x, __m512i exponent) {

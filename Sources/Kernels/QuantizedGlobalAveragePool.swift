@@ -29,6 +29,15 @@ public struct QuantizedGlobalAveragePool: Sendable {
         qf_channel_sums_u8(pixels, channels, input, sums)
     }
 
+    /// `y[i] = clamp(round((sums[i] − offset) · scale) + zeroPoint, output.min, output.max)` for `count` sums, in
+    /// double, rounding half to even: the rescale of `channelSums` for callers that round once in double.
+    public static func rescale(_ sums: UnsafePointer<Int32>, count: Int, offset: Int32, scale: Double,
+                               output: OutputQuantization, into destination: UnsafeMutablePointer<UInt8>) {
+        precondition(count >= 0, "rescale of \(count) sums")
+        qf_rescale_sums_u8(count, sums, offset, scale, Double(output.zeroPoint), Double(output.min),
+                           Double(output.max), destination)
+    }
+
     public func run(input: UnsafeBufferPointer<UInt8>, batch: Int, channels: Int,
                     output destination: UnsafeMutableBufferPointer<UInt8>, isa: KernelISA = .best) {
         precondition(batch >= 0 && channels > 0, "pool needs channels")

@@ -20,33 +20,44 @@ final class QuantizedConvolutionTests: XCTestCase {
         let single = conv.run(input, batch: 16, height: 32, width: 31, isa: .best, threads: 1)
         XCTAssertNil(firstMismatch(conv.run(input, batch: 16, height: 32, width: 31, isa: .best, threads: 2), single))
         XCTAssertNil(firstMismatch(single, conv.reference(input, batch: 16, height: 32, width: 31)))
+        // Stride 1 with an odd height: the threads' row ranges start and end inside images, where rows pair up
+        // differently for the 2×2 blocks.
+        let conv1 = DepthwiseCase(channels: 96, stride: 1, weightBits: 8, inputZeroPoint: 3,
+                                  output: OutputQuantization(zeroPoint: 0).relu(), random: &random)
+        let input1 = random.bytes(11 * 15 * 16 * 96)  // 165 rows: on two threads 82 + 83, split inside image 5
+        let single1 = conv1.run(input1, batch: 11, height: 15, width: 16, isa: .best, threads: 1)
+        XCTAssertNil(firstMismatch(conv1.run(input1, batch: 11, height: 15, width: 16, isa: .best, threads: 2), single1))
+        XCTAssertNil(firstMismatch(single1, conv1.reference(input1, batch: 11, height: 15, width: 16)))
     }
 
     /// Exact halves at both rounding steps through the depthwise epilogue, as QuantizedGEMMTests'
     /// testRoundingTiesOnEveryPath does for the GEMM: zero weights, so each channel's accumulator is its bias
     /// (−600…600), multiplier ½ with right shifts 0…4 (SRDHM rounds x/2 half up, the shift rounds half away from
     /// zero), and multipliers ≥ 1 (a left shift). The channel counts end in a last block of 49, 32 and 16 channels
-    /// (1, 2 and 4 pixels per register); a 3×7 image takes a run of four pixels, a pair and a single pixel per row.
+    /// (1, 2 and 4 pixels per register); a 3×7 image takes a run of four pixels, a pair and a single pixel per row,
+    /// and a 5×9 image also has 2×2 blocks of stride 1 whose windows lie inside the image (addressed differently).
     func testDepthwiseRoundingTiesOnEveryPath() throws {
         let accumulators = Array(Int32(-600)...600)
         var random = SeededRandom(seed: 6)
         for isa in KernelISA.supported {
             for channels in [1201, 1184, 1168] {
                 for shift in Int32(-4)...2 {
-                    let multiplier = QuantizedMultiplier(multiplier: 1 << 30, shift: shift)
-                    let conv = DepthwiseCase(channels: channels, stride: 1, weights: [Int8](repeating: 0, count: channels * 9),
-                                             bias: Array(accumulators.prefix(channels)), multipliers: [multiplier],
-                                             inputZeroPoint: 17, output: OutputQuantization(zeroPoint: 128))
-                    let input = random.bytes(3 * 7 * channels)
-                    let actual = conv.run(input, batch: 1, height: 3, width: 7, isa: isa)
-                    if let problem = firstMismatch(actual, conv.reference(input, batch: 1, height: 3, width: 7)) {
-                        XCTFail("\(isa) \(channels) channels, shift \(shift): \(problem)")
-                    }
-                    if shift == -1 {
-                        // −3 · ½ = −1.5 → −1 (half up), then −1 / 2 = −0.5 → −1 (away from zero); ±2 · ¼ = ±0.5 → ±1.
-                        XCTAssertEqual(actual[600 - 3], 127, "\(isa)")
-                        XCTAssertEqual(actual[600 + 2], 129, "\(isa)")
-                        XCTAssertEqual(actual[600 - 2], 127, "\(isa)")
+                    for (height, width) in [(3, 7), (5, 9)] {
+                        let multiplier = QuantizedMultiplier(multiplier: 1 << 30, shift: shift)
+                        let conv = DepthwiseCase(channels: channels, stride: 1, weights: [Int8](repeating: 0, count: channels * 9),
+                                                 bias: Array(accumulators.prefix(channels)), multipliers: [multiplier],
+                                                 inputZeroPoint: 17, output: OutputQuantization(zeroPoint: 128))
+                        let input = random.bytes(height * width * channels)
+                        let actual = conv.run(input, batch: 1, height: height, width: width, isa: isa)
+                        if let problem = firstMismatch(actual, conv.reference(input, batch: 1, height: height, width: width)) {
+                            XCTFail("\(isa) \(channels) channels, \(height)×\(width), shift \(shift): \(problem)")
+                        }
+                        if shift == -1 {
+                            // −3 · ½ = −1.5 → −1 (half up), then −1 / 2 = −0.5 → −1 (away from zero); ±2 · ¼ = ±0.5 → ±1.
+                            XCTAssertEqual(actual[600 - 3], 127, "\(isa)")
+                            XCTAssertEqual(actual[600 + 2], 129, "\(isa)")
+                            XCTAssertEqual(actual[600 - 2], 127, "\(isa)")
+                        }
                     }
                 }
             }
@@ -58,10 +69,14 @@ final class QuantizedConvolutionTests: XCTestCase {
         var random = SeededRandom(seed: 3)
         // Channel counts around the 16-lane groups and the 8-lane AVX2 halves; images down to 1×1. The VNNI kernel
         // packs a last block of ≤ 32 (≤ 16) channels 2 (4) pixels per register, and stride 1 takes pixels in pairs:
-        // widths up to 19 give rows with several full steps of 4 pairs plus every kind of leftover.
+        // widths up to 19 give rows with several full steps of 4 pairs plus every kind of leftover. Stride 1 takes
+        // two rows at once in 2×2 blocks (1 or 2 pixels per register) and addresses the blocks whose windows lie
+        // inside the image from one pointer, as stride 2 does for its inside pixels: the last four shapes have such
+        // blocks and pixels for every kind of block, next to border ones, with odd heights (a lone last row).
         let shapes: [(batch: Int, height: Int, width: Int, channels: Int)] = [
             (1, 1, 1, 1), (1, 3, 5, 3), (2, 4, 4, 16), (1, 7, 6, 17), (1, 5, 9, 40), (2, 6, 7, 96), (1, 2, 3, 8), (1, 3, 4, 130),
             (1, 3, 19, 48), (1, 4, 13, 33), (2, 3, 11, 160), (1, 2, 17, 64),
+            (2, 9, 12, 96), (1, 8, 11, 160), (2, 7, 13, 16), (1, 6, 10, 224),
         ]
         for (batch, height, width, channels) in shapes {
             for stride in [1, 2] {

@@ -34,6 +34,37 @@ final class QuantizedElementwiseTests: XCTestCase {
             }
         }
     }
+    /// QuantizedGlobalAveragePool.rescale (C, in double) against the same arithmetic in Swift: exact halves after the
+    /// scale (rounded to even), negative values, large sums, and clamping at both ends of narrow ranges.
+    func testPoolRescaleMatchesSwift() {
+        var sums = Array(Int32(-3_000)...3_000) + [1 << 29, -(1 << 29), (1 << 29) + 1, 123_456_789]
+        var random = SeededRandom(seed: 21)
+        for _ in 0..<1_000 { sums.append(Int32(random.bytes(1)[0]) * 1_021 - 130_000) }
+        let outputs = [OutputQuantization(zeroPoint: 128), OutputQuantization(zeroPoint: 3, bits: 4),
+                       OutputQuantization(zeroPoint: 200).relu(), OutputQuantization(zeroPoint: 0, min: 7, max: 9)]
+        for scale in [0.5, 0.25, 1.0 / 3.0, 0.012_3, 2.0, 1.0 / 1_024.0] {
+            for offset: Int32 in [0, 700, -45] {
+                for output in outputs {
+                    let expected = sums.map { sum -> UInt8 in
+                        let code = (Double(sum - offset) * scale).rounded(.toNearestOrEven) + Double(output.zeroPoint)
+                        return UInt8(min(max(code, Double(output.min)), Double(output.max)))
+                    }
+                    var actual = [UInt8](repeating: 0xEE, count: sums.count)
+                    sums.withUnsafeBufferPointer { sums in
+                        actual.withUnsafeMutableBufferPointer { y in
+                            QuantizedGlobalAveragePool.rescale(sums.baseAddress!, count: sums.count, offset: offset,
+                                                               scale: scale, output: output, into: y.baseAddress!)
+                        }
+                    }
+                    if let i = sums.indices.first(where: { actual[$0] != expected[$0] }) {
+                        XCTFail("scale \(scale) offset \(offset) \(output): sum \(sums[i]) → \(actual[i]), expected \(expected[i])")
+                        return
+                    }
+                }
+            }
+        }
+    }
+
     func testGlobalAveragePoolAVX2() throws { try checkPool(isa: .avx2) }
     func testGlobalAveragePoolAVX512VNNI() throws { try checkPool(isa: .avx512vnni) }
 
