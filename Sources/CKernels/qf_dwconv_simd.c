@@ -186,21 +186,13 @@ QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void qf_dwv_bi
     for (int j = 0; j < 4; j++) acc[j] = _mm512_loadu_si512(header + (j * QF_DWV_HEADER_ROWS + QF_DWV_BIAS) * 16);
 }
 
-// One block of P output pixels, any stride: taps[p][t] is tap t of pixel p (NULL in the padding). 12
-// multiply-accumulate instructions for 9 taps × 64 lanes.
+// The rest of a one-pixel-per-slot block once its nine tap registers are loaded: bias, 12 multiply-accumulate
+// instructions for 9 taps × 64 lanes, requantization, store.
 QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
-qf_dwv_pixels(int P, const uint8_t* const taps[][9], size_t c0, __mmask64 mask, __m512i zero_vector,
-              const uint8_t* block, uint8_t* const* dst, const qf_dwv_output* o) {
+qf_dwv_nine_taps(int P, const __m512i x[9], const uint8_t* block, uint8_t* const* dst, size_t c0, __mmask64 mask,
+                 const qf_dwv_output* o) {
     const int32_t* header = (const int32_t*)block;
     const uint8_t* w = block + QF_DWV_HEADER_BYTES;
-    __m512i x[9];
-    QF_UNROLL
-    for (int t = 0; t < 9; t++) {
-        const uint8_t* p[4];
-        QF_UNROLL
-        for (int k = 0; k < P; k++) p[k] = taps[k][t];
-        x[t] = qf_dwv_load(P, p, c0, mask, zero_vector);
-    }
     __m512i acc[4], r[4];
     qf_dwv_bias(header, acc);
     qf_dwv_interleave(x[0], x[1], x[2], x[3], r);
@@ -225,14 +217,27 @@ qf_dwv_pixels(int P, const uint8_t* const taps[][9], size_t c0, __mmask64 mask, 
     qf_dwv_store(P, bytes[0], dst, c0, mask);
 }
 
+// One block of P output pixels, any stride: taps[p][t] is tap t of pixel p (NULL in the padding).
+QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
+qf_dwv_pixels(int P, const uint8_t* const taps[][9], size_t c0, __mmask64 mask, __m512i zero_vector,
+              const uint8_t* block, uint8_t* const* dst, const qf_dwv_output* o) {
+    __m512i x[9];
+    QF_UNROLL
+    for (int t = 0; t < 9; t++) {
+        const uint8_t* p[4];
+        QF_UNROLL
+        for (int k = 0; k < P; k++) p[k] = taps[k][t];
+        x[t] = qf_dwv_load(P, p, c0, mask, zero_vector);
+    }
+    qf_dwv_nine_taps(P, x, block, dst, c0, mask, o);
+}
+
 // Stride 2, P pixels whose 3×3 windows lie inside the image: tap t of slot p is at top_left[p] + ky·row + kx·C, so
 // the loads are addressed from P base pointers instead of a table of 9·P pointers on the stack, each tested for
 // padding (the stride-2 layers of MobileNetV2-FMNIST measured 10-20 % faster).
 QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
 qf_dwv_pixels_inside(int P, const uint8_t* const* top_left, size_t row, size_t C, size_t c0, __mmask64 mask,
                      const uint8_t* block, uint8_t* const* dst, const qf_dwv_output* o) {
-    const int32_t* header = (const int32_t*)block;
-    const uint8_t* w = block + QF_DWV_HEADER_BYTES;
     __m512i x[9];
     QF_UNROLL
     for (int t = 0; t < 9; t++) {
@@ -252,27 +257,7 @@ qf_dwv_pixels_inside(int P, const uint8_t* const* top_left, size_t row, size_t C
             x[t] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
         }
     }
-    __m512i acc[4], r[4];
-    qf_dwv_bias(header, acc);
-    qf_dwv_interleave(x[0], x[1], x[2], x[3], r);
-    QF_UNROLL
-    for (int j = 0; j < 4; j++) acc[j] = _mm512_dpbusd_epi32(acc[j], r[j], _mm512_loadu_si512(w + (0 * 4 + j) * 64));
-    qf_dwv_interleave(x[4], x[5], x[6], x[7], r);
-    QF_UNROLL
-    for (int j = 0; j < 4; j++) acc[j] = _mm512_dpbusd_epi32(acc[j], r[j], _mm512_loadu_si512(w + (1 * 4 + j) * 64));
-    QF_UNROLL
-    for (int j = 0; j < 4; j++) {
-        const int b = 4 * j;
-        const __m512i pick = _mm512_set4_epi32((int32_t)(0x80808000u | (uint32_t)(b + 3)),
-                                               (int32_t)(0x80808000u | (uint32_t)(b + 2)),
-                                               (int32_t)(0x80808000u | (uint32_t)(b + 1)),
-                                               (int32_t)(0x80808000u | (uint32_t)b));
-        acc[j] = _mm512_dpbusd_epi32(acc[j], _mm512_shuffle_epi8(x[8], pick),
-                                     _mm512_loadu_si512(w + (2 * 4 + j) * 64));
-    }
-    __m512i bytes[1];
-    qf_dwv_requantize(1, (__m512i(*)[4])acc, header, o->shifts_left, o, bytes);
-    qf_dwv_store(P, bytes[0], dst, c0, mask);
+    qf_dwv_nine_taps(P, x, block, dst, c0, mask, o);
 }
 
 // Two neighbouring output pixels (stride 1) in each of P slots: columns[p][ky][q] is input column ox−1+q of
