@@ -95,6 +95,19 @@ typedef struct {
     int shifts_left;       // any channel's multiplier ≥ 1 (then its accumulator is shifted left first)
 } qf_dwv_output;
 
+// The requantization constants of one accumulator row j of a block (`rows` = its 16-lane header rows).
+QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) qf_requant_hi qf_dwv_requant_constants(const int32_t* rows) {
+    const qf_requant_hi constants = {
+        .m2 = _mm512_loadu_si512(rows + QF_DWV_M2 * 16),
+        .m2_odd = _mm512_loadu_si512(rows + QF_DWV_M2_ODD * 16),
+        .nudge_even = _mm512_loadu_si512(rows + QF_DWV_NUDGE_EVEN * 16),
+        .nudge_odd = _mm512_loadu_si512(rows + QF_DWV_NUDGE_ODD * 16),
+        .neg_fix = _mm512_loadu_si512(rows + QF_DWV_NEG_FIX * 16),
+        .right = _mm512_loadu_si512(rows + QF_DWV_RIGHT_SHIFT * 16),
+    };
+    return constants;
+}
+
 // Requantizes the four accumulators of each of `n` pixels (n = 1, or 2 for a stride-1 pair) of one block with
 // qf_requant_hi_avx512 (the GEMM's epilogue) and packs them to bytes in channel order: the in-lane packs undo the
 // interleave, so lane L holds channels 16L..16L+15. The pixels share each constant load (a pair read 12 input,
@@ -108,14 +121,7 @@ qf_dwv_requantize(int n, __m512i acc[][4], const int32_t* header, int shifts_lef
     QF_UNROLL
     for (int j = 0; j < 4; j++) {
         const int32_t* rows = header + j * QF_DWV_HEADER_ROWS * 16;
-        const qf_requant_hi constants = {
-            .m2 = _mm512_loadu_si512(rows + QF_DWV_M2 * 16),
-            .m2_odd = _mm512_loadu_si512(rows + QF_DWV_M2_ODD * 16),
-            .nudge_even = _mm512_loadu_si512(rows + QF_DWV_NUDGE_EVEN * 16),
-            .nudge_odd = _mm512_loadu_si512(rows + QF_DWV_NUDGE_ODD * 16),
-            .neg_fix = _mm512_loadu_si512(rows + QF_DWV_NEG_FIX * 16),
-            .right = _mm512_loadu_si512(rows + QF_DWV_RIGHT_SHIFT * 16),
-        };
+        const qf_requant_hi constants = qf_dwv_requant_constants(rows);
         const __m512i left = shifts_left ? _mm512_loadu_si512(rows + QF_DWV_LEFT_SHIFT * 16) : _mm512_setzero_si512();
         QF_UNROLL
         for (int k = 0; k < n; k++) {
@@ -155,15 +161,7 @@ qf_dwv_requantize4(__m512i acc[4][4], const int32_t* header, int shifts_left, co
         QF_UNROLL
         for (int jj = 0; jj < 2; jj++) {
             const int j = 2 * half + jj;
-            const int32_t* rows = header + j * QF_DWV_HEADER_ROWS * 16;
-            const qf_requant_hi constants = {
-                .m2 = _mm512_loadu_si512(rows + QF_DWV_M2 * 16),
-                .m2_odd = _mm512_loadu_si512(rows + QF_DWV_M2_ODD * 16),
-                .nudge_even = _mm512_loadu_si512(rows + QF_DWV_NUDGE_EVEN * 16),
-                .nudge_odd = _mm512_loadu_si512(rows + QF_DWV_NUDGE_ODD * 16),
-                .neg_fix = _mm512_loadu_si512(rows + QF_DWV_NEG_FIX * 16),
-                .right = _mm512_loadu_si512(rows + QF_DWV_RIGHT_SHIFT * 16),
-            };
+            const qf_requant_hi constants = qf_dwv_requant_constants(header + j * QF_DWV_HEADER_ROWS * 16);
             QF_UNROLL
             for (int k = 0; k < n; k++) y[k][jj] = qf_requant_hi_avx512(acc[k][j], &constants);
         }
