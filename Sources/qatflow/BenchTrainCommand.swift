@@ -83,13 +83,13 @@ struct BenchTrainCommand: ParsableCommand {
             let mean = samples.reduce(0, +) / Double(samples.count)
             let median = samples.sorted()[samples.count / 2]
             let rows = split ? LayerTypeSplit(model: trainable, timer: timer, steps: steps).rows : []
-            report(mean: mean, median: median, rows: rows)
+            report(samples: samples, mean: mean, median: median, rows: rows)
         } catch {
             throw fail(error)
         }
     }
 
-    private func report(mean: Double, median: Double, rows: [LayerTypeSplit.Row]) {
+    private func report(samples: [Double], mean: Double, median: Double, rows: [LayerTypeSplit.Row]) {
         let imagesPerSecond = Double(batch) * 1000 / mean
         let measured = rows.reduce(0) { $0 + $1.forwardMS + $1.backwardMS }
         let rest = max(0, mean - measured)
@@ -97,6 +97,7 @@ struct BenchTrainCommand: ParsableCommand {
             var object: [String: JSONValue] = [
                 "mode": .string(qat ? "qat" : "float"), "batch": .int(batch), "threads": .int(threads), "steps": .int(steps),
                 "mean_step_ms": .double(mean), "median_step_ms": .double(median), "images_per_second": .double(imagesPerSecond),
+                "step_ms": .array(samples.map { .double($0) }),
             ]
             if qat { object["bits"] = .int(bits) }
             if split {
