@@ -8,7 +8,7 @@ QATFLOW    := $(BUILD_DIR)/$(CONFIG)/qatflow
 PIPELINE   ?= pipelines/mobilenetv2.yaml
 PY_PACKAGES := onnx onnxruntime numpy sympy safetensors
 
-.PHONY: build test run bench datasets venv proto clean
+.PHONY: build test run bench datasets venv venv-torch proto clean
 
 build:
 	$(SWIFT) build -c $(CONFIG) --scratch-path $(BUILD_DIR)
@@ -31,8 +31,16 @@ run: build datasets
 	$(QATFLOW) run $(PIPELINE)
 	@$(QATFLOW) show last --models-only
 
+# PyTorch for `make bench`'s same-run training comparison only (not needed by anything else; large download).
+TORCH_VENV ?= .venv-torch
+venv-torch: $(TORCH_VENV)/.ready
+$(TORCH_VENV)/.ready:
+	python3 -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check torch==2.15.0 onnx numpy
+	touch $@
+
 bench: build venv datasets
-	PYTHON=$(PYTHON) bash scripts/bench.sh $(QATFLOW)
+	PYTHON=$(PYTHON) TORCH_PYTHON=$(TORCH_VENV)/bin/python bash scripts/bench.sh $(QATFLOW)
 
 proto:
 	bash scripts/gen-proto.sh

@@ -5,11 +5,13 @@
 #   3. int8 kernels (kernel-bench); 4. our int8 engine vs our float engine;
 #   5. int8 inference vs ONNX Runtime's int8 (QDQ U8S8), MobileNetV2-FMNIST and MobileNetV2-224 (issue #5);
 #   6. where the int8 engine's time goes per layer type, next to the float engine's split;
-#   7. training throughput at batch 128 with its split by layer type (issue #4), QAT step vs float step (issue #6).
+#   7. training throughput at batch 128 with its split by layer type, and against PyTorch on the same network when
+#      .venv-torch exists (issue #4); QAT step vs float step (issue #6).
 # The machine may be shared: absolute times drift, ratios from the same run are what count.
 set -euo pipefail
 QATFLOW=${1:-.build/release/qatflow}
 PYTHON=${PYTHON:-.venv/bin/python}
+TORCH_PYTHON=${TORCH_PYTHON:-.venv-torch/bin/python}
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -58,8 +60,14 @@ echo "== int8 engine per layer type, MobileNetV2-FMNIST, batch 32, 1 thread (int
 echo
 echo "== training throughput, MobileNetV2-FMNIST, batch 128, 2 threads (forward + backward + SGD step on Fashion-MNIST batches) =="
 "$QATFLOW" bench-train models/mobilenetv2-fmnist.onnx --batch 128 --threads 2 --warmup 2 --steps 10 --split
-if "$PYTHON" -c "import torch" 2> /dev/null; then torch_note="PyTorch is installed but not run by this benchmark"; else torch_note="PyTorch not installed"; fi
-echo "reference, NOT measured in this run ($torch_note): PyTorch 2.15 CPU, same model, batch 128, 2 threads, channels-last, SGD: 256 img/s on a quiet machine, 37-96 img/s while other work shared it (/work/shared/PEERS.md)"
+echo
+echo "== training throughput against PyTorch, same network, same run (issue #4: target >= 2x PyTorch's img/s) =="
+if [ -x "$TORCH_PYTHON" ] && "$TORCH_PYTHON" -c "import torch, onnx" 2> /dev/null; then
+  "$TORCH_PYTHON" scripts/bench_train_torch.py "$QATFLOW" models/mobilenetv2-fmnist.onnx --batch 128 --threads 2 --rounds 3
+else
+  echo "not measured: no PyTorch at $TORCH_PYTHON (\`make venv-torch\` installs PyTorch 2.15 there, about 5 GB with the CUDA libraries PyPI's wheel requires)."
+  echo "reference from another day (/work/shared/PEERS.md): PyTorch 2.15 CPU, same model, batch 128, 2 threads, channels-last, SGD: 256 img/s on a quiet machine"
+fi
 
 echo
 echo "== QAT step vs float training step, MobileNetV2-FMNIST, batch 32, 2 threads, SGD for both (target <= 1.3x) =="
