@@ -129,6 +129,18 @@ QF_TARGET_AVX512VNNI static inline __m512i qf_requant_hi_avx512(__m512i x, const
     return _mm512_srav_epi32(y, c->right);
 }
 
+// qf_requant_hi_avx512 for an output whose clamp starts at or above its zero point (qmin ≥ zp: a fused ReLU or
+// ReLU6), one instruction shorter. A negative x gives a result ≤ 0, which that clamp turns into qmin, and so does
+// x = 0 (hi(2^31 + R·2^32) = R, and R >> r = 0): negative lanes may be zeroed instead of corrected, one vpmaxsd in
+// place of the compare and the masked subtract. Bit-identical after the clamp, not before it.
+QF_TARGET_AVX512VNNI static inline __m512i qf_requant_hi_relu_avx512(__m512i x, const qf_requant_hi* c) {
+    x = _mm512_max_epi32(x, _mm512_setzero_si512());
+    const __m512i even = _mm512_add_epi64(_mm512_mul_epu32(x, c->m2), c->nudge_even);
+    const __m512i odd = _mm512_add_epi64(_mm512_mul_epu32(_mm512_srli_epi64(x, 32), c->m2_odd), c->nudge_odd);
+    const __m512i y = _mm512_mask_shuffle_epi32(odd, (__mmask16)0x5555, even, _MM_PERM_DDBB);
+    return _mm512_srav_epi32(y, c->right);
+}
+
 // Four requantized int32 vectors (without the zero point) → 64 bytes clamped to [0, 255] after adding the zero
 // point: packs saturate to int16, the zero point is added with int16 saturation (one add per 32 values instead of
 // one per 16), and packus saturates to [0, 255]. Exact: a value saturated at ±32767 stays outside [0, 255] after

@@ -30,6 +30,32 @@ final class QuantizedConvolutionTests: XCTestCase {
         XCTAssertNil(firstMismatch(single1, conv1.reference(input1, batch: 11, height: 15, width: 16)))
     }
 
+    /// Outputs clamped at or above their zero point take the VNNI kernel's shorter requantization (negative
+    /// accumulators zeroed instead of corrected), except with four pixels per register; a Clip above the zero point
+    /// and narrow ranges, for last blocks of 1, 2 and 4 pixels per register, both strides, on every path.
+    func testDepthwiseClampsAtOrAboveTheZeroPoint() throws {
+        var random = SeededRandom(seed: 29)
+        let outputs = [OutputQuantization(zeroPoint: 0), OutputQuantization(zeroPoint: 131).relu(),
+                       OutputQuantization(zeroPoint: 10, min: 40, max: 200), OutputQuantization(zeroPoint: 255).relu(),
+                       OutputQuantization(zeroPoint: 5, bits: 4).relu(), OutputQuantization(zeroPoint: 0, min: 0, max: 97)]
+        for isa in KernelISA.supported {
+            for (height, width, channels) in [(5, 9, 16), (4, 7, 32), (6, 6, 40), (3, 11, 96), (5, 5, 130)] {
+                for stride in [1, 2] {
+                    for output in outputs {
+                        let conv = DepthwiseCase(channels: channels, stride: stride, weightBits: 8, inputZeroPoint: 77,
+                                                 output: output, random: &random)
+                        let input = random.bytes(2 * height * width * channels)
+                        let actual = conv.run(input, batch: 2, height: height, width: width, isa: isa)
+                        if let problem = firstMismatch(actual, conv.reference(input, batch: 2, height: height, width: width)) {
+                            XCTFail("\(isa) dw \(height)×\(width)×\(channels) s\(stride) \(output): \(problem)")
+                            return
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Exact halves at both rounding steps through the depthwise epilogue, as QuantizedGEMMTests'
     /// testRoundingTiesOnEveryPath does for the GEMM: zero weights, so each channel's accumulator is its bias
     /// (−600…600), multiplier ½ with right shifts 0…4 (SRDHM rounds x/2 half up, the shift rounds half away from
