@@ -39,13 +39,14 @@ static inline uint32_t qf_load_tail_u32(const uint8_t* p, size_t bytes) {
 // One tile of mr ≤ 8 rows and `panels` (1 or 2) panels; columns ≤ 16·panels valid output columns. Depth group
 // g of row i is read at a + i·lda + g·group_stride (4 for a plain matrix: groups are consecutive). With
 // `scales` (float output: a classifier's logits) row i's outputs are float(acc)·scales[column] at
-// float_c + i·ldc instead of requantized bytes at c. `relu`: out->qmin ≥ out->zero_point (qf_requant_hi_relu_avx512).
-// always_inline with constant `panels`, `group_stride`, `scales` and `relu` lets the compiler keep acc[][] in
-// registers.
+// float_c + i·ldc instead of requantized bytes at c. `relu`: out->qmin ≥ out->zero_point (qf_requant_hi_relu_avx512);
+// `folded`: the packed rounding constants add the zero point (QF_HEADER_ZERO_POINT_FOLDED).
+// always_inline with constant `panels`, `group_stride`, `scales`, `relu` and `folded` lets the compiler keep
+// acc[][] in registers.
 QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
 qf_gemm_tile_avx512vnni(size_t mr, int panels, size_t columns, size_t k, const uint8_t* a, size_t lda,
                         size_t group_stride, const uint8_t* panel0, size_t panel_size, uint8_t* c, size_t ldc,
-                        const qf_output_params* out, const float* scales, float* float_c, int relu) {
+                        const qf_output_params* out, const float* scales, float* float_c, int relu, int folded) {
     const uint8_t* rows[QF_MR];
     // Rows past mr repeat the last valid row: the work is wasted but needs no branches in the inner loop.
     for (int i = 0; i < QF_MR; i++) rows[i] = a + (i < (int)mr ? (size_t)i : mr - 1) * lda;
@@ -135,7 +136,8 @@ qf_gemm_tile_avx512vnni(size_t mr, int panels, size_t columns, size_t k, const u
         const int contiguous = columns == 32 && ldc == 32;
         QF_GEMM_UNROLL
         for (int i = 0; i < QF_MR; i += 2) {
-            __m512i bytes = qf_pack_u8_avx512(acc[i][0], acc[i][1], acc[i + 1][0], acc[i + 1][1], zero_point16);
+            __m512i bytes = folded ? qf_pack_u8_folded_avx512(acc[i][0], acc[i][1], acc[i + 1][0], acc[i + 1][1])
+                                   : qf_pack_u8_avx512(acc[i][0], acc[i][1], acc[i + 1][0], acc[i + 1][1], zero_point16);
             if (clamp_min) bytes = _mm512_max_epu8(bytes, qmin);
             if (clamp_max) bytes = _mm512_min_epu8(bytes, qmax);
             bytes = _mm512_permutexvar_epi32(rows_to_lanes, bytes);
@@ -154,7 +156,9 @@ qf_gemm_tile_avx512vnni(size_t mr, int panels, size_t columns, size_t k, const u
         const int contiguous = columns == 16 && ldc == 16;
         QF_GEMM_UNROLL
         for (int i0 = 0; i0 < QF_MR; i0 += 4) {
-            __m512i bytes = qf_pack_u8_avx512(acc[i0][0], acc[i0 + 1][0], acc[i0 + 2][0], acc[i0 + 3][0], zero_point16);
+            __m512i bytes = folded ? qf_pack_u8_folded_avx512(acc[i0][0], acc[i0 + 1][0], acc[i0 + 2][0], acc[i0 + 3][0])
+                                   : qf_pack_u8_avx512(acc[i0][0], acc[i0 + 1][0], acc[i0 + 2][0], acc[i0 + 3][0],
+                                                       zero_point16);
             if (clamp_min) bytes = _mm512_max_epu8(bytes, qmin);
             if (clamp_max) bytes = _mm512_min_epu8(bytes, qmax);
             bytes = _mm512_permutexvar_epi32(rows_to_lanes, bytes);
@@ -172,16 +176,13 @@ qf_gemm_tile_avx512vnni(size_t mr, int panels, size_t columns, size_t k, const u
     }
 }
 
-// The blocked loops over tiles, for both entry points.
+// The blocked loops over tiles, for both entry points; `relu` and `folded` as in qf_gemm_tile_avx512vnni.
 QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
-qf_gemm_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, size_t group_stride,
-                   const void* packed, uint8_t* c, size_t ldc, const qf_output_params* out, const float* scales,
-                   float* float_c) {
-    if (m == 0 || n == 0) return;
+qf_gemm_blocks_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, size_t group_stride,
+                          const void* packed, uint8_t* c, size_t ldc, const qf_output_params* out, const float* scales,
+                          float* float_c, int relu, int folded) {
     const size_t panel_size = qf_gemm_u8s8_panel_size(k);
     const size_t panels = (n + QF_GEMM_PANEL_COLUMNS - 1) / QF_GEMM_PANEL_COLUMNS;
-    // Requantized outputs clamped at or above their zero point take the shorter qf_requant_hi_relu_avx512.
-    const int relu = !scales && out->qmin >= out->zero_point;
     size_t row_block = ((128 * 1024) / (k + 1) / QF_MR) * QF_MR;
     if (row_block < QF_MR) row_block = QF_MR;
     for (size_t m0 = 0; m0 < m; m0 += row_block) {
@@ -195,24 +196,40 @@ qf_gemm_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, s
                 uint8_t* tile_c = scales ? NULL : c + offset;
                 float* tile_float_c = scales ? float_c + offset : NULL;
                 const float* tile_scales = scales ? scales + p * QF_GEMM_PANEL_COLUMNS : NULL;
-                // Literal `relu` arguments, so that each form of the epilogue is compiled on its own.
                 if (p + 1 < panels) {
-                    if (relu) {
-                        qf_gemm_tile_avx512vnni(mr, 2, columns < 32 ? columns : 32, k, a + i * lda, lda, group_stride,
-                                                panel, panel_size, tile_c, ldc, out, tile_scales, tile_float_c, 1);
-                    } else {
-                        qf_gemm_tile_avx512vnni(mr, 2, columns < 32 ? columns : 32, k, a + i * lda, lda, group_stride,
-                                                panel, panel_size, tile_c, ldc, out, tile_scales, tile_float_c, 0);
-                    }
-                } else if (relu) {
-                    qf_gemm_tile_avx512vnni(mr, 1, columns, k, a + i * lda, lda, group_stride, panel, panel_size,
-                                            tile_c, ldc, out, tile_scales, tile_float_c, 1);
+                    qf_gemm_tile_avx512vnni(mr, 2, columns < 32 ? columns : 32, k, a + i * lda, lda, group_stride,
+                                            panel, panel_size, tile_c, ldc, out, tile_scales, tile_float_c, relu,
+                                            folded);
                 } else {
                     qf_gemm_tile_avx512vnni(mr, 1, columns, k, a + i * lda, lda, group_stride, panel, panel_size,
-                                            tile_c, ldc, out, tile_scales, tile_float_c, 0);
+                                            tile_c, ldc, out, tile_scales, tile_float_c, relu, folded);
                 }
             }
         }
+    }
+}
+
+// Each form of the epilogue compiled on its own (literal `relu` and `folded`).
+QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
+qf_gemm_avx512vnni(size_t m, size_t n, size_t k, const uint8_t* a, size_t lda, size_t group_stride,
+                   const void* packed, uint8_t* c, size_t ldc, const qf_output_params* out, const float* scales,
+                   float* float_c) {
+    if (m == 0 || n == 0) return;
+    if (scales) {
+        qf_gemm_blocks_avx512vnni(m, n, k, a, lda, group_stride, packed, c, ldc, out, scales, float_c, 0, 0);
+        return;
+    }
+    // Requantized outputs clamped at or above their zero point take the shorter qf_requant_hi_relu_avx512.
+    const int relu = out->qmin >= out->zero_point;
+    const int folded = ((const int32_t*)packed)[QF_HEADER_ZERO_POINT_FOLDED * QF_GEMM_PANEL_COLUMNS] != 0;
+    if (relu && folded) {
+        qf_gemm_blocks_avx512vnni(m, n, k, a, lda, group_stride, packed, c, ldc, out, NULL, NULL, 1, 1);
+    } else if (relu) {
+        qf_gemm_blocks_avx512vnni(m, n, k, a, lda, group_stride, packed, c, ldc, out, NULL, NULL, 1, 0);
+    } else if (folded) {
+        qf_gemm_blocks_avx512vnni(m, n, k, a, lda, group_stride, packed, c, ldc, out, NULL, NULL, 0, 1);
+    } else {
+        qf_gemm_blocks_avx512vnni(m, n, k, a, lda, group_stride, packed, c, ldc, out, NULL, NULL, 0, 0);
     }
 }
 

@@ -31,8 +31,10 @@ final class QuantizedConvolutionTests: XCTestCase {
     }
 
     /// Outputs clamped at or above their zero point take the VNNI kernel's shorter requantization (negative
-    /// accumulators zeroed instead of corrected), except with four pixels per register; a Clip above the zero point
-    /// and narrow ranges, for last blocks of 1, 2 and 4 pixels per register, both strides, on every path.
+    /// accumulators zeroed instead of corrected) and add their zero point in the rounding constants when every
+    /// channel allows it (no left shift, zp·2^r + 2^(r−1) < 2^30); a Clip above the zero point and narrow ranges,
+    /// layers with one channel that cannot fold (a multiplier ≥ 1, a right shift of 25), for last blocks of 1, 2
+    /// and 4 pixels per register, both strides, on every path.
     func testDepthwiseClampsAtOrAboveTheZeroPoint() throws {
         var random = SeededRandom(seed: 29)
         let outputs = [OutputQuantization(zeroPoint: 0), OutputQuantization(zeroPoint: 131).relu(),
@@ -42,17 +44,35 @@ final class QuantizedConvolutionTests: XCTestCase {
             for (height, width, channels) in [(5, 9, 16), (4, 7, 32), (6, 6, 40), (3, 11, 96), (5, 5, 130)] {
                 for stride in [1, 2] {
                     for output in outputs {
-                        let conv = DepthwiseCase(channels: channels, stride: stride, weightBits: 8, inputZeroPoint: 77,
-                                                 output: output, random: &random)
-                        let input = random.bytes(2 * height * width * channels)
-                        let actual = conv.run(input, batch: 2, height: height, width: width, isa: isa)
-                        if let problem = firstMismatch(actual, conv.reference(input, batch: 2, height: height, width: width)) {
-                            XCTFail("\(isa) dw \(height)×\(width)×\(channels) s\(stride) \(output): \(problem)")
-                            return
+                        for spoiler in [nil, QuantizedMultiplier(2.5), QuantizedMultiplier(multiplier: 1 << 30, shift: -25)] {
+                            var multipliers = (0..<channels).map { _ in
+                                QuantizedMultiplier(Double.random(in: 0.001...0.02, using: &random))
+                            }
+                            if let spoiler { multipliers[channels / 2] = spoiler }
+                            let conv = DepthwiseCase(channels: channels, stride: stride,
+                                                     weights: random.weights(channels * 9, bits: 8), bias: random.bias(channels),
+                                                     multipliers: multipliers, inputZeroPoint: 77, output: output)
+                            let input = random.bytes(2 * height * width * channels)
+                            let actual = conv.run(input, batch: 2, height: height, width: width, isa: isa)
+                            if let problem = firstMismatch(actual, conv.reference(input, batch: 2, height: height, width: width)) {
+                                XCTFail("\(isa) dw \(height)×\(width)×\(channels) s\(stride) \(output) spoiler \(String(describing: spoiler)): \(problem)")
+                                return
+                            }
                         }
                     }
                 }
             }
+            // A zero point that would overflow the rounding constant: zp·2^23 + SRDHM ≥ 2^31 for an accumulator near
+            // 2^30 (its true output saturates at qmax; wrapped, it would clamp to qmin).
+            var bias = random.bias(40)
+            bias[7] = 1_000_000_000
+            var multipliers = (0..<40).map { _ in QuantizedMultiplier(Double.random(in: 0.001...0.02, using: &random)) }
+            multipliers[7] = QuantizedMultiplier(multiplier: 1 << 30, shift: -23)
+            let conv = DepthwiseCase(channels: 40, stride: 1, weights: random.weights(40 * 9, bits: 8), bias: bias,
+                                     multipliers: multipliers, inputZeroPoint: 77, output: OutputQuantization(zeroPoint: 200).relu())
+            let input = random.bytes(4 * 5 * 40)
+            XCTAssertNil(firstMismatch(conv.run(input, batch: 1, height: 4, width: 5, isa: isa),
+                                       conv.reference(input, batch: 1, height: 4, width: 5)), "\(isa) overflowing zero point")
         }
     }
 

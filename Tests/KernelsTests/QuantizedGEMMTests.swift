@@ -120,6 +120,44 @@ final class QuantizedGEMMTests: XCTestCase {
         }
     }
 
+    /// The VNNI epilogue adds the output zero point in its rounding constants when every channel of the layer allows
+    /// it (no left shift, zp·2^r + 2^(r−1) < 2^30), and in the packs otherwise: layers that fold, layers with one
+    /// channel that does not (a multiplier ≥ 1, or a right shift of 25 with a zero point ≥ 32), against the
+    /// reference on every path, and on two threads that split the panels (each call starts at its own panel).
+    func testZeroPointFoldedIntoTheRoundingOrNot() throws {
+        var random = SeededRandom(seed: 31)
+        let unfoldable = [QuantizedMultiplier(2.5), QuantizedMultiplier(multiplier: 1 << 30, shift: -25)]
+        for isa in KernelISA.supported {
+            for (m, n, k) in [(13, 40, 24), (8, 16, 16), (9, 32, 5), (21, 96, 16)] {
+                for zeroPoint: Int32 in [0, 31, 131, 255] {
+                    for spoiler in [nil] + unfoldable {
+                        var multipliers = (0..<n).map { _ in QuantizedMultiplier(Double.random(in: 0.0005...0.01, using: &random)) }
+                        if let spoiler { multipliers[n - 1 - Int(zeroPoint) % n] = spoiler }
+                        for output in [OutputQuantization(zeroPoint: zeroPoint), OutputQuantization(zeroPoint: zeroPoint).relu()] {
+                            let test = Case(n: n, k: k, weights: random.weights(n * k, bits: 8), bias: random.bias(n),
+                                            multipliers: multipliers, inputZeroPoint: 128, output: output)
+                            let a = random.bytes(m * k)
+                            if let problem = firstMismatch(test.run(a, rows: m, isa: isa), test.reference(a, rows: m)) {
+                                XCTFail("\(isa) M=\(m) N=\(n) K=\(k) \(output) spoiler \(String(describing: spoiler)): \(problem)")
+                                return
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for spoiler in [nil] + unfoldable {
+            let (m, n, k) = (16, 1280, 960)
+            var multipliers = (0..<n).map { _ in QuantizedMultiplier(Double.random(in: 0.000_02...0.000_1, using: &random)) }
+            if let spoiler { multipliers[n - 3] = spoiler }
+            let test = Case(n: n, k: k, weights: random.weights(n * k, bits: 8), bias: random.bias(n), multipliers: multipliers,
+                            inputZeroPoint: 128, output: OutputQuantization(zeroPoint: 131))
+            let a = random.bytes(m * k)
+            XCTAssertNil(firstMismatch(test.run(a, rows: m, isa: .best, threads: 2), test.reference(a, rows: m)),
+                         "threads 2, spoiler \(String(describing: spoiler))")
+        }
+    }
+
     /// Row strides larger than the rows: bytes between rows are neither read into the result nor written.
     func testRowStrides() throws {
         var random = SeededRandom(seed: 11)
