@@ -12,7 +12,7 @@ size_t qf_dwconv3x3_u8s8_packed_size(size_t channels) {
 // The VNNI region (layout in qf_dwconv_layout.h).
 static void qf_dwconv3x3_pack_vnni(size_t channels, const int8_t* weights, const int32_t* bias,
                                    const int32_t* multiplier, const int32_t* shift, int32_t input_zero_point,
-                                   int32_t folded_zero_point, uint8_t* region) {
+                                   uint8_t* region) {
     for (size_t block = 0; block < qf_dwv_blocks(channels); block++) {
         uint8_t* base = region + block * QF_DWV_BLOCK_BYTES;
         int32_t* header = (int32_t*)base;
@@ -39,15 +39,14 @@ static void qf_dwconv3x3_pack_vnni(size_t channels, const int8_t* weights, const
                 rows[QF_DWV_RIGHT_SHIFT * 16 + i] = right;
                 qf_requant_hi_set(rows + QF_DWV_M2 * 16, rows + QF_DWV_M2_ODD * 16, rows + QF_DWV_NUDGE_EVEN * 16,
                                   rows + QF_DWV_NUDGE_ODD * 16, rows + QF_DWV_NEG_FIX * 16, i, multiplier[c], right,
-                                  folded_zero_point);
+                                  0);
             }
         }
     }
 }
 
 void qf_dwconv3x3_u8s8_pack(size_t channels, const int8_t* weights, const int32_t* bias, const int32_t* multiplier,
-                            const int32_t* shift, int32_t input_zero_point, const qf_output_params* out,
-                            void* packed) {
+                            const int32_t* shift, int32_t input_zero_point, void* packed) {
     memset(packed, 0, qf_dwconv3x3_u8s8_packed_size(channels));
     for (size_t c = 0; c < channels; c++) {
         uint8_t* group = (uint8_t*)packed + (c / QF_DWCONV_GROUP_CHANNELS) * QF_DW_GROUP_BYTES;
@@ -65,15 +64,7 @@ void qf_dwconv3x3_u8s8_pack(size_t channels, const int8_t* weights, const int32_
         header[QF_DW_LEFT_SHIFT * QF_DWCONV_GROUP_CHANNELS + j] = shift[c] > 0 ? shift[c] : 0;
         header[QF_DW_RIGHT_SHIFT * QF_DWCONV_GROUP_CHANNELS + j] = shift[c] < 0 ? -shift[c] : 0;
     }
-    // Only an output clamped at or above its zero point (ReLU, ReLU6) whose every channel folds its zero point gets
-    // it in the rounding constants: the VNNI kernel has one fast form, qf_dwv_output's `fast` (which checks the same
-    // condition on the packed shifts), and adds the zero point itself otherwise.
-    int folded = out->qmin >= out->zero_point;
-    for (size_t c = 0; c < channels; c++) {
-        folded &= qf_requant_hi_folds_zero_point(shift[c] > 0 ? shift[c] : 0, shift[c] < 0 ? -shift[c] : 0,
-                                                 out->zero_point);
-    }
-    qf_dwconv3x3_pack_vnni(channels, weights, bias, multiplier, shift, input_zero_point, folded ? out->zero_point : 0,
+    qf_dwconv3x3_pack_vnni(channels, weights, bias, multiplier, shift, input_zero_point,
                            (uint8_t*)packed + qf_dw_generic_bytes(channels));
 }
 

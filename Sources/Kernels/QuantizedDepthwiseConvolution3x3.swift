@@ -30,9 +30,8 @@ public struct QuantizedDepthwiseConvolution3x3: Sendable {
         self.output = output
         let multiplierValues = perChannel.map(\.multiplier), shiftValues = perChannel.map(\.shift)
         packed = PackedBuffer(byteCount: qf_dwconv3x3_u8s8_packed_size(channels)) { destination in
-            var stage = output.cParameters
             qf_dwconv3x3_u8s8_pack(channels, weights, bias, multiplierValues, shiftValues, Int32(inputZeroPoint),
-                                   &stage, destination)
+                                   destination)
         }
     }
 

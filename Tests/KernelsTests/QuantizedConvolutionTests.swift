@@ -31,10 +31,9 @@ final class QuantizedConvolutionTests: XCTestCase {
     }
 
     /// Outputs clamped at or above their zero point take the VNNI kernel's shorter requantization (negative
-    /// accumulators zeroed instead of corrected) and add their zero point in the rounding constants when every
-    /// channel allows it (no left shift, zp·2^r + 2^(r−1) < 2^30); a Clip above the zero point and narrow ranges,
-    /// layers with one channel that cannot fold (a multiplier ≥ 1, a right shift of 25), for last blocks of 1, 2
-    /// and 4 pixels per register, both strides, on every path.
+    /// accumulators zeroed instead of corrected), except with four pixels per register; a Clip above the zero point
+    /// and narrow ranges, layers with a channel whose multiplier is ≥ 1 (a left shift) or tiny (a right shift of 25),
+    /// for last blocks of 1, 2 and 4 pixels per register, both strides, on every path.
     func testDepthwiseClampsAtOrAboveTheZeroPoint() throws {
         var random = SeededRandom(seed: 29)
         let outputs = [OutputQuantization(zeroPoint: 0), OutputQuantization(zeroPoint: 131).relu(),
@@ -62,8 +61,7 @@ final class QuantizedConvolutionTests: XCTestCase {
                     }
                 }
             }
-            // A zero point that would overflow the rounding constant: zp·2^23 + SRDHM ≥ 2^31 for an accumulator near
-            // 2^30 (its true output saturates at qmax; wrapped, it would clamp to qmin).
+            // An accumulator near 2^30 with a right shift of 23 and a zero point of 200: its output saturates at qmax.
             var bias = random.bias(40)
             bias[7] = 1_000_000_000
             var multipliers = (0..<40).map { _ in QuantizedMultiplier(Double.random(in: 0.001...0.02, using: &random)) }

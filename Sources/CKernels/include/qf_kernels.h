@@ -110,11 +110,9 @@ void qf_border_u8(const uint8_t* image, size_t height, size_t width, size_t pad_
 // bias_adjusted = bias - input_zero_point · Σ(9 weights); padding taps read the zero point, so they add nothing.
 #define QF_DWCONV_GROUP_CHANNELS 16
 size_t qf_dwconv3x3_u8s8_packed_size(size_t channels);
-// weights: channels × 9 int8 (ONNX [C][1][3][3]). out: the output stage the kernels will be called with (the
-// VNNI kernel may add its zero point in the rounding constants).
+// weights: channels × 9 int8 (ONNX [C][1][3][3]).
 void qf_dwconv3x3_u8s8_pack(size_t channels, const int8_t* weights, const int32_t* bias, const int32_t* multiplier,
-                            const int32_t* shift, int32_t input_zero_point, const qf_output_params* out,
-                            void* packed);
+                            const int32_t* shift, int32_t input_zero_point, void* packed);
 typedef struct {
     size_t batch, height, width, channels, stride;  // stride 1 or 2; padding is 1 on every side
     size_t out_height, out_width;
