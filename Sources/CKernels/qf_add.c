@@ -78,7 +78,7 @@ QF_TARGET_AVX512VNNI void qf_add_u8_avx512vnni(size_t count, const uint8_t* a, c
         const qf_add_side sb = qf_add_side_make(p->b_zero_point, p->left_shift, p->b_multiplier, p->b_shift);
         int32_t rows[5][16];
         for (size_t lane = 0; lane < 16; lane++) {
-            qf_requant_hi_set(rows[0], rows[1], rows[2], rows[3], rows[4], lane, p->out_multiplier, -p->out_shift);
+            qf_requant_hi_set(rows[0], rows[1], rows[2], rows[3], rows[4], lane, p->out_multiplier, -p->out_shift, 0);
         }
         const qf_requant_hi constants = {
             .m2 = _mm512_loadu_si512(rows[0]),

@@ -38,7 +38,8 @@ static void qf_dwconv3x3_pack_vnni(size_t channels, const int8_t* weights, const
                 rows[QF_DWV_LEFT_SHIFT * 16 + i] = shift[c] > 0 ? shift[c] : 0;
                 rows[QF_DWV_RIGHT_SHIFT * 16 + i] = right;
                 qf_requant_hi_set(rows + QF_DWV_M2 * 16, rows + QF_DWV_M2_ODD * 16, rows + QF_DWV_NUDGE_EVEN * 16,
-                                  rows + QF_DWV_NUDGE_ODD * 16, rows + QF_DWV_NEG_FIX * 16, i, multiplier[c], right);
+                                  rows + QF_DWV_NUDGE_ODD * 16, rows + QF_DWV_NEG_FIX * 16, i, multiplier[c], right,
+                                  0);
             }
         }
     }

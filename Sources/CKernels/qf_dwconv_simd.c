@@ -93,6 +93,7 @@ typedef struct {
     __m512i qmin, qmax;    // bytes
     int clamp_min, clamp_max;
     int shifts_left;       // any channel's multiplier ≥ 1 (then its accumulator is shifted left first)
+    int relu;              // qmin ≥ zero point: qf_requant_hi_relu_avx512 applies
 } qf_dwv_output;
 
 // The requantization constants of one accumulator row j of a block (`rows` = its 16-lane header rows).
@@ -115,8 +116,8 @@ QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) qf_requant_hi 
 // constants instead of loading them (m2_odd by a shift, neg_fix by an add) was 15 % slower: the kernel is
 // limited by its shuffles and shifts (interleave, packs, requantization), which share two pipes on Zen 4.
 QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
-qf_dwv_requantize(int n, __m512i acc[][4], const int32_t* header, int shifts_left, const qf_dwv_output* o,
-                  __m512i bytes[]) {
+qf_dwv_requantize_as(int relu, int n, __m512i acc[][4], const int32_t* header, int shifts_left,
+                     const qf_dwv_output* o, __m512i bytes[]) {
     __m512i y[2][4];
     QF_UNROLL
     for (int j = 0; j < 4; j++) {
@@ -126,7 +127,7 @@ qf_dwv_requantize(int n, __m512i acc[][4], const int32_t* header, int shifts_lef
         QF_UNROLL
         for (int k = 0; k < n; k++) {
             const __m512i v = shifts_left ? _mm512_sllv_epi32(acc[k][j], left) : acc[k][j];
-            y[k][j] = qf_requant_hi_avx512(v, &constants);
+            y[k][j] = relu ? qf_requant_hi_relu_avx512(v, &constants) : qf_requant_hi_avx512(v, &constants);
         }
     }
     QF_UNROLL
@@ -138,13 +139,24 @@ qf_dwv_requantize(int n, __m512i acc[][4], const int32_t* header, int shifts_lef
     }
 }
 
+// One branch per call on the output's clamp, outside the unrolled code.
+QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
+qf_dwv_requantize(int n, __m512i acc[][4], const int32_t* header, int shifts_left, const qf_dwv_output* o,
+                  __m512i bytes[]) {
+    if (o->relu) {
+        qf_dwv_requantize_as(1, n, acc, header, shifts_left, o, bytes);
+    } else {
+        qf_dwv_requantize_as(0, n, acc, header, shifts_left, o, bytes);
+    }
+}
+
 // The same for the four pixels of a 2×2 block (qf_dwv_pixel_quads), arranged for their 16 accumulators: any left
 // shifts come first, in one branch (a branch per accumulator split the code into blocks, and clang hoisted every
 // constant load above them and spilled the constants to the stack); then accumulator rows j are requantized two
 // at a time and packed to int16 words right away, so that fewer int32 results are live at once.
 QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
-qf_dwv_requantize4(__m512i acc[4][4], const int32_t* header, int shifts_left, const qf_dwv_output* o,
-                   __m512i bytes[4]) {
+qf_dwv_requantize4_as(int relu, __m512i acc[4][4], const int32_t* header, int shifts_left, const qf_dwv_output* o,
+                      __m512i bytes[4]) {
     const int n = 4;
     if (shifts_left) {
         QF_UNROLL
@@ -163,7 +175,10 @@ qf_dwv_requantize4(__m512i acc[4][4], const int32_t* header, int shifts_left, co
             const int j = 2 * half + jj;
             const qf_requant_hi constants = qf_dwv_requant_constants(header + j * QF_DWV_HEADER_ROWS * 16);
             QF_UNROLL
-            for (int k = 0; k < n; k++) y[k][jj] = qf_requant_hi_avx512(acc[k][j], &constants);
+            for (int k = 0; k < n; k++) {
+                y[k][jj] = relu ? qf_requant_hi_relu_avx512(acc[k][j], &constants)
+                                : qf_requant_hi_avx512(acc[k][j], &constants);
+            }
         }
         QF_UNROLL
         for (int k = 0; k < n; k++) words[k][half] = qf_pack_i16_avx512(y[k][0], y[k][1], o->zero_point16);
@@ -174,6 +189,16 @@ qf_dwv_requantize4(__m512i acc[4][4], const int32_t* header, int shifts_left, co
         if (o->clamp_min) b = _mm512_max_epu8(b, o->qmin);
         if (o->clamp_max) b = _mm512_min_epu8(b, o->qmax);
         bytes[k] = b;
+    }
+}
+
+QF_TARGET_AVX512VNNI static inline __attribute__((always_inline)) void
+qf_dwv_requantize4(__m512i acc[4][4], const int32_t* header, int shifts_left, const qf_dwv_output* o,
+                   __m512i bytes[4]) {
+    if (o->relu) {
+        qf_dwv_requantize4_as(1, acc, header, shifts_left, o, bytes);
+    } else {
+        qf_dwv_requantize4_as(0, acc, header, shifts_left, o, bytes);
     }
 }
 
@@ -288,7 +313,13 @@ qf_dwv_pixel_pairs(int P, const uint8_t* const columns[][3][4], size_t c0, __mma
         }
     }
     __m512i bytes[2];
-    qf_dwv_requantize(2, acc, header, o->shifts_left, o, bytes);
+    // Four pixels per register (≤ 16 channels) keep the general requantization: with the ReLU form as well, this
+    // function measured 24 % slower for 16 channels (and the others 8-13 % faster with it).
+    if (P == 4) {
+        qf_dwv_requantize_as(0, 2, acc, header, o->shifts_left, o, bytes);
+    } else {
+        qf_dwv_requantize(2, acc, header, o->shifts_left, o, bytes);
+    }
     qf_dwv_store(P, bytes[0], dst_left, c0, mask);
     qf_dwv_store(P, bytes[1], dst_right, c0, mask);
 }
@@ -569,6 +600,7 @@ QF_TARGET_AVX512VNNI void qf_dwconv3x3_u8s8_avx512vnni(const qf_dwconv_shape* s,
         .clamp_min = out->qmin > 0,
         .clamp_max = out->qmax < 255,
         .shifts_left = shifts_left,
+        .relu = out->qmin >= out->zero_point,
     };
     const size_t tail_pixels = qf_dwv_block_pixels(C, blocks - 1);
     const size_t full_blocks = tail_pixels == 1 ? blocks : blocks - 1;

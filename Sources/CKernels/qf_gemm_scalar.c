@@ -15,14 +15,24 @@ size_t qf_gemm_u8s8_packed_size(size_t n, size_t k) {
 }
 
 void qf_gemm_u8s8_pack(size_t n, size_t k, const int8_t* weights, const int32_t* bias, const int32_t* multiplier,
-                       const int32_t* shift, int32_t a_zero_point, void* packed) {
+                       const int32_t* shift, int32_t a_zero_point, const qf_output_params* out, void* packed) {
     const size_t panel_size = qf_gemm_u8s8_panel_size(k);
     const size_t panels = (n + QF_GEMM_PANEL_COLUMNS - 1) / QF_GEMM_PANEL_COLUMNS;
     memset(packed, 0, panels * panel_size);
+    // The whole layer folds its zero point or none of it does: a kernel call may start at any panel, and both
+    // panels of a VNNI tile are packed to bytes together.
+    int folded = 1;
+    for (size_t col = 0; col < n; col++) {
+        folded &= qf_requant_hi_folds_zero_point(shift[col] > 0 ? shift[col] : 0, shift[col] < 0 ? -shift[col] : 0,
+                                                 out->zero_point);
+    }
     for (size_t p = 0; p < panels; p++) {
         uint8_t* panel = (uint8_t*)packed + p * panel_size;
         int32_t* header = (int32_t*)panel;
         int8_t* w = (int8_t*)(panel + QF_PANEL_HEADER_BYTES);
+        for (size_t j = 0; j < QF_GEMM_PANEL_COLUMNS; j++) {
+            header[QF_HEADER_ZERO_POINT_FOLDED * QF_GEMM_PANEL_COLUMNS + j] = folded;
+        }
         for (size_t j = 0; j < QF_GEMM_PANEL_COLUMNS; j++) {
             const size_t col = p * QF_GEMM_PANEL_COLUMNS + j;
             if (col >= n) break;
@@ -43,7 +53,8 @@ void qf_gemm_u8s8_pack(size_t n, size_t k, const int8_t* weights, const int32_t*
             const size_t lanes = QF_GEMM_PANEL_COLUMNS;
             qf_requant_hi_set(header + QF_HEADER_M2 * lanes, header + QF_HEADER_M2_ODD * lanes,
                               header + QF_HEADER_NUDGE_EVEN * lanes, header + QF_HEADER_NUDGE_ODD * lanes,
-                              header + QF_HEADER_NEG_FIX * lanes, j, multiplier[col], shift[col] < 0 ? -shift[col] : 0);
+                              header + QF_HEADER_NEG_FIX * lanes, j, multiplier[col], shift[col] < 0 ? -shift[col] : 0,
+                              folded ? out->zero_point : 0);
         }
     }
 }

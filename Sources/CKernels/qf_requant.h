@@ -53,14 +53,24 @@ static inline uint8_t qf_requantize_scalar(int32_t acc, int32_t m, int32_t left_
     return (uint8_t)(y + out->zero_point);
 }
 
+// Whether qf_requant_hi_avx512 may add the output zero point zp itself (qf_requant_hi_set's zero_point): its
+// shifted value SRDHM + R − neg then carries zp·2^r as well and must stay an int32. With no left shift
+// |SRDHM| < 2^30 (accumulators below 2^30), so zp·2^r + R < 2^30 suffices (r ≤ 22 for every zero point).
+static inline int qf_requant_hi_folds_zero_point(int32_t left_shift, int32_t right_shift, int32_t zero_point) {
+    const int64_t rounding = (int64_t)((UINT32_C(1) << right_shift) >> 1);
+    return left_shift == 0 && ((int64_t)zero_point << right_shift) + rounding < (INT64_C(1) << 30);
+}
+
 // Writes lane `lane`'s constants of qf_requant_hi_avx512 (layout there) into five 16-lane int32 rows.
+// zero_point: the output zero point the requantization adds (only where qf_requant_hi_folds_zero_point), or 0.
 static inline void qf_requant_hi_set(int32_t* m2_row, int32_t* m2_odd_row, int32_t* nudge_even_row,
                                      int32_t* nudge_odd_row, int32_t* neg_fix_row, size_t lane, int32_t multiplier,
-                                     int32_t right_shift) {
+                                     int32_t right_shift, int32_t zero_point) {
     const uint32_t m2 = 2u * (uint32_t)multiplier;  // multiplier < 2^31, so 2·m fits uint32
     m2_row[lane] = (int32_t)m2;
     if (lane % 2 == 1) m2_odd_row[lane - 1] = (int32_t)m2;
-    const int64_t rounding = (int64_t)((UINT32_C(1) << right_shift) >> 1);  // R
+    // R + zp·2^r: (y + R + zp·2^r) >> r = ((y + R) >> r) + zp.
+    const int64_t rounding = (int64_t)((UINT32_C(1) << right_shift) >> 1) + ((int64_t)zero_point << right_shift);
     const int64_t nudge = (INT64_C(1) << 31) + rounding * (INT64_C(1) << 32);
     memcpy((int64_t*)(lane % 2 == 1 ? nudge_odd_row : nudge_even_row) + lane / 2, &nudge, sizeof(nudge));
     neg_fix_row[lane] = (int32_t)(m2 + (right_shift > 0 ? 1u : 0u));
@@ -109,10 +119,14 @@ QF_TARGET_AVX512VNNI static inline __m512i qf_rounding_shift_avx512(__m512i y, _
 // negative lanes subtract neg_fix = 2·m + [r > 0], which removes that and applies −neg at once. All arithmetic
 // is exact modulo 2^64 and 2^32 and the true result fits int32, so this is bit-identical to the scalar
 // qf_multiply_by_quantized_multiplier_scalar for |x| < 2^30 (accumulators stay far below: K·255·127 < 2^30
-// for K up to 33,000). Per-channel constants, precomputed at pack time by qf_requant_hi_set:
+// for K up to 33,000). A folded output zero point zp (qf_requant_hi_folds_zero_point) adds zp·2^r to R, so the
+// result comes out with zp added: (y + R + zp·2^r) >> r = ((y + R) >> r) + zp, exactly, while the sum stays an
+// int32; the packs then need no zero point add (qf_pack_u8_folded_avx512). Per-channel constants, precomputed at
+// pack time by qf_requant_hi_set:
 //   m2          2·m as uint32 (vpmuludq reads the even lanes: channels 0, 2, …)
 //   m2_odd      lane 2i: 2·m of channel 2i+1
-//   nudge_even  8 int64 2^31 + R·2^32 of channels 0, 2, …; nudge_odd the same for channels 1, 3, …
+//   nudge_even  8 int64 2^31 + R·2^32 of channels 0, 2, … (R + zp·2^r with a folded zero point); nudge_odd
+//               the same for channels 1, 3, …
 //   neg_fix     2·m + [r > 0] as uint32
 //   right       r
 typedef struct {
@@ -129,6 +143,18 @@ QF_TARGET_AVX512VNNI static inline __m512i qf_requant_hi_avx512(__m512i x, const
     return _mm512_srav_epi32(y, c->right);
 }
 
+// qf_requant_hi_avx512 for an output whose clamp starts at or above its zero point (qmin ≥ zp: a fused ReLU or
+// ReLU6), one instruction shorter. A negative x gives a result ≤ 0, which that clamp turns into qmin, and so does
+// x = 0 (hi(2^31 + R·2^32) = R, and R >> r = 0): negative lanes may be zeroed instead of corrected, one vpmaxsd in
+// place of the compare and the masked subtract. Bit-identical after the clamp, not before it.
+QF_TARGET_AVX512VNNI static inline __m512i qf_requant_hi_relu_avx512(__m512i x, const qf_requant_hi* c) {
+    x = _mm512_max_epi32(x, _mm512_setzero_si512());
+    const __m512i even = _mm512_add_epi64(_mm512_mul_epu32(x, c->m2), c->nudge_even);
+    const __m512i odd = _mm512_add_epi64(_mm512_mul_epu32(_mm512_srli_epi64(x, 32), c->m2_odd), c->nudge_odd);
+    const __m512i y = _mm512_mask_shuffle_epi32(odd, (__mmask16)0x5555, even, _MM_PERM_DDBB);
+    return _mm512_srav_epi32(y, c->right);
+}
+
 // Four requantized int32 vectors (without the zero point) → 64 bytes clamped to [0, 255] after adding the zero
 // point: packs saturate to int16, the zero point is added with int16 saturation (one add per 32 values instead of
 // one per 16), and packus saturates to [0, 255]. Exact: a value saturated at ±32767 stays outside [0, 255] after
@@ -142,6 +168,12 @@ QF_TARGET_AVX512VNNI static inline __m512i qf_pack_i16_avx512(__m512i y0, __m512
 QF_TARGET_AVX512VNNI static inline __m512i qf_pack_u8_avx512(__m512i y0, __m512i y1, __m512i y2, __m512i y3,
                                                             __m512i zero_point16) {
     return _mm512_packus_epi16(qf_pack_i16_avx512(y0, y1, zero_point16), qf_pack_i16_avx512(y2, y3, zero_point16));
+}
+
+// The same for results that already include the zero point (folded into their rounding constant): packs_epi32
+// saturates y + zp to int16 and packus to [0, 255], the same bytes as the two saturating steps with the add.
+QF_TARGET_AVX512VNNI static inline __m512i qf_pack_u8_folded_avx512(__m512i y0, __m512i y1, __m512i y2, __m512i y3) {
+    return _mm512_packus_epi16(_mm512_packs_epi32(y0, y1), _mm512_packs_epi32(y2, y3));
 }
 
 QF_TARGET_AVX512VNNI static inline __m512i qf_rounding_divide_by_pot_avx512(__m512i x, __m512i exponent) {

@@ -40,8 +40,9 @@ public struct QuantizedGEMM: Sendable {
         self.output = output
         let multiplierValues = perChannel.map(\.multiplier), shiftValues = perChannel.map(\.shift)
         packed = PackedBuffer(byteCount: qf_gemm_u8s8_packed_size(outputChannels, depth)) { destination in
+            var stage = output.cParameters
             qf_gemm_u8s8_pack(outputChannels, depth, weights, bias, multiplierValues, shiftValues,
-                              Int32(inputZeroPoint), destination)
+                              Int32(inputZeroPoint), &stage, destination)
         }
     }
 

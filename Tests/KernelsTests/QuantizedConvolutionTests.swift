@@ -30,6 +30,50 @@ final class QuantizedConvolutionTests: XCTestCase {
         XCTAssertNil(firstMismatch(single1, conv1.reference(input1, batch: 11, height: 15, width: 16)))
     }
 
+    /// Outputs clamped at or above their zero point take the VNNI kernel's shorter requantization (negative
+    /// accumulators zeroed instead of corrected), except with four pixels per register; a Clip above the zero point
+    /// and narrow ranges, layers with a channel whose multiplier is ≥ 1 (a left shift) or tiny (a right shift of 25),
+    /// for last blocks of 1, 2 and 4 pixels per register, both strides, on every path.
+    func testDepthwiseClampsAtOrAboveTheZeroPoint() throws {
+        var random = SeededRandom(seed: 29)
+        let outputs = [OutputQuantization(zeroPoint: 0), OutputQuantization(zeroPoint: 131).relu(),
+                       OutputQuantization(zeroPoint: 10, min: 40, max: 200), OutputQuantization(zeroPoint: 255).relu(),
+                       OutputQuantization(zeroPoint: 5, bits: 4).relu(), OutputQuantization(zeroPoint: 0, min: 0, max: 97)]
+        for isa in KernelISA.supported {
+            for (height, width, channels) in [(5, 9, 16), (4, 7, 32), (6, 6, 40), (3, 11, 96), (5, 5, 130)] {
+                for stride in [1, 2] {
+                    for output in outputs {
+                        for spoiler in [nil, QuantizedMultiplier(2.5), QuantizedMultiplier(multiplier: 1 << 30, shift: -25)] {
+                            var multipliers = (0..<channels).map { _ in
+                                QuantizedMultiplier(Double.random(in: 0.001...0.02, using: &random))
+                            }
+                            if let spoiler { multipliers[channels / 2] = spoiler }
+                            let conv = DepthwiseCase(channels: channels, stride: stride,
+                                                     weights: random.weights(channels * 9, bits: 8), bias: random.bias(channels),
+                                                     multipliers: multipliers, inputZeroPoint: 77, output: output)
+                            let input = random.bytes(2 * height * width * channels)
+                            let actual = conv.run(input, batch: 2, height: height, width: width, isa: isa)
+                            if let problem = firstMismatch(actual, conv.reference(input, batch: 2, height: height, width: width)) {
+                                XCTFail("\(isa) dw \(height)×\(width)×\(channels) s\(stride) \(output) spoiler \(String(describing: spoiler)): \(problem)")
+                                return
+                            }
+                        }
+                    }
+                }
+            }
+            // An accumulator near 2^30 with a right shift of 23 and a zero point of 200: its output saturates at qmax.
+            var bias = random.bias(40)
+            bias[7] = 1_000_000_000
+            var multipliers = (0..<40).map { _ in QuantizedMultiplier(Double.random(in: 0.001...0.02, using: &random)) }
+            multipliers[7] = QuantizedMultiplier(multiplier: 1 << 30, shift: -23)
+            let conv = DepthwiseCase(channels: 40, stride: 1, weights: random.weights(40 * 9, bits: 8), bias: bias,
+                                     multipliers: multipliers, inputZeroPoint: 77, output: OutputQuantization(zeroPoint: 200).relu())
+            let input = random.bytes(4 * 5 * 40)
+            XCTAssertNil(firstMismatch(conv.run(input, batch: 1, height: 4, width: 5, isa: isa),
+                                       conv.reference(input, batch: 1, height: 4, width: 5)), "\(isa) overflowing zero point")
+        }
+    }
+
     /// Exact halves at both rounding steps through the depthwise epilogue, as QuantizedGEMMTests'
     /// testRoundingTiesOnEveryPath does for the GEMM: zero weights, so each channel's accumulator is its bias
     /// (−600…600), multiplier ½ with right shifts 0…4 (SRDHM rounds x/2 half up, the shift rounds half away from

@@ -84,6 +84,80 @@ final class QuantizedGEMMTests: XCTestCase {
         }
     }
 
+    /// Outputs clamped at or above their zero point (ReLU, ReLU6, a Clip above zero, a plain zero point 0) take the
+    /// VNNI epilogue's shorter requantization, which zeroes negative accumulators instead of correcting them; rows
+    /// of 16 and 32 channels right after each other are stored whole (four and two rows per 64-byte store), other
+    /// two-panel tiles one 32-byte row at a time. Against the reference on every path, with tails of rows and
+    /// columns, and on two threads.
+    func testClampsAtOrAboveTheZeroPointAndWholeRowStores() throws {
+        var random = SeededRandom(seed: 23)
+        let outputs = [OutputQuantization(zeroPoint: 0), OutputQuantization(zeroPoint: 0).relu(),
+                       OutputQuantization(zeroPoint: 131).relu(), OutputQuantization(zeroPoint: 255).relu(),
+                       OutputQuantization(zeroPoint: 0, min: 0, max: 97), OutputQuantization(zeroPoint: 10, min: 40, max: 200),
+                       OutputQuantization(zeroPoint: 5, bits: 4).relu(), OutputQuantization(zeroPoint: 131)]
+        let shapes: [(m: Int, n: Int, k: Int)] = [
+            (8, 16, 16), (13, 16, 48), (5, 16, 3), (16, 32, 8), (11, 32, 40), (3, 32, 16), (21, 20, 16), (9, 48, 8),
+            (19, 96, 16), (7, 8, 16), (10, 33, 5),
+        ]
+        for isa in KernelISA.supported {
+            for (m, n, k) in shapes {
+                for output in outputs {
+                    let test = randomCase(n: n, k: k, weightBits: 8, inputZeroPoint: 128, output: output, random: &random)
+                    let a = random.bytes(m * k)
+                    if let problem = firstMismatch(test.run(a, rows: m, isa: isa), test.reference(a, rows: m)) {
+                        XCTFail("\(isa) M=\(m) N=\(n) K=\(k) \(output): \(problem)")
+                        return
+                    }
+                }
+            }
+        }
+        for (m, n, k) in [(6_001, 32, 96), (12_003, 16, 96)] {
+            let test = randomCase(n: n, k: k, weightBits: 8, inputZeroPoint: 128,
+                                  output: OutputQuantization(zeroPoint: 0).relu(), random: &random)
+            let a = random.bytes(m * k)
+            XCTAssertNil(firstMismatch(test.run(a, rows: m, isa: .best, threads: 2), test.reference(a, rows: m)),
+                         "threads 2, M=\(m) N=\(n) K=\(k)")
+        }
+    }
+
+    /// The VNNI epilogue adds the output zero point in its rounding constants when every channel of the layer allows
+    /// it (no left shift, zp·2^r + 2^(r−1) < 2^30), and in the packs otherwise: layers that fold, layers with one
+    /// channel that does not (a multiplier ≥ 1, or a right shift of 25 with a zero point ≥ 32), against the
+    /// reference on every path, and on two threads that split the panels (each call starts at its own panel).
+    func testZeroPointFoldedIntoTheRoundingOrNot() throws {
+        var random = SeededRandom(seed: 31)
+        let unfoldable = [QuantizedMultiplier(2.5), QuantizedMultiplier(multiplier: 1 << 30, shift: -25)]
+        for isa in KernelISA.supported {
+            for (m, n, k) in [(13, 40, 24), (8, 16, 16), (9, 32, 5), (21, 96, 16)] {
+                for zeroPoint: Int32 in [0, 31, 131, 255] {
+                    for spoiler in [nil] + unfoldable {
+                        var multipliers = (0..<n).map { _ in QuantizedMultiplier(Double.random(in: 0.0005...0.01, using: &random)) }
+                        if let spoiler { multipliers[n - 1 - Int(zeroPoint) % n] = spoiler }
+                        for output in [OutputQuantization(zeroPoint: zeroPoint), OutputQuantization(zeroPoint: zeroPoint).relu()] {
+                            let test = Case(n: n, k: k, weights: random.weights(n * k, bits: 8), bias: random.bias(n),
+                                            multipliers: multipliers, inputZeroPoint: 128, output: output)
+                            let a = random.bytes(m * k)
+                            if let problem = firstMismatch(test.run(a, rows: m, isa: isa), test.reference(a, rows: m)) {
+                                XCTFail("\(isa) M=\(m) N=\(n) K=\(k) \(output) spoiler \(String(describing: spoiler)): \(problem)")
+                                return
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for spoiler in [nil] + unfoldable {
+            let (m, n, k) = (16, 1280, 960)
+            var multipliers = (0..<n).map { _ in QuantizedMultiplier(Double.random(in: 0.000_02...0.000_1, using: &random)) }
+            if let spoiler { multipliers[n - 3] = spoiler }
+            let test = Case(n: n, k: k, weights: random.weights(n * k, bits: 8), bias: random.bias(n), multipliers: multipliers,
+                            inputZeroPoint: 128, output: OutputQuantization(zeroPoint: 131))
+            let a = random.bytes(m * k)
+            XCTAssertNil(firstMismatch(test.run(a, rows: m, isa: .best, threads: 2), test.reference(a, rows: m)),
+                         "threads 2, spoiler \(String(describing: spoiler))")
+        }
+    }
+
     /// Row strides larger than the rows: bytes between rows are neither read into the result nor written.
     func testRowStrides() throws {
         var random = SeededRandom(seed: 11)

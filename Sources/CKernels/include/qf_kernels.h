@@ -44,8 +44,9 @@ typedef struct {
 //   int32 multiplier[16]      fixed-point multiplier per output channel
 //   int32 left_shift[16]      max(shift, 0)
 //   int32 right_shift[16]     max(-shift, 0)
-//   int32 m2[16], m2_odd[16], int64 nudge_even[8], nudge_odd[8], int32 neg_fix[16]   derived from the above for
-//                             the VNNI epilogue (qf_gemm_layout.h, qf_requant.h)
+//   int32 m2[16], m2_odd[16], int64 nudge_even[8], nudge_odd[8], int32 neg_fix[16], zero_point_folded[16]
+//                             derived from the above and the output zero point for the VNNI epilogue
+//                             (qf_gemm_layout.h, qf_requant.h)
 //   int8  weights[ceil(k/4)][16][4]   four consecutive k of one channel in one 32-bit lane (vpdpbusd's layout),
 //                                     k padded with zeros to a multiple of 4, channels padded with zero weights.
 // Every panel is a multiple of 64 bytes, so the panels of a 64-byte aligned buffer stay aligned.
@@ -54,9 +55,11 @@ typedef struct {
 size_t qf_gemm_u8s8_packed_size(size_t n, size_t k);
 size_t qf_gemm_u8s8_panel_size(size_t k);
 // weights: n rows of k int8 values (row n = output channel n), bias: n int32 or NULL,
-// multiplier/shift: n values each (shift > 0 means a left shift, TFLite's convention).
+// multiplier/shift: n values each (shift > 0 means a left shift, TFLite's convention). out: the output stage the
+// requantizing kernels will be called with (the VNNI epilogue may add its zero point in the rounding constants;
+// the float-output kernels ignore it).
 void qf_gemm_u8s8_pack(size_t n, size_t k, const int8_t* weights, const int32_t* bias, const int32_t* multiplier,
-                       const int32_t* shift, int32_t a_zero_point, void* packed);
+                       const int32_t* shift, int32_t a_zero_point, const qf_output_params* out, void* packed);
 
 // A: m rows of k u8 values, row stride lda bytes; C: m rows of n u8 values, row stride ldc bytes.
 // packed may point at any panel of a packed buffer (then n counts the columns from that panel on).
