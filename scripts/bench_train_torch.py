@@ -14,7 +14,6 @@ medians over all rounds' steps.
 """
 import argparse, json, statistics, subprocess, sys, time
 
-import numpy as np
 import onnx
 import onnx.numpy_helper
 import torch
