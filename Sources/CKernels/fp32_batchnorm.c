@@ -88,11 +88,11 @@ static inline __attribute__((always_inline)) void apply_body(const float* restri
                                                               ptrdiff_t channels, ptrdiff_t size,
                                                               const float* restrict scale, const float* restrict offset,
                                                               float minimum, float maximum, const int clamp,
-                                                              float* restrict y) {
+                                                              float* restrict y, ptrdiff_t y_first) {
     ptrdiff_t c = first % channels;
     for (ptrdiff_t p = first; p < first + count; ++p) {
         const float* restrict from = x + p * size;
-        float* restrict to = y + p * size;
+        float* restrict to = y + (p - y_first) * size;
         const float a = scale[c], b = offset[c];
         for (ptrdiff_t i = 0; i < size; ++i) {
             float v = from[i] * a + b;
@@ -162,9 +162,9 @@ static inline __attribute__((always_inline)) void input_gradient_body(
     attributes static void statistics_##suffix(QF_PLANES, const float* shift, double* sum, double* squares) {           \
         statistics_body(x, first, count, channels, size, shift, sum, squares);                                         \
     }                                                                                                                  \
-    attributes static void apply_##suffix(QF_PLANES, QF_MASK, int clamp, float* y) {                                   \
-        if (clamp) apply_body(x, first, count, channels, size, scale, offset, minimum, maximum, 1, y);                 \
-        else apply_body(x, first, count, channels, size, scale, offset, minimum, maximum, 0, y);                       \
+    attributes static void apply_##suffix(QF_PLANES, QF_MASK, int clamp, float* y, ptrdiff_t y_first) {                \
+        if (clamp) apply_body(x, first, count, channels, size, scale, offset, minimum, maximum, 1, y, y_first);        \
+        else apply_body(x, first, count, channels, size, scale, offset, minimum, maximum, 0, y, y_first);              \
     }                                                                                                                  \
     attributes static void gradient_sums_##suffix(const float* dy, QF_PLANES, QF_MASK, int clamp, double* sum,         \
                                                   double* dot) {                                                       \
@@ -210,11 +210,28 @@ void qf_fp32_batchnorm_apply(int isa, const float* x, ptrdiff_t first, ptrdiff_t
                              int clamp, float* y) {
     if (count <= 0) return;
 #if defined(__x86_64__) || defined(__i386__)
-    if (isa == QF_FP32_ISA_AVX512) { apply_avx512(x, first, count, channels, size, scale, offset, minimum, maximum, clamp, y); return; }
-    if (isa == QF_FP32_ISA_AVX2) { apply_avx2(x, first, count, channels, size, scale, offset, minimum, maximum, clamp, y); return; }
+    if (isa == QF_FP32_ISA_AVX512) { apply_avx512(x, first, count, channels, size, scale, offset, minimum, maximum, clamp, y, 0); return; }
+    if (isa == QF_FP32_ISA_AVX2) { apply_avx2(x, first, count, channels, size, scale, offset, minimum, maximum, clamp, y, 0); return; }
 #endif
     (void)isa;
-    apply_portable(x, first, count, channels, size, scale, offset, minimum, maximum, clamp, y);
+    apply_portable(x, first, count, channels, size, scale, offset, minimum, maximum, clamp, y, 0);
+}
+
+void qf_fp32_channel_affine_planes(int isa, const float* x, ptrdiff_t first, ptrdiff_t count, ptrdiff_t channels,
+                                   ptrdiff_t size, const qf_fp32_channel_affine* a, float* y) {
+    if (count <= 0) return;
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa == QF_FP32_ISA_AVX512) {
+        apply_avx512(x, first, count, channels, size, a->scale, a->offset, a->minimum, a->maximum, a->clamp, y, first);
+        return;
+    }
+    if (isa == QF_FP32_ISA_AVX2) {
+        apply_avx2(x, first, count, channels, size, a->scale, a->offset, a->minimum, a->maximum, a->clamp, y, first);
+        return;
+    }
+#endif
+    (void)isa;
+    apply_portable(x, first, count, channels, size, a->scale, a->offset, a->minimum, a->maximum, a->clamp, y, first);
 }
 
 void qf_fp32_batchnorm_gradient_sums(int isa, const float* dy, const float* x, ptrdiff_t first, ptrdiff_t count,

@@ -59,11 +59,16 @@ static portable_layout portable_planes(ptrdiff_t height, ptrdiff_t width, int st
     return layout;
 }
 
+static ptrdiff_t portable_rest_size(ptrdiff_t height, ptrdiff_t width, int stride, portable_layout l) {
+    return stride == 1 ? height * l.qw : width + 2;
+}
+
 static size_t portable_scratch_size(ptrdiff_t height, ptrdiff_t width, int stride, ptrdiff_t pad_top,
                                     ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width) {
     const portable_layout l = portable_planes(height, width, stride, pad_top, pad_left, out_height, out_width);
-    // Both planes, then the flat stride-1 result (height rows of qw) or the even and odd stride-2 columns.
-    return (size_t)(l.ph * l.pw + l.qh * l.qw + (stride == 1 ? height * l.qw : width + 2));
+    // Both planes, then the flat stride-1 result (height rows of qw) or the even and odd stride-2 columns, then one
+    // input plane computed from an affine input.
+    return (size_t)(l.ph * l.pw + l.qh * l.qw + portable_rest_size(height, width, stride, l) + height * width);
 }
 
 // Copies a plane into the interior of a zero-bordered one (the border is never written, so it stays zero).
@@ -205,18 +210,19 @@ static inline __attribute__((always_inline)) void input_gradient_stride2_plane(
 }
 
 #define QF_BACKWARD_PARAMETERS                                                                                       \
-    const float *input, const float *dy, const float *weights, ptrdiff_t first_plane, ptrdiff_t plane_count,          \
+    const float *input, const qf_fp32_channel_affine *affine, const float *dy, const float *weights, ptrdiff_t first_plane, ptrdiff_t plane_count,          \
         ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width, int stride, ptrdiff_t pad_top, ptrdiff_t pad_left,      \
         ptrdiff_t out_height, ptrdiff_t out_width, float *weight_gradient, float *dx, int accumulate, float *scratch
 #define QF_BACKWARD_ARGUMENTS                                                                                        \
-    input, dy, weights, first_plane, plane_count, channels, height, width, stride, pad_top, pad_left, out_height,     \
+    input, affine, dy, weights, first_plane, plane_count, channels, height, width, stride, pad_top, pad_left, out_height,     \
         out_width, weight_gradient, dx, accumulate, scratch
 
-static inline __attribute__((always_inline)) void backward_body(QF_BACKWARD_PARAMETERS) {
+static inline __attribute__((always_inline)) void backward_body(int isa, QF_BACKWARD_PARAMETERS) {
     const portable_layout l = portable_planes(height, width, stride, pad_top, pad_left, out_height, out_width);
     float* padded_input = scratch;
     float* padded_dy = padded_input + l.ph * l.pw;
     float* rest = padded_dy + l.qh * l.qw;
+    float* computed_input = rest + portable_rest_size(height, width, stride, l);
     if (weight_gradient != NULL) memset(padded_input, 0, sizeof(float) * (size_t)(l.ph * l.pw));
     if (dx != NULL) memset(padded_dy, 0, sizeof(float) * (size_t)(l.qh * l.qw));
     const column_terms terms = stride2_column_terms(pad_left);
@@ -225,7 +231,12 @@ static inline __attribute__((always_inline)) void backward_body(QF_BACKWARD_PARA
         const ptrdiff_t channel = plane % channels;
         const float* d = dy + plane * out_plane;
         if (weight_gradient != NULL) {
-            copy_interior(input + plane * in_plane, height, width, padded_input, l.pw, pad_top, pad_left);
+            const float* x = input + plane * in_plane;
+            if (affine) {
+                qf_fp32_channel_affine_planes(isa, input, plane, 1, channels, in_plane, affine, computed_input);
+                x = computed_input;
+            }
+            copy_interior(x, height, width, padded_input, l.pw, pad_top, pad_left);
             // A literal stride, so the lane loop has a constant step.
             if (stride == 1) {
                 weight_gradient_plane(padded_input, l.pw, 1, d, out_height, out_width, weight_gradient + 9 * channel);
@@ -248,11 +259,11 @@ static inline __attribute__((always_inline)) void backward_body(QF_BACKWARD_PARA
     }
 }
 
-static void backward_portable(QF_BACKWARD_PARAMETERS) { backward_body(QF_BACKWARD_ARGUMENTS); }
+static void backward_portable(QF_BACKWARD_PARAMETERS) { backward_body(QF_FP32_ISA_PORTABLE, QF_BACKWARD_ARGUMENTS); }
 
 #if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx2,fma"))) static void backward_avx2(QF_BACKWARD_PARAMETERS) {
-    backward_body(QF_BACKWARD_ARGUMENTS);
+    backward_body(QF_FP32_ISA_AVX2, QF_BACKWARD_ARGUMENTS);
 }
 
 // ---- AVX-512 ----
@@ -265,12 +276,13 @@ static ptrdiff_t chunk_planes(ptrdiff_t height, ptrdiff_t width, ptrdiff_t out_h
 static size_t avx512_scratch_size(ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width, int stride,
                                   ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width) {
     // Vector accumulators (16 floats per tap and channel), rotated kernels and zero biases (two copies each, see
-    // below), one chunk of input gradient (staged when accumulating), the forward kernel's scratch (stride 1: a
-    // forward pass with dY as its input and the input plane as its output).
+    // below), one chunk of input gradient (staged when accumulating), one chunk of input computed from an affine
+    // input, the forward kernel's scratch (stride 1: a forward pass with dY as its input and the input plane as
+    // its output).
     const size_t forward = stride == 1 ? qf_fp32_depthwise3x3_scratch_size(out_height, out_width, 2 - pad_top,
                                                                             2 - pad_left, height, width, 1)
                                        : 0;
-    return (size_t)(164 * channels + chunk_planes(height, width, out_height, out_width) * height * width) + forward;
+    return (size_t)(164 * channels + 2 * chunk_planes(height, width, out_height, out_width) * height * width) + forward;
 }
 
 static void backward_avx512(QF_BACKWARD_PARAMETERS) {
@@ -280,7 +292,8 @@ static void backward_avx512(QF_BACKWARD_PARAMETERS) {
     float* rotated = accumulators + 144 * channels;
     float* zero_bias = rotated + 18 * channels;
     float* staged = zero_bias + 2 * channels;
-    float* forward_scratch = staged + chunk * in_plane;
+    float* computed_input = staged + chunk * in_plane;
+    float* forward_scratch = computed_input + chunk * in_plane;
     if (weight_gradient != NULL) memset(accumulators, 0, sizeof(float) * (size_t)(144 * channels));
     if (dx != NULL && stride == 1) {
         // Channels 0..<2·channels (channel c as c mod channels): a chunk's forward call starts at its own first
@@ -293,8 +306,15 @@ static void backward_avx512(QF_BACKWARD_PARAMETERS) {
     for (ptrdiff_t start = first_plane; start < first_plane + plane_count; start += chunk) {
         const ptrdiff_t count = first_plane + plane_count - start < chunk ? first_plane + plane_count - start : chunk;
         if (weight_gradient != NULL) {
-            qf_fp32_depthwise3x3_weight_gradient_avx512(input, dy, start, count, channels, height, width, stride,
-                                                        pad_top, pad_left, out_height, out_width, accumulators);
+            const float* x = input + start * in_plane;
+            if (affine) {
+                qf_fp32_channel_affine_planes(QF_FP32_ISA_AVX512, input, start, count, channels, in_plane, affine,
+                                              computed_input);
+                x = computed_input;
+            }
+            qf_fp32_depthwise3x3_weight_gradient_avx512(x, dy + start * out_plane, start, count, channels, height,
+                                                        width, stride, pad_top, pad_left, out_height, out_width,
+                                                        accumulators);
         }
         if (dx == NULL) continue;
         if (stride == 2) {
@@ -339,7 +359,8 @@ size_t qf_fp32_depthwise3x3_backward_scratch_size(ptrdiff_t channels, ptrdiff_t 
     return size;
 }
 
-void qf_fp32_depthwise3x3_backward(int isa, const float* input, const float* output_gradient, const float* weights,
+void qf_fp32_depthwise3x3_backward(int isa, const float* input, const qf_fp32_channel_affine* input_affine,
+                                   const float* output_gradient, const float* weights,
                                    ptrdiff_t first_plane, ptrdiff_t plane_count, ptrdiff_t channels,
                                    ptrdiff_t height, ptrdiff_t width, int stride, ptrdiff_t pad_top,
                                    ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width,
@@ -347,18 +368,18 @@ void qf_fp32_depthwise3x3_backward(int isa, const float* input, const float* out
     if (plane_count <= 0 || (weight_gradient == NULL && input_gradient == NULL)) return;
 #if defined(__x86_64__) || defined(__i386__)
     if (isa == QF_FP32_ISA_AVX512 && qf_fp32_depthwise3x3_backward_avx512_handles(stride, width, out_width)) {
-        backward_avx512(input, output_gradient, weights, first_plane, plane_count, channels, height, width, stride,
+        backward_avx512(input, input_affine, output_gradient, weights, first_plane, plane_count, channels, height, width, stride,
                         pad_top, pad_left, out_height, out_width, weight_gradient, input_gradient, accumulate,
                         scratch);
         return;
     }
     if (isa >= QF_FP32_ISA_AVX2) {
-        backward_avx2(input, output_gradient, weights, first_plane, plane_count, channels, height, width, stride,
+        backward_avx2(input, input_affine, output_gradient, weights, first_plane, plane_count, channels, height, width, stride,
                       pad_top, pad_left, out_height, out_width, weight_gradient, input_gradient, accumulate, scratch);
         return;
     }
 #endif
     (void)isa;
-    backward_portable(input, output_gradient, weights, first_plane, plane_count, channels, height, width, stride,
+    backward_portable(input, input_affine, output_gradient, weights, first_plane, plane_count, channels, height, width, stride,
                       pad_top, pad_left, out_height, out_width, weight_gradient, input_gradient, accumulate, scratch);
 }

@@ -144,8 +144,8 @@ QF_AVX512 void qf_fp32_depthwise3x3_weight_gradient_avx512(const float* input, c
         gradient_row_masks masks;
         compute_gradient_row_masks(stride, width, pad_left, out_width, &masks);
         for (ptrdiff_t plane = first_plane; plane < first_plane + plane_count; ++plane) {
-            const float* x = input + plane * in_plane;
-            const float* dy = output_gradient + plane * out_plane;
+            const float* x = input + (plane - first_plane) * in_plane;
+            const float* dy = output_gradient + (plane - first_plane) * out_plane;
             float* a = accumulators + 144 * (plane % channels);
             if (stride == 1) {
                 weight_gradient_stride1_rows(x, dy, height, width, pad_top, pad_left, out_height, out_width, &masks, a);
@@ -163,8 +163,8 @@ QF_AVX512 void qf_fp32_depthwise3x3_weight_gradient_avx512(const float* input, c
     for (int v = 0; v < 4; ++v) output[v] = range_mask(16 * v, count);
     flat_plane_tap_masks(count, width, pad_top, pad_left, masks, offsets);
     for (ptrdiff_t plane = first_plane; plane < first_plane + plane_count; ++plane) {
-        const float* x = input + plane * in_plane;
-        const float* dy = output_gradient + plane * out_plane;
+        const float* x = input + (plane - first_plane) * in_plane;
+        const float* dy = output_gradient + (plane - first_plane) * out_plane;
         float* a = accumulators + 144 * (plane % channels);
         __m512 acc[9];
         load_accumulators(a, acc);

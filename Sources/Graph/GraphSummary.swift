@@ -99,7 +99,7 @@ public struct GraphSummary: Sendable, CustomStringConvertible {
         return "\(count)"
     }
 
-    static func formatShape(_ shape: [Int]) -> String {
+    public static func formatShape(_ shape: [Int]) -> String {
         "[" + shape.map { $0 == -1 ? "N" : "\($0)" }.joined(separator: ", ") + "]"
     }
 

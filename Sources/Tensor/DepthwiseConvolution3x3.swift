@@ -77,7 +77,12 @@ public enum DepthwiseConvolution3x3 {
     ///
     /// Workers take contiguous image ranges, each with its own weight-gradient partial; the partials are added in
     /// worker order, so the result does not depend on timing.
+    ///
+    /// `inputAffine`: the convolution's input is `clamp(scale[c]·input + offset[c])`, computed chunk by chunk as
+    /// the weight gradient reads it (a BatchNorm output that was not stored).
     public static func backward(batch: Int, channels: Int, input: UnsafePointer<Float>,
+                                inputAffine: (scale: UnsafePointer<Float>, offset: UnsafePointer<Float>,
+                                              clamp: BatchNormalizationKernel.Clamp?)? = nil,
                                 outputGradient: UnsafePointer<Float>, weights: UnsafePointer<Float>,
                                 height: Int, width: Int, stride: Int, padTop: Int, padLeft: Int,
                                 outputHeight: Int, outputWidth: Int,
@@ -91,6 +96,8 @@ public enum DepthwiseConvolution3x3 {
         let scratchCount = Int(qf_fp32_depthwise3x3_backward_scratch_size(channels, height, width, Int32(stride), padTop,
                                                                           padLeft, outputHeight, outputWidth))
         var partials = [Float](repeating: 0, count: weightGradient == nil ? 0 : workers * channels * 9)
+        let affine = ChannelAffineArgument(inputAffine)
+        defer { affine.release() }
         partials.withUnsafeMutableBufferPointer { partialBuffer in
             let source = Parallel.SharedPointer(input), dY = Parallel.SharedPointer(outputGradient)
             let w = Parallel.SharedPointer(weights)
@@ -101,7 +108,8 @@ public enum DepthwiseConvolution3x3 {
                 // Scratch the C kernel writes before reading (a worker's heap buffer: it can be hundreds of KB).
                 var scratch = [Float](unsafeUninitializedCapacity: scratchCount) { _, initialized in initialized = scratchCount }
                 scratch.withUnsafeMutableBufferPointer { scratchBuffer in
-                    qf_fp32_depthwise3x3_backward(instructionSet.rawValue, source.base, dY.base, w.base,
+                    qf_fp32_depthwise3x3_backward(instructionSet.rawValue, source.base, affine.pointer,
+                                                  dY.base, w.base,
                                                   images.lowerBound * channels, images.count * channels, channels,
                                                   height, width, Int32(stride), padTop, padLeft, outputHeight,
                                                   outputWidth, dW.map { $0.base + worker * channels * 9 }, dX?.base,
@@ -114,4 +122,22 @@ public enum DepthwiseConvolution3x3 {
             for i in 0..<(channels * 9) { weightGradient[i] += partials[worker * channels * 9 + i] }
         }
     }
+}
+
+/// The C kernel's optional `qf_fp32_channel_affine` argument, kept at a fixed address that worker threads may read.
+private struct ChannelAffineArgument: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<qf_fp32_channel_affine>?
+
+    init(_ affine: (scale: UnsafePointer<Float>, offset: UnsafePointer<Float>, clamp: BatchNormalizationKernel.Clamp?)?) {
+        guard let affine else {
+            pointer = nil
+            return
+        }
+        pointer = .allocate(capacity: 1)
+        pointer!.initialize(to: qf_fp32_channel_affine(scale: affine.scale, offset: affine.offset,
+                                                       minimum: affine.clamp?.lower ?? 0, maximum: affine.clamp?.upper ?? 0,
+                                                       clamp: affine.clamp == nil ? 0 : 1))
+    }
+
+    func release() { pointer?.deallocate() }
 }

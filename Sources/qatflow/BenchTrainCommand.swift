@@ -33,6 +33,8 @@ struct BenchTrainCommand: ParsableCommand {
     @Option(help: "Learning rate.") var lr = 0.01
     @Option(help: "Training images, NAME:SPLIT.") var dataset = "fashion-mnist:train"
     @Flag(help: "Time split by layer type.") var split = false
+    @Flag(name: .customLong("per-node"), help: "Also time every node and print the convolutions one by one, slowest first, with GFLOP/s.")
+    var perNode = false
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() throws {
@@ -71,7 +73,7 @@ struct BenchTrainCommand: ParsableCommand {
             for _ in 0..<warmup { try trainer.trainStep(batches.next()) }
 
             let timer = OperationTimer()
-            if split { trainable.timer = timer }
+            if split || perNode { trainable.timer = timer }
             var samples: [Double] = []
             for _ in 0..<steps {
                 let next = batches.next()
@@ -84,6 +86,7 @@ struct BenchTrainCommand: ParsableCommand {
             let median = samples.sorted()[samples.count / 2]
             let rows = split ? LayerTypeSplit(model: trainable, timer: timer, steps: steps).rows : []
             report(samples: samples, mean: mean, median: median, rows: rows)
+            if perNode { try reportConvolutions(graph: trainable.sourceGraph, timer: timer) }
         } catch {
             throw fail(error)
         }
@@ -118,6 +121,29 @@ struct BenchTrainCommand: ParsableCommand {
             let total = row.forwardMS + row.backwardMS
             printLine("  " + padded(row.name) + String(format: " %9.1f %9.1f %9.1f %6.1f%%", row.forwardMS, row.backwardMS, total, 100 * total / mean))
         }
+    }
+}
+
+extension BenchTrainCommand {
+    /// One line per convolution: shape, wall ms per step forward and backward, and the GFLOP/s each reached
+    /// (forward 2·MACs·batch; backward 4·MACs·batch for the input and weight gradients; the first convolution
+    /// has no input gradient, so its backward rate reads low). Shows which GEMM shapes are far from the peak.
+    private func reportConvolutions(graph: Graph, timer: OperationTimer) throws {
+        let summary = try GraphSummary(graph: graph)
+        var lines: [(total: Double, text: String)] = []
+        for (index, node) in graph.nodes.enumerated() where node.op == .conv {
+            let weights = graph.initializers[node.inputs[1]]?.shape ?? []
+            let output = summary.rows[index].outputShape
+            let forwardMS = Double(timer.forwardNanoseconds[index] ?? 0) / 1e6 / Double(steps)
+            let backwardMS = Double(timer.backwardNanoseconds[index] ?? 0) / 1e6 / Double(steps)
+            let flops = 2 * Double(summary.rows[index].multiplyAccumulates * batch)
+            let rate = { (ms: Double, factor: Double) in ms > 0 ? String(format: "%6.1f", factor * flops / ms / 1e6) : "     -" }
+            let shape = "w" + GraphSummary.formatShape(weights) + " out" + GraphSummary.formatShape(output)
+            lines.append((forwardMS + backwardMS, "  " + shape.padding(toLength: 46, withPad: " ", startingAt: 0)
+                + String(format: " %7.2f %7.2f", forwardMS, backwardMS) + "   " + rate(forwardMS, 1) + "  " + rate(backwardMS, 2)))
+        }
+        printLine("  convolution (ms per step, GFLOP/s)               forward backward   fwd GF  bwd GF")
+        for line in lines.sorted(by: { $0.total > $1.total }) { printLine(line.text) }
     }
 }
 

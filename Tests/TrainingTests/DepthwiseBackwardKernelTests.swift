@@ -124,6 +124,60 @@ final class DepthwiseBackwardKernelTests: XCTestCase {
         }
     }
 
+    /// An affine input (a BatchNorm + clamp output that was not stored) gives exactly the gradients of the
+    /// computed input, on every path: chunks of planes that start mid-image, several workers, both strides.
+    func testAffineInputMatchesComputedInput() {
+        let cases = [
+            Case(batch: 3, channels: 5, height: 32, width: 32, stride: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+            Case(batch: 3, channels: 5, height: 32, width: 32, stride: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+            Case(batch: 4, channels: 7, height: 8, width: 8, stride: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+            Case(batch: 4, channels: 7, height: 4, width: 4, stride: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+            Case(batch: 2, channels: 3, height: 5, width: 9, stride: 1, padTop: 0, padLeft: 1, padBottom: 1, padRight: 0),
+        ]
+        var seed: UInt64 = 500
+        for isa in FP32InstructionSet.supported {
+            for c in cases {
+                for clamp in [nil, BatchNormalizationKernel.Clamp(lower: 0, upper: 6)] {
+                    seed += 10
+                    let inputCount = c.batch * c.channels * c.height * c.width
+                    let raw = randomValues(inputCount, seed: seed, range: -4...4)
+                    let scale = randomValues(c.channels, seed: seed + 1, range: 0.5...2)
+                    let offset = randomValues(c.channels, seed: seed + 2)
+                    let dy = randomValues(c.batch * c.channels * c.outH * c.outW, seed: seed + 3)
+                    let weights = randomValues(c.channels * 9, seed: seed + 4)
+                    var computed = [Float](repeating: 0, count: inputCount)
+                    computed.withUnsafeMutableBufferPointer { target in
+                        BatchNormalizationKernel.apply(raw, planes: 0..<(c.batch * c.channels), channels: c.channels,
+                                                       planeSize: c.height * c.width, scale: scale, offset: offset,
+                                                       clamp: clamp, into: target.baseAddress!)
+                    }
+                    var results: [[Float]] = []
+                    for affine in [false, true] {
+                        var dW = [Float](repeating: 0, count: c.channels * 9), dX = [Float](repeating: 0, count: inputCount)
+                        scale.withUnsafeBufferPointer { scaleBuffer in
+                            offset.withUnsafeBufferPointer { offsetBuffer in
+                                dW.withUnsafeMutableBufferPointer { dWBuffer in
+                                    dX.withUnsafeMutableBufferPointer { dXBuffer in
+                                        DepthwiseConvolution3x3.backward(
+                                            batch: c.batch, channels: c.channels, input: affine ? raw : computed,
+                                            inputAffine: affine ? (scale: scaleBuffer.baseAddress!, offset: offsetBuffer.baseAddress!,
+                                                                   clamp: clamp) : nil,
+                                            outputGradient: dy, weights: weights, height: c.height, width: c.width,
+                                            stride: c.stride, padTop: c.padTop, padLeft: c.padLeft, outputHeight: c.outH,
+                                            outputWidth: c.outW, weightGradient: dWBuffer.baseAddress!,
+                                            inputGradient: dXBuffer.baseAddress!, accumulate: false, threads: 2, instructionSet: isa)
+                                    }
+                                }
+                            }
+                        }
+                        results.append(dW + dX)
+                    }
+                    XCTAssertEqual(results[0], results[1], "\(isa) \(c) clamp \(clamp != nil)")
+                }
+            }
+        }
+    }
+
     func testLargePlanesOnlyOneGradientAndManyChunks() {
         let cases = [
             // MobileNet-like planes; 32×32 stride 2 spans several chunks per worker.

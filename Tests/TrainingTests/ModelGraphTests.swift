@@ -113,6 +113,82 @@ final class ModelGraphTests: XCTestCase {
         XCTAssertEqual(fused.exportGraph(), plain.exportGraph())
     }
 
+    /// BN + ReLU/ReLU6 outputs read by one convolution are deferred (`BatchNorm2d.defersOutput`): each kind of
+    /// reader computes them while reading — depthwise 3×3 at strides 1 and 2 (C kernels, forward and backward),
+    /// 1×1, a full 3×3 convolution (im2col), and a 5×5 depthwise one, which reads `value` and so computes the
+    /// whole tensor. Loss, every gradient, the running statistics and two optimizer steps must come out exactly as
+    /// with the outputs stored.
+    func testDeferredBatchNormOutputsMatchStoredOnes() throws {
+        func initializer(_ name: String, _ shape: [Int], seed: UInt64, range: ClosedRange<Float> = -0.5...0.5) -> Initializer {
+            Initializer(name: name, shape: shape, storage: .float32(randomValues(shape.reduce(1, *), seed: seed, range: range)))
+        }
+        var nodes: [Node] = [], initializers: [Initializer] = []
+        var seed: UInt64 = 1
+        var value = "x"
+        // conv → BN → clamp, `channels` out; returns the clamp's output name.
+        func block(_ name: String, weight: [Int], attributes: [String: AttributeValue], relu6: Bool) {
+            seed += 10
+            let channels = weight[0]
+            nodes.append(Node(name: name, op: .conv, inputs: [value, "\(name).w"], outputs: ["\(name).c"], attributes: attributes))
+            nodes.append(Node(name: "\(name).bn", op: .batchNormalization,
+                              inputs: ["\(name).c", "\(name).g", "\(name).b", "\(name).m", "\(name).v"], outputs: ["\(name).n"]))
+            if relu6 {
+                nodes.append(Node(name: "\(name).clip", op: .clip, inputs: ["\(name).n"], outputs: ["\(name).r"],
+                                  attributes: ["min": .float(0), "max": .float(6)]))
+            } else {
+                nodes.append(Node(name: "\(name).relu", op: .relu, inputs: ["\(name).n"], outputs: ["\(name).r"]))
+            }
+            initializers += [initializer("\(name).w", weight, seed: seed), initializer("\(name).g", [channels], seed: seed + 1, range: 0.5...1.5),
+                             initializer("\(name).b", [channels], seed: seed + 2), initializer("\(name).m", [channels], seed: seed + 3),
+                             initializer("\(name).v", [channels], seed: seed + 4, range: 0.5...2)]
+            value = "\(name).r"
+        }
+        let pad1: [String: AttributeValue] = ["kernel_shape": .ints([3, 3]), "pads": .ints([1, 1, 1, 1])]
+        block("stem", weight: [6, 2, 3, 3], attributes: pad1, relu6: true)
+        block("dw1", weight: [6, 1, 3, 3], attributes: pad1.merging(["group": .int(6)]) { $1 }, relu6: true)
+        block("dw2", weight: [6, 1, 3, 3], attributes: pad1.merging(["group": .int(6), "strides": .ints([2, 2])]) { $1 }, relu6: false)
+        block("pw", weight: [10, 6, 1, 1], attributes: ["kernel_shape": .ints([1, 1])], relu6: true)
+        block("full", weight: [8, 10, 3, 3], attributes: pad1, relu6: false)
+        block("dw5", weight: [8, 1, 5, 5], attributes: ["kernel_shape": .ints([5, 5]), "pads": .ints([2, 2, 2, 2]), "group": .int(8)], relu6: true)
+        block("last", weight: [12, 8, 1, 1], attributes: ["kernel_shape": .ints([1, 1])], relu6: false)
+        nodes.append(Node(name: "gap", op: .globalAveragePool, inputs: [value], outputs: ["g"]))
+        nodes.append(Node(name: "flatten", op: .flatten, inputs: ["g"], outputs: ["f"], attributes: ["axis": .int(1)]))
+        nodes.append(Node(name: "fc", op: .gemm, inputs: ["f", "wf", "bf"], outputs: ["y"], attributes: ["transB": .int(1)]))
+        initializers += [initializer("wf", [5, 12], seed: 900), initializer("bf", [5], seed: 901)]
+        let graph = Graph(name: "deferred", inputs: [ValueInfo(name: "x", shape: [-1, 2, 12, 12])],
+                          outputs: [ValueInfo(name: "y", shape: [-1, 5])], nodes: nodes,
+                          initializers: Dictionary(uniqueKeysWithValues: initializers.map { ($0.name, $0) }))
+
+        let deferred = try TrainableModel(graph: graph), stored = try TrainableModel(graph: graph, deferBatchNormOutput: false)
+        // Every BN but the last (read by the pool) defers; none does when asked not to.
+        XCTAssertEqual(deferred.batchNormLayers.map(\.defersOutput), [true, true, true, true, true, true, false])
+        XCTAssertFalse(stored.batchNormLayers.contains { $0.defersOutput })
+        let input = randomTensor([5, 2, 12, 12], seed: 77, range: -2...2)
+        for threads in [1, 2] {
+            var losses: [Tensor] = [], gradients: [[[Float]]] = []
+            for model in [deferred, stored] {
+                let tape = GradientTape()
+                let context = ForwardContext(tape: tape, isTraining: true, threads: threads)
+                let loss = SoftmaxCrossEntropy()(try model(input, context: context), labels: [0, 1, 2, 3, 4], context: context).loss
+                model.zeroGradients()
+                tape.backward(from: loss)
+                losses.append(loss.value)
+                gradients.append(model.parameters.map(\.gradient))
+            }
+            XCTAssertEqual(losses[0], losses[1], "threads \(threads)")
+            XCTAssertEqual(gradients[0], gradients[1], "threads \(threads)")
+            XCTAssertEqual(deferred.batchNormLayers.map(\.statistics), stored.batchNormLayers.map(\.statistics))
+        }
+        for model in [deferred, stored] {
+            let trainer = Trainer(model: model, optimizer: SGD(momentum: 0.9), schedule: ConstantSchedule(0.05))
+            for step in 0..<2 {
+                try trainer.trainStep(Batch(images: randomTensor([4, 2, 12, 12], seed: UInt64(200 + step)), labels: [0, 1, 2, 3]))
+            }
+        }
+        XCTAssertEqual(deferred.exportGraph(), stored.exportGraph())
+        XCTAssertEqual(try deferred.predict(input), try stored.predict(input))
+    }
+
     func testUnsupportedOperatorIsRefusedWithNodeName() {
         var graph = Self.smallGraph()
         graph.nodes[2].op = .softmax

@@ -99,10 +99,22 @@ void qf_fp32_depthwise3x3_planes(int isa, const float* input, ptrdiff_t first_pl
 // summed over the range's planes of channel c. Either gradient may be NULL. The input gradient is stored (every
 // element), or added to when `accumulate`. `scratch` holds qf_fp32_depthwise3x3_backward_scratch_size(...) floats.
 // Single-threaded: callers give each thread whole images and its own weight gradient.
+//
+// `input_affine` (may be NULL): the convolution's input is not `input` itself but clamp(scale[c]·input + offset[c])
+// (a BatchNorm output that was never stored, see qf_fp32_channel_affine); the kernel computes it plane by plane, with
+// qf_fp32_channel_affine_planes, as it reads it.
+typedef struct {
+    const float* scale;   // per channel
+    const float* offset;  // per channel
+    float minimum;
+    float maximum;
+    int clamp;            // 0: no clamp
+} qf_fp32_channel_affine;
 size_t qf_fp32_depthwise3x3_backward_scratch_size(ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width, int stride,
                                                   ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height,
                                                   ptrdiff_t out_width);
-void qf_fp32_depthwise3x3_backward(int isa, const float* input, const float* output_gradient, const float* weights,
+void qf_fp32_depthwise3x3_backward(int isa, const float* input, const qf_fp32_channel_affine* input_affine,
+                                   const float* output_gradient, const float* weights,
                                    ptrdiff_t first_plane, ptrdiff_t plane_count, ptrdiff_t channels,
                                    ptrdiff_t height, ptrdiff_t width, int stride, ptrdiff_t pad_top,
                                    ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width,
@@ -122,6 +134,11 @@ void qf_fp32_min_max(int isa, const float* x, ptrdiff_t n, float* low, float* hi
 void qf_fp32_quantize_linear(int isa, const float* x, float* y, ptrdiff_t n, float scale, float zero_point, float qmin,
                              float qmax, int dequantize);
 
+// y_p = clamp(scale[c]·x_p + offset[c]) for planes p = first ..< first + count of an NCHW tensor (c = p % channels),
+// plane p read at x + p·size and written at y + (p − first)·size: the values of qf_fp32_batchnorm_apply, into a
+// buffer that holds just these planes.
+void qf_fp32_channel_affine_planes(int isa, const float* x, ptrdiff_t first, ptrdiff_t count, ptrdiff_t channels,
+                                   ptrdiff_t size, const qf_fp32_channel_affine* affine, float* y);
 // BatchNorm passes for training (fp32_batchnorm.c) over planes first ..< first + count of an NCHW tensor: plane p
 // starts at p·size floats of each tensor argument and belongs to channel c = p % channels. With `clamp`, a fused
 // clamp to [minimum, maximum] follows BN (ReLU/ReLU6), and the gradient passes through its mask
@@ -182,6 +199,7 @@ int qf_fp32_depthwise3x3_planes_avx512(const float* input, ptrdiff_t first_plane
 // geometries qf_fp32_depthwise3x3_backward_avx512_handles accepts. The weight gradient adds to 16-lane accumulators,
 // `accumulators + 144·c + 16·tap`; the stride-2 input gradient is stored or, with `accumulate`, added.
 int qf_fp32_depthwise3x3_backward_avx512_handles(int stride, ptrdiff_t width, ptrdiff_t out_width);
+// `input` and `output_gradient` point at plane first_plane (its channel is first_plane % channels).
 void qf_fp32_depthwise3x3_weight_gradient_avx512(const float* input, const float* output_gradient,
                                                  ptrdiff_t first_plane, ptrdiff_t plane_count, ptrdiff_t channels,
                                                  ptrdiff_t height, ptrdiff_t width, int stride, ptrdiff_t pad_top,

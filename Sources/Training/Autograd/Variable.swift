@@ -5,20 +5,48 @@ import Tensor
 ///
 /// A class because the tape's backward closures must see gradients that later steps accumulate into.
 public final class Variable {
+    /// Nil only while the value is deferred (see `deferred`).
+    private var storage: Tensor?
+    /// Set when the value was described instead of computed: a BatchNorm whose only reader is a convolution
+    /// leaves `clamp(scale·x + offset)` for that convolution to compute while it reads (see `DeferredChannelAffine`).
+    private let deferred: DeferredChannelAffine?
+
     /// Settable for inputs and parameters between steps; changing a value already recorded on a tape would
-    /// make that tape's backward use the new value.
-    public var value: Tensor
-    /// Empty until some backward step adds to it (then `value.count` elements).
+    /// make that tape's backward use the new value. Reading a deferred value computes and keeps it.
+    public var value: Tensor {
+        get {
+            if let storage { return storage }
+            let computed = deferred!.materialize()
+            storage = computed
+            return computed
+        }
+        set { storage = newValue }
+    }
+    /// Empty until some backward step adds to it (then `elementCount` elements).
     public internal(set) var gradient: [Float] = []
     /// False for data (images); true for parameters and anything computed from them.
     public let requiresGradient: Bool
 
     public init(_ value: Tensor, requiresGradient: Bool = false) {
-        self.value = value
+        self.storage = value
+        self.deferred = nil
         self.requiresGradient = requiresGradient
     }
 
-    public var shape: [Int] { value.shape }
+    /// A value that readers compute from `deferred` as they read it (or, through `value`, once and for all).
+    init(deferred: DeferredChannelAffine, requiresGradient: Bool) {
+        self.storage = nil
+        self.deferred = deferred
+        self.requiresGradient = requiresGradient
+    }
+
+    public var shape: [Int] { storage?.shape ?? deferred!.shape }
+
+    /// Elements of the value (without computing a deferred one).
+    public var elementCount: Int { storage?.count ?? deferred!.shape.reduce(1, *) }
+
+    /// The description of a value that has not been computed; nil once it has (or when it never was deferred).
+    var pendingAffine: DeferredChannelAffine? { storage == nil ? deferred : nil }
 
     /// Whether backward reached this value.
     public var hasGradient: Bool { !gradient.isEmpty }
@@ -27,7 +55,7 @@ public final class Variable {
     /// Backward steps *add* into it: a value read by several nodes (a residual branch) sums their gradients.
     @inline(__always)
     public func accumulateGradient<Result>(_ body: (UnsafeMutablePointer<Float>) throws -> Result) rethrows -> Result {
-        if gradient.isEmpty { gradient = [Float](repeating: 0, count: value.count) }
+        if gradient.isEmpty { gradient = [Float](repeating: 0, count: elementCount) }
         return try gradient.withUnsafeMutableBufferPointer { try body($0.baseAddress!) }
     }
 
@@ -37,7 +65,7 @@ public final class Variable {
     @inline(__always)
     public func writeGradient(_ body: (UnsafeMutablePointer<Float>, _ fresh: Bool) -> Void) {
         if gradient.isEmpty {
-            gradient = [Float](unsafeUninitializedCapacity: value.count) { buffer, initialized in
+            gradient = [Float](unsafeUninitializedCapacity: elementCount) { buffer, initialized in
                 body(buffer.baseAddress!, true)
                 initialized = buffer.count
             }
@@ -49,7 +77,7 @@ public final class Variable {
     /// Adds `contribution` (same element count) to the gradient, sharing its storage when this is the first
     /// contribution (copy-on-write makes a later addition copy first), so pass-through ops cost nothing.
     public func addGradient(_ contribution: [Float]) {
-        precondition(contribution.count == value.count, "gradient of \(contribution.count) values for \(value.count)")
+        precondition(contribution.count == elementCount, "gradient of \(contribution.count) values for \(elementCount)")
         if gradient.isEmpty {
             gradient = contribution
         } else {

@@ -77,12 +77,17 @@ public final class BatchNorm2d: Layer {
     /// the layer outputs `clamp(BN(x))`, saving one pass over the activation forward and backward.
     public internal(set) var fusedClamp: Clamp?
 
+    /// Set by `TrainableModel` when the output's only reader is a convolution: the output is then passed on
+    /// deferred (`DeferredChannelAffine`), and the convolution computes it as it reads it.
+    public internal(set) var defersOutput = false
+
     public var parameters: [Parameter] { [scale, shift] }
 
     public func callAsFunction(_ inputs: [Variable], context: ForwardContext) -> Variable {
         BatchNormalization.forward(inputs[0], scale: scale.variable, shift: shift.variable, statistics: &statistics,
                                    momentum: momentum, epsilon: epsilon,
-                                   fusedClamp: fusedClamp.map { (lower: $0.lower, upper: $0.upper) }, context: context)
+                                   fusedClamp: fusedClamp.map { (lower: $0.lower, upper: $0.upper) },
+                                   deferOutput: defersOutput, context: context)
     }
 
     public func export(into graph: inout Graph, node: inout Node) {

@@ -48,8 +48,12 @@ public final class TrainableModel {
     ///
     /// `fuseBatchNormActivation`: a built-in BatchNorm whose only reader is a built-in ReLU/Clip applies the clamp
     /// itself (same results, one memory pass fewer each way); the clamp node then passes its input through.
+    /// `deferBatchNormOutput`: such a BatchNorm whose clamped output is read by one convolution only (and is not
+    /// transformed, nor a graph output) leaves computing it to that convolution (`BatchNorm2d.defersOutput`):
+    /// same results, no write and read-back of the output.
     public init(graph: Graph, rewriteLayers: ((inout [Layer], Graph) throws -> Void)? = nil,
-                valueTransforms: [String: Layer] = [:], fuseBatchNormActivation: Bool = true) throws {
+                valueTransforms: [String: Layer] = [:], fuseBatchNormActivation: Bool = true,
+                deferBatchNormOutput: Bool = true) throws {
         guard graph.inputs.count == 1 else {
             throw TrainableModelError(message: "expected one graph input, found \(graph.inputs.map(\.name))")
         }
@@ -62,7 +66,10 @@ public final class TrainableModel {
         var builder = LayerBuilder(graph: graph)
         var layers: [Layer] = try graph.nodes.map { try builder.layer(for: $0) }
         try rewriteLayers?(&layers, graph)
-        if fuseBatchNormActivation { Self.fuseBatchNormActivations(graph: graph, layers: &layers) }
+        if fuseBatchNormActivation {
+            Self.fuseBatchNormActivations(graph: graph, layers: &layers,
+                                          deferringOutputs: deferBatchNormOutput, transformedValues: Set(valueTransforms.keys))
+        }
         let producedValues = Set([inputName] + graph.nodes.flatMap(\.outputs))
         if let unknown = valueTransforms.keys.sorted().first(where: { !producedValues.contains($0) }) {
             throw TrainableModelError(message: "a value transform names '\(unknown)', which no node computes")
@@ -79,7 +86,8 @@ public final class TrainableModel {
         runtimeInputs = graph.nodes.map { node in node.inputs.filter { !$0.isEmpty && graph.initializers[$0] == nil } }
     }
 
-    private static func fuseBatchNormActivations(graph: Graph, layers: inout [Layer]) {
+    private static func fuseBatchNormActivations(graph: Graph, layers: inout [Layer], deferringOutputs: Bool,
+                                                 transformedValues: Set<String>) {
         var readers: [String: [Int]] = [:]
         for (index, node) in graph.nodes.enumerated() { for name in node.inputs { readers[name, default: []].append(index) } }
         let graphOutputs = Set(graph.outputs.map(\.name))
@@ -89,6 +97,12 @@ public final class TrainableModel {
                   let clamp = layers[only[0]] as? Clamp else { continue }
             norm.fusedClamp = clamp
             layers[only[0]] = FusedActivation(clamp: clamp)
+            // The clamp node passes the BN's output on: defer it when one convolution alone reads that.
+            let clamped = graph.nodes[only[0]].outputs.first ?? ""
+            if deferringOutputs, !graphOutputs.contains(clamped), !transformedValues.contains(clamped),
+               let next = readers[clamped], next.count == 1, layers[next[0]] is Conv2d {
+                norm.defersOutput = true
+            }
         }
     }
 

@@ -30,7 +30,8 @@ enum BatchNormalization {
     /// is zero.
     static func forward(_ x: Variable, scale: Variable, shift: Variable, statistics: inout BatchNormalizationStatistics,
                         momentum: Float, epsilon: Float, fusedClamp: (lower: Float, upper: Float)? = nil,
-                        inputAffine: (scale: [Float], shift: [Float])? = nil, context: ForwardContext) -> Variable {
+                        inputAffine: (scale: [Float], shift: [Float])? = nil, deferOutput: Bool = false,
+                        context: ForwardContext) -> Variable {
         let (batch, channels) = (x.shape[0], x.shape[1])
         let plane = x.shape.dropFirst(2).reduce(1, *)
         let elements = batch * plane
@@ -85,22 +86,10 @@ enum BatchNormalization {
             offset[c] = gamma[c] * normShift[c] + beta[c]
         }
         let kernelClamp = fusedClamp.map { BatchNormalizationKernel.Clamp(lower: $0.lower, upper: $0.upper) }
-        var output = [Float](unsafeUninitializedCapacity: x.value.count) { _, initialized in initialized = x.value.count }
-        x.value.data.withUnsafeBufferPointer { input in
-            output.withUnsafeMutableBufferPointer { out in
-                multiplier.withUnsafeBufferPointer { multiplierBuffer in
-                    offset.withUnsafeBufferPointer { offsetBuffer in
-                        let source = Parallel.SharedPointer(input.baseAddress!), target = Parallel.SharedMutablePointer(out.baseAddress!)
-                        let a = Parallel.SharedPointer(multiplierBuffer.baseAddress!), b = Parallel.SharedPointer(offsetBuffer.baseAddress!)
-                        Parallel.forEachChunk(count: batch * channels, threads: context.threads) { planes in
-                            BatchNormalizationKernel.apply(source.base, planes: planes, channels: channels, planeSize: plane,
-                                                           scale: a.base, offset: b.base, clamp: kernelClamp, into: target.base)
-                        }
-                    }
-                }
-            }
-        }
-        let result = Variable(Tensor(shape: x.shape, data: output), requiresGradient: context.needsGradient(x, scale, shift))
+        let affine = DeferredChannelAffine(source: x, scale: multiplier, offset: offset, clamp: kernelClamp, threads: context.threads)
+        let needsGradient = context.needsGradient(x, scale, shift)
+        let result = deferOutput ? Variable(deferred: affine, requiresGradient: needsGradient)
+                                 : Variable(affine.materialize(), requiresGradient: needsGradient)
         guard result.requiresGradient else { return result }
         let usedBatchStatistics = context.isTraining
         context.record(result) { [threads = context.threads, normScale, normShift, multiplier, offset, kernelClamp] in
@@ -168,6 +157,81 @@ enum BatchNormalization {
             }
         }
         return result
+    }
+}
+
+/// `clamp(scale[c]·x + offset[c])` over the channels of an NCHW tensor `source`: BatchNorm's output, either
+/// computed in one pass (`materialize`) or left for its only reader, a convolution, to compute image by image
+/// into a buffer that stays in cache while that convolution reads it (`withImageWriter`). Then the output is never
+/// written to memory and read back: at batch 128 that is two passes over tens of MB per BatchNorm. The values are
+/// the same either way (the same kernel computes them), and the convolution's backward recomputes them the same way.
+final class DeferredChannelAffine {
+    let source: Variable
+    let scale: [Float]
+    let offset: [Float]
+    let clamp: BatchNormalizationKernel.Clamp?
+    let threads: Int
+
+    init(source: Variable, scale: [Float], offset: [Float], clamp: BatchNormalizationKernel.Clamp?, threads: Int) {
+        self.source = source
+        self.scale = scale
+        self.offset = offset
+        self.clamp = clamp
+        self.threads = threads
+    }
+
+    var shape: [Int] { source.shape }
+
+    /// Floats of one image (channels × plane).
+    var imageSize: Int { shape.dropFirst().reduce(1, *) }
+
+    /// The whole tensor, computed in one pass over the threads.
+    func materialize() -> Tensor {
+        let shape = source.shape, count = source.elementCount
+        let (batch, channels) = (shape[0], shape[1])
+        let plane = shape.dropFirst(2).reduce(1, *)
+        var output = [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+        withImageWriter { writer in
+            output.withUnsafeMutableBufferPointer { out in
+                let target = Parallel.SharedMutablePointer(out.baseAddress!)
+                Parallel.forEachChunk(count: batch * channels, threads: threads) { planes in
+                    BatchNormalizationKernel.apply(writer.source, planes: planes, channels: channels, planeSize: plane,
+                                                   scale: writer.scale, offset: writer.offset, clamp: writer.clamp,
+                                                   into: target.base)
+                }
+            }
+        }
+        return Tensor(shape: shape, data: output)
+    }
+
+    /// Runs `body` with a writer that computes any images of the tensor into a caller's buffer (from any thread).
+    func withImageWriter<Result>(_ body: (ImageWriter) -> Result) -> Result {
+        source.value.data.withUnsafeBufferPointer { input in
+            scale.withUnsafeBufferPointer { scaleBuffer in
+                offset.withUnsafeBufferPointer { offsetBuffer in
+                    body(ImageWriter(source: input.baseAddress!, scale: scaleBuffer.baseAddress!, offset: offsetBuffer.baseAddress!,
+                                     clamp: clamp, channels: shape[1], planeSize: shape.dropFirst(2).reduce(1, *)))
+                }
+            }
+        }
+    }
+
+    /// Pointers valid inside `withImageWriter` only.
+    struct ImageWriter: @unchecked Sendable {
+        let source: UnsafePointer<Float>
+        let scale: UnsafePointer<Float>
+        let offset: UnsafePointer<Float>
+        let clamp: BatchNormalizationKernel.Clamp?
+        let channels: Int
+        let planeSize: Int
+
+        /// Images `images` (contiguous) into `target` (`images.count · channels · planeSize` floats).
+        func writeImages(_ images: Range<Int>, into target: UnsafeMutablePointer<Float>) {
+            // The kernel finds plane p at p·planeSize and its channel as p mod channels: start at an image.
+            BatchNormalizationKernel.apply(source + images.lowerBound * channels * planeSize, planes: 0..<(images.count * channels),
+                                           channels: channels, planeSize: planeSize, scale: scale, offset: offset,
+                                           clamp: clamp, into: target)
+        }
     }
 }
 

@@ -41,24 +41,29 @@ enum Convolution {
         let accumulateOntoBias = bias != nil
         let workers = min(context.threads, batch)
         let innerThreads = workers == 1 ? context.threads : 1
-        x.value.data.withUnsafeBufferPointer { input in
+        InputImages.with(x) { images in
             output.withUnsafeMutableBufferPointer { out in
-                let source = Parallel.SharedPointer(input.baseAddress!), target = Parallel.SharedMutablePointer(out.baseAddress!)
-                Parallel.forEachChunk(count: batch, threads: workers) { images in
-                    withUnsafeTemporaryAllocation(of: Float.self, capacity: pointwise ? 1 : depth * plane) { columns in
-                        for n in images {
+                let target = Parallel.SharedMutablePointer(out.baseAddress!)
+                Parallel.forEachChunk(count: batch, threads: workers) { range in
+                    let imageScratch = images.isDeferred ? imageInput : 0
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: (pointwise ? 1 : depth * plane) + imageScratch) { buffer in
+                        let columns = buffer.baseAddress!, imageBuffer = buffer.baseAddress! + (pointwise ? 1 : depth * plane)
+                        for n in range {
+                            let source = images.images(n..<(n + 1), buffer: imageBuffer)
                             for g in 0..<groups {
-                                let image = source.base + n * imageInput + g * groupInput
+                                let image = source + g * groupInput
                                 var matrix = image
                                 if !pointwise {
                                     Im2col.unfold(input: image, channels: channelsPerGroup, height: height, width: width,
-                                                  geometry: geometry, output: columns.baseAddress!)
-                                    matrix = UnsafePointer(columns.baseAddress!)
+                                                  geometry: geometry, output: columns)
+                                    matrix = UnsafePointer(columns)
                                 }
-                                // A 1×1 convolution reads the batch's activations (tens of MB) once, from memory.
+                                // A 1×1 convolution reads the batch's activations (tens of MB) once, from memory,
+                                // unless a deferred input was just computed into the (cached) image buffer.
                                 GEMM.multiply(packedA: packed[g], n: plane, b: matrix, ldb: plane,
                                               c: target.base + n * imageOutput + g * rows * plane, ldc: plane,
-                                              accumulate: accumulateOntoBias, threads: innerThreads, streamB: pointwise)
+                                              accumulate: accumulateOntoBias, threads: innerThreads,
+                                              streamB: pointwise && !images.isDeferred)
                             }
                         }
                     }
@@ -87,35 +92,42 @@ enum Convolution {
             var partialWeights = [Float](repeating: 0, count: needWeight ? workers * weightCount : 0)
             // `overwrite`: the input gradient is fresh and the pointwise GEMM stores into it instead of adding.
             func backwardPass(_ inputGradientBase: UnsafeMutablePointer<Float>?, overwrite: Bool) {
-                x.value.data.withUnsafeBufferPointer { input in
+                // The input is read for the weight gradient only.
+                InputImages.with(needWeight ? x : nil) { inputImages in
                     result.gradient.withUnsafeBufferPointer { outputGradient in
                         partialWeights.withUnsafeMutableBufferPointer { partial in
-                            let source = Parallel.SharedPointer(input.baseAddress!)
                             let dY = Parallel.SharedPointer(outputGradient.baseAddress!)
                             let dX = inputGradientBase.map { Parallel.SharedMutablePointer($0) }
                             let dW = needWeight ? Parallel.SharedMutablePointer(partial.baseAddress!) : nil
                             Parallel.forEach(count: workers, threads: workers) { worker in
                                 let images = Parallel.chunk(worker, of: workers, count: batch)
                                 let scratch = pointwise ? 1 : depth * plane
-                                withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * scratch) { buffers in
+                                // A deferred input is computed a block of images at a time (the direct weight
+                                // gradient's block, or one image).
+                                let blockImages = directWeightGradient ? imageBlock : 1
+                                let imageScratch = inputImages.isDeferred ? blockImages * imageInput : 0
+                                withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * scratch + imageScratch) { buffers in
                                     let columns = buffers.baseAddress!, columnGradient = buffers.baseAddress! + scratch
+                                    let imageBuffer = buffers.baseAddress! + 2 * scratch
                                     for n in images {
                                         // 1×1 on AVX-512: dW over a block of images at once, straight from the NCHW
                                         // planes (no per-image packing and transposing of dY and X).
                                         if let dW, directWeightGradient, (n - images.lowerBound) % imageBlock == 0 {
                                             let count = min(imageBlock, images.upperBound - n)
+                                            let block = inputImages.images(n..<(n + count), buffer: imageBuffer)
                                             for g in 0..<groups {
                                                 GEMM.accumulateTransposedProducts(
                                                     m: rows, n: channelsPerGroup, k: plane, segments: count,
                                                     a: dY.base + n * imageOutput + g * rows * plane, lda: plane, aStride: imageOutput,
-                                                    b: source.base + n * imageInput + g * groupInput, ldb: plane, bStride: imageInput,
+                                                    b: block + g * groupInput, ldb: plane, bStride: imageInput,
                                                     c: dW.base + worker * weightCount + g * rows * depth, ldc: depth)
                                             }
                                         }
+                                        let source = dW != nil && !directWeightGradient ? inputImages.images(n..<(n + 1), buffer: imageBuffer) : nil
                                         for g in 0..<groups {
-                                            let image = source.base + n * imageInput + g * groupInput
                                             let gradientOut = dY.base + n * imageOutput + g * rows * plane
-                                            if let dW, !directWeightGradient {
+                                            if let dW, let source {
+                                                let image = source + g * groupInput
                                                 var matrix = image
                                                 if !pointwise {
                                                     Im2col.unfold(input: image, channels: channelsPerGroup, height: height, width: width,
@@ -192,6 +204,36 @@ enum Convolution {
                 }
             }
         }
+    }
+}
+
+/// Where a convolution reads its input images: the tensor's own memory, or, for a deferred BatchNorm output
+/// (`DeferredChannelAffine`), a caller's buffer that the images are computed into just before they are read.
+struct InputImages: @unchecked Sendable {
+    private let memory: UnsafePointer<Float>?
+    private let writer: DeferredChannelAffine.ImageWriter?
+    private let imageSize: Int
+
+    var isDeferred: Bool { writer != nil }
+
+    /// Runs `body` with the images of `x` (nil: no images are read; `images` must not be called).
+    static func with<Result>(_ x: Variable?, _ body: (InputImages) -> Result) -> Result {
+        guard let x else { return body(InputImages(memory: nil, writer: nil, imageSize: 0)) }
+        let imageSize = x.shape.dropFirst().reduce(1, *)
+        if let deferred = x.pendingAffine {
+            return deferred.withImageWriter { body(InputImages(memory: nil, writer: $0, imageSize: imageSize)) }
+        }
+        return x.value.data.withUnsafeBufferPointer { body(InputImages(memory: $0.baseAddress!, writer: nil, imageSize: imageSize)) }
+    }
+
+    /// The first of the contiguous images `range`: in the tensor, or computed into `buffer` (room for them all
+    /// when deferred).
+    func images(_ range: Range<Int>, buffer: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+        if let writer {
+            writer.writeImages(range, into: buffer)
+            return UnsafePointer(buffer)
+        }
+        return memory! + range.lowerBound * imageSize
     }
 }
 

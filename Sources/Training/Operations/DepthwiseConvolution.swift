@@ -15,34 +15,66 @@ enum DepthwiseConvolution {
         var output = [Float](unsafeUninitializedCapacity: batch * channels * plane) { _, initialized in initialized = batch * channels * plane }
         let biasValues = bias?.value.data ?? [Float](repeating: 0, count: channels)
         let useSharedKernel = isPlain3x3(g) && (g.strideHeight == 1 || g.strideHeight == 2)
-        x.value.data.withUnsafeBufferPointer { input in
-            weight.value.data.withUnsafeBufferPointer { weights in
-                output.withUnsafeMutableBufferPointer { out in
-                    let source = Parallel.SharedPointer(input.baseAddress!), target = Parallel.SharedMutablePointer(out.baseAddress!)
-                    let w = Parallel.SharedPointer(weights.baseAddress!)
-                    if useSharedKernel {
-                        // The inference engine's 3×3 kernel (AVX-512 reads the unpadded plane with masked lanes):
-                        // no copy into a padded buffer and 16-lane rows instead of 4.
-                        biasValues.withUnsafeBufferPointer { biasBuffer in
-                            DepthwiseConvolution3x3.allPlanes(
-                                batch * channels, channels: channels, input: source.base, height: height, width: width,
-                                stride: g.strideHeight, padTop: g.padTop, padLeft: g.padLeft, outputHeight: outH,
-                                outputWidth: outW, weights: w.base, bias: biasBuffer.baseAddress!, output: target.base,
-                                threads: context.threads)
+        if useSharedKernel, let deferred = x.pendingAffine {
+            // A deferred BatchNorm output: each image is computed into a buffer (hundreds of KB, in cache) just
+            // before the kernel reads it.
+            let imageInput = channels * height * width
+            let scratchCount = DepthwiseConvolution3x3.scratchCount(height: height, width: width, stride: g.strideHeight,
+                                                                    padTop: g.padTop, padLeft: g.padLeft,
+                                                                    outputHeight: outH, outputWidth: outW)
+            deferred.withImageWriter { writer in
+                weight.value.data.withUnsafeBufferPointer { weights in
+                    biasValues.withUnsafeBufferPointer { biasBuffer in
+                        output.withUnsafeMutableBufferPointer { out in
+                            let target = Parallel.SharedMutablePointer(out.baseAddress!)
+                            let w = Parallel.SharedPointer(weights.baseAddress!), b = Parallel.SharedPointer(biasBuffer.baseAddress!)
+                            Parallel.forEachChunk(count: batch, threads: context.threads) { images in
+                                withUnsafeTemporaryAllocation(of: Float.self, capacity: imageInput + max(1, scratchCount)) { buffer in
+                                    let image = buffer.baseAddress!, scratch = buffer.baseAddress! + imageInput
+                                    for n in images {
+                                        writer.writeImages(n..<(n + 1), into: image)
+                                        DepthwiseConvolution3x3.planes(
+                                            0..<channels, channels: channels, input: image, height: height, width: width,
+                                            stride: g.strideHeight, padTop: g.padTop, padLeft: g.padLeft, outputHeight: outH,
+                                            outputWidth: outW, weights: w.base, bias: b.base,
+                                            output: target.base + n * channels * plane, scratch: scratch)
+                                    }
+                                }
+                            }
                         }
-                        return
                     }
-                    Parallel.forEachChunk(count: batch * channels, threads: context.threads) { planes in
-                        withUnsafeTemporaryAllocation(of: Float.self, capacity: paddedH * paddedW) { padded in
-                            padded.initialize(repeating: 0)
-                            for index in planes {
-                                let c = index % channels
-                                copyIntoPadded(source.base + index * height * width, height: height, width: width,
-                                               geometry: g, padded: padded.baseAddress!, paddedWidth: paddedW)
-                                let y = target.base + index * plane
-                                y.update(repeating: biasValues[c], count: plane)
-                                forwardPlane(padded: padded.baseAddress!, paddedWidth: paddedW, weights: w.base + c * taps,
-                                             output: y, outH: outH, outW: outW, geometry: g)
+                }
+            }
+        } else {
+            x.value.data.withUnsafeBufferPointer { input in
+                weight.value.data.withUnsafeBufferPointer { weights in
+                    output.withUnsafeMutableBufferPointer { out in
+                        let source = Parallel.SharedPointer(input.baseAddress!), target = Parallel.SharedMutablePointer(out.baseAddress!)
+                        let w = Parallel.SharedPointer(weights.baseAddress!)
+                        if useSharedKernel {
+                            // The inference engine's 3×3 kernel (AVX-512 reads the unpadded plane with masked lanes):
+                            // no copy into a padded buffer and 16-lane rows instead of 4.
+                            biasValues.withUnsafeBufferPointer { biasBuffer in
+                                DepthwiseConvolution3x3.allPlanes(
+                                    batch * channels, channels: channels, input: source.base, height: height, width: width,
+                                    stride: g.strideHeight, padTop: g.padTop, padLeft: g.padLeft, outputHeight: outH,
+                                    outputWidth: outW, weights: w.base, bias: biasBuffer.baseAddress!, output: target.base,
+                                    threads: context.threads)
+                            }
+                            return
+                        }
+                        Parallel.forEachChunk(count: batch * channels, threads: context.threads) { planes in
+                            withUnsafeTemporaryAllocation(of: Float.self, capacity: paddedH * paddedW) { padded in
+                                padded.initialize(repeating: 0)
+                                for index in planes {
+                                    let c = index % channels
+                                    copyIntoPadded(source.base + index * height * width, height: height, width: width,
+                                                   geometry: g, padded: padded.baseAddress!, paddedWidth: paddedW)
+                                    let y = target.base + index * plane
+                                    y.update(repeating: biasValues[c], count: plane)
+                                    forwardPlane(padded: padded.baseAddress!, paddedWidth: paddedW, weights: w.base + c * taps,
+                                                 output: y, outH: outH, outW: outW, geometry: g)
+                                }
                             }
                         }
                     }
@@ -63,6 +95,10 @@ enum DepthwiseConvolution {
                 // The C kernels (`DepthwiseConvolution3x3.backward`: workers over image ranges).
                 var weightGradient = [Float](repeating: 0, count: needWeight ? channels * taps : 0)
                 func backward(_ inputGradient: UnsafeMutablePointer<Float>?, accumulate: Bool) {
+                    if needWeight, let deferred = x.pendingAffine {
+                        deferredInputBackward(deferred, inputGradient: inputGradient, accumulate: accumulate)
+                        return
+                    }
                     x.value.data.withUnsafeBufferPointer { input in
                         weight.value.data.withUnsafeBufferPointer { weights in
                             result.gradient.withUnsafeBufferPointer { outputGradient in
@@ -73,6 +109,26 @@ enum DepthwiseConvolution {
                                         height: height, width: width, stride: g.strideHeight, padTop: g.padTop,
                                         padLeft: g.padLeft, outputHeight: outH, outputWidth: outW,
                                         weightGradient: needWeight ? dW.baseAddress! : nil, inputGradient: inputGradient,
+                                        accumulate: accumulate, threads: threads)
+                                }
+                            }
+                        }
+                    }
+                }
+                // A deferred input: the C kernel computes each chunk of input planes as it reads them.
+                func deferredInputBackward(_ deferred: DeferredChannelAffine, inputGradient: UnsafeMutablePointer<Float>?,
+                                           accumulate: Bool) {
+                    deferred.withImageWriter { writer in
+                        weight.value.data.withUnsafeBufferPointer { weights in
+                            result.gradient.withUnsafeBufferPointer { outputGradient in
+                                weightGradient.withUnsafeMutableBufferPointer { dW in
+                                    DepthwiseConvolution3x3.backward(
+                                        batch: batch, channels: channels, input: writer.source,
+                                        inputAffine: (scale: writer.scale, offset: writer.offset, clamp: writer.clamp),
+                                        outputGradient: outputGradient.baseAddress!, weights: weights.baseAddress!,
+                                        height: height, width: width, stride: g.strideHeight, padTop: g.padTop,
+                                        padLeft: g.padLeft, outputHeight: outH, outputWidth: outW,
+                                        weightGradient: dW.baseAddress!, inputGradient: inputGradient,
                                         accumulate: accumulate, threads: threads)
                                 }
                             }
