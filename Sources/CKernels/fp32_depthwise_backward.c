@@ -210,12 +210,13 @@ static inline __attribute__((always_inline)) void input_gradient_stride2_plane(
 }
 
 #define QF_BACKWARD_PARAMETERS                                                                                       \
-    const float *input, const qf_fp32_channel_affine *affine, const float *dy, const float *weights, ptrdiff_t first_plane, ptrdiff_t plane_count,          \
-        ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width, int stride, ptrdiff_t pad_top, ptrdiff_t pad_left,      \
-        ptrdiff_t out_height, ptrdiff_t out_width, float *weight_gradient, float *dx, int accumulate, float *scratch
+    const float *input, const qf_fp32_channel_affine *affine, const float *dy, const float *weights,                  \
+        ptrdiff_t first_plane, ptrdiff_t plane_count, ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width,          \
+        int stride, ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width,                \
+        float *weight_gradient, float *dx, int accumulate, float *scratch
 #define QF_BACKWARD_ARGUMENTS                                                                                        \
-    input, affine, dy, weights, first_plane, plane_count, channels, height, width, stride, pad_top, pad_left, out_height,     \
-        out_width, weight_gradient, dx, accumulate, scratch
+    input, affine, dy, weights, first_plane, plane_count, channels, height, width, stride, pad_top, pad_left,         \
+        out_height, out_width, weight_gradient, dx, accumulate, scratch
 
 static inline __attribute__((always_inline)) void backward_body(int isa, QF_BACKWARD_PARAMETERS) {
     const portable_layout l = portable_planes(height, width, stride, pad_top, pad_left, out_height, out_width);
