@@ -209,6 +209,18 @@ static inline __attribute__((always_inline)) void input_gradient_stride2_plane(
     }
 }
 
+// With an affine input that asks for them: BatchNorm's backward sums over the input gradient just written (still in
+// cache), d = dx through the clamp's mask — the first pass of BatchNorm's backward, which then need not read dx and
+// x again. Only a stored input gradient is the whole gradient of those planes.
+static void add_affine_gradient_sums(int isa, const qf_fp32_channel_affine* affine, const float* dx, const float* input,
+                                     ptrdiff_t first, ptrdiff_t count, ptrdiff_t channels, ptrdiff_t size,
+                                     int accumulate) {
+    if (!affine || !affine->gradient_sum || accumulate) return;
+    qf_fp32_batchnorm_gradient_sums(isa, dx, input, first, count, channels, size, affine->scale, affine->offset,
+                                    affine->minimum, affine->maximum, affine->clamp, affine->gradient_sum,
+                                    affine->gradient_dot);
+}
+
 #define QF_BACKWARD_PARAMETERS                                                                                       \
     const float *input, const qf_fp32_channel_affine *affine, const float *dy, const float *weights,                  \
         ptrdiff_t first_plane, ptrdiff_t plane_count, ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width,          \
@@ -257,6 +269,7 @@ static inline __attribute__((always_inline)) void backward_body(int isa, QF_BACK
             input_gradient_stride2_plane(padded_dy, l.qw, weights + 9 * channel, &terms, height, width, pad_top,
                                          out_height, rest, rest + (width + 1) / 2, dx + plane * in_plane, accumulate);
         }
+        add_affine_gradient_sums(isa, affine, dx, input, plane, 1, channels, in_plane, accumulate);
     }
 }
 
@@ -322,19 +335,20 @@ static void backward_avx512(QF_BACKWARD_PARAMETERS) {
             qf_fp32_depthwise3x3_input_gradient_stride2_avx512(dy, weights, start, count, channels, height, width,
                                                                pad_top, pad_left, out_height, out_width, dx,
                                                                accumulate);
-            continue;
+        } else {
+            // Plane i of the chunk has channel (start + i) mod channels: rotated kernel start mod channels + i mod
+            // channels of the doubled table. Stored straight into dX, or into `staged` and added.
+            const ptrdiff_t shift = start % channels;
+            float* target = accumulate ? staged : dx + start * in_plane;
+            qf_fp32_depthwise3x3_planes(QF_FP32_ISA_AVX512, dy + start * out_plane, 0, count, channels, out_height,
+                                        out_width, 1, 2 - pad_top, 2 - pad_left, height, width, rotated + 9 * shift,
+                                        zero_bias + shift, 0.0f, 0.0f, 0, target, forward_scratch);
+            if (accumulate) {
+                float* restrict gradient = dx + start * in_plane;
+                for (ptrdiff_t i = 0; i < count * in_plane; ++i) gradient[i] += staged[i];
+            }
         }
-        // Plane i of the chunk has channel (start + i) mod channels: rotated kernel start mod channels + i mod
-        // channels of the doubled table. Stored straight into dX, or into `staged` and added.
-        const ptrdiff_t shift = start % channels;
-        float* target = accumulate ? staged : dx + start * in_plane;
-        qf_fp32_depthwise3x3_planes(QF_FP32_ISA_AVX512, dy + start * out_plane, 0, count, channels, out_height,
-                                    out_width, 1, 2 - pad_top, 2 - pad_left, height, width, rotated + 9 * shift,
-                                    zero_bias + shift, 0.0f, 0.0f, 0, target, forward_scratch);
-        if (accumulate) {
-            float* restrict gradient = dx + start * in_plane;
-            for (ptrdiff_t i = 0; i < count * in_plane; ++i) gradient[i] += staged[i];
-        }
+        add_affine_gradient_sums(QF_FP32_ISA_AVX512, affine, dx, input, start, count, channels, in_plane, accumulate);
     }
     if (weight_gradient == NULL) return;
     for (ptrdiff_t c = 0; c < channels; ++c) {

@@ -79,10 +79,14 @@ public enum DepthwiseConvolution3x3 {
     /// worker order, so the result does not depend on timing.
     ///
     /// `inputAffine`: the convolution's input is `clamp(scale[c]·input + offset[c])`, computed chunk by chunk as
-    /// the weight gradient reads it (a BatchNorm output that was not stored).
+    /// the weight gradient reads it (a BatchNorm output that was not stored). With `gradientSums` (room for
+    /// `min(threads, batch)` workers × 2 × channels doubles, zeroed) and a stored input gradient, worker w also adds
+    /// that BatchNorm's backward sums over the input gradient it wrote (`BatchNormalizationKernel.gradientSums`
+    /// with dy = input gradient, x = input), Σd to its first `channels` doubles and Σd·x to the next `channels`.
     public static func backward(batch: Int, channels: Int, input: UnsafePointer<Float>,
                                 inputAffine: (scale: UnsafePointer<Float>, offset: UnsafePointer<Float>,
-                                              clamp: BatchNormalizationKernel.Clamp?)? = nil,
+                                              clamp: BatchNormalizationKernel.Clamp?,
+                                              gradientSums: UnsafeMutablePointer<Double>?)? = nil,
                                 outputGradient: UnsafePointer<Float>, weights: UnsafePointer<Float>,
                                 height: Int, width: Int, stride: Int, padTop: Int, padLeft: Int,
                                 outputHeight: Int, outputWidth: Int,
@@ -96,7 +100,7 @@ public enum DepthwiseConvolution3x3 {
         let scratchCount = Int(qf_fp32_depthwise3x3_backward_scratch_size(channels, height, width, Int32(stride), padTop,
                                                                           padLeft, outputHeight, outputWidth))
         var partials = [Float](repeating: 0, count: weightGradient == nil ? 0 : workers * channels * 9)
-        let affine = ChannelAffineArgument(inputAffine)
+        let affine = ChannelAffineArgument(inputAffine, workers: workers, channels: channels)
         defer { affine.release() }
         partials.withUnsafeMutableBufferPointer { partialBuffer in
             let source = Parallel.SharedPointer(input), dY = Parallel.SharedPointer(outputGradient)
@@ -108,7 +112,7 @@ public enum DepthwiseConvolution3x3 {
                 // Scratch the C kernel writes before reading (a worker's heap buffer: it can be hundreds of KB).
                 var scratch = [Float](unsafeUninitializedCapacity: scratchCount) { _, initialized in initialized = scratchCount }
                 scratch.withUnsafeMutableBufferPointer { scratchBuffer in
-                    qf_fp32_depthwise3x3_backward(instructionSet.rawValue, source.base, affine.pointer,
+                    qf_fp32_depthwise3x3_backward(instructionSet.rawValue, source.base, affine.pointer(worker: worker),
                                                   dY.base, w.base,
                                                   images.lowerBound * channels, images.count * channels, channels,
                                                   height, width, Int32(stride), padTop, padLeft, outputHeight,
@@ -124,20 +128,28 @@ public enum DepthwiseConvolution3x3 {
     }
 }
 
-/// The C kernel's optional `qf_fp32_channel_affine` argument, kept at a fixed address that worker threads may read.
+/// The C kernel's optional `qf_fp32_channel_affine` argument, one per worker (each with its own sums), kept at a
+/// fixed address that worker threads may read.
 private struct ChannelAffineArgument: @unchecked Sendable {
-    let pointer: UnsafeMutablePointer<qf_fp32_channel_affine>?
+    private let arguments: UnsafeMutablePointer<qf_fp32_channel_affine>?
 
-    init(_ affine: (scale: UnsafePointer<Float>, offset: UnsafePointer<Float>, clamp: BatchNormalizationKernel.Clamp?)?) {
+    init(_ affine: (scale: UnsafePointer<Float>, offset: UnsafePointer<Float>, clamp: BatchNormalizationKernel.Clamp?,
+                    gradientSums: UnsafeMutablePointer<Double>?)?, workers: Int, channels: Int) {
         guard let affine else {
-            pointer = nil
+            arguments = nil
             return
         }
-        pointer = .allocate(capacity: 1)
-        pointer!.initialize(to: qf_fp32_channel_affine(scale: affine.scale, offset: affine.offset,
-                                                       minimum: affine.clamp?.lower ?? 0, maximum: affine.clamp?.upper ?? 0,
-                                                       clamp: affine.clamp == nil ? 0 : 1))
+        arguments = .allocate(capacity: workers)
+        for worker in 0..<workers {
+            let sums = affine.gradientSums.map { $0 + worker * 2 * channels }
+            (arguments! + worker).initialize(to: qf_fp32_channel_affine(
+                scale: affine.scale, offset: affine.offset, minimum: affine.clamp?.lower ?? 0,
+                maximum: affine.clamp?.upper ?? 0, clamp: affine.clamp == nil ? 0 : 1,
+                gradient_sum: sums, gradient_dot: sums.map { $0 + channels }))
+        }
     }
 
-    func release() { pointer?.deallocate() }
+    func pointer(worker: Int) -> UnsafeMutablePointer<qf_fp32_channel_affine>? { arguments.map { $0 + worker } }
+
+    func release() { arguments?.deallocate() }
 }

@@ -125,7 +125,8 @@ final class DepthwiseBackwardKernelTests: XCTestCase {
     }
 
     /// An affine input (a BatchNorm + clamp output that was not stored) gives exactly the gradients of the
-    /// computed input, on every path: chunks of planes that start mid-image, several workers, both strides.
+    /// computed input, on every path: chunks of planes that start mid-image, several workers, both strides; and
+    /// the BatchNorm backward sums the kernel takes on the way are exactly those of the BatchNorm kernel.
     func testAffineInputMatchesComputedInput() {
         let cases = [
             Case(batch: 3, channels: 5, height: 32, width: 32, stride: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
@@ -152,26 +153,44 @@ final class DepthwiseBackwardKernelTests: XCTestCase {
                                                        clamp: clamp, into: target.baseAddress!)
                     }
                     var results: [[Float]] = []
+                    let workers = min(2, c.batch)
+                    var sums = [Double](repeating: 0, count: workers * 2 * c.channels)
                     for affine in [false, true] {
                         var dW = [Float](repeating: 0, count: c.channels * 9), dX = [Float](repeating: 0, count: inputCount)
                         scale.withUnsafeBufferPointer { scaleBuffer in
                             offset.withUnsafeBufferPointer { offsetBuffer in
                                 dW.withUnsafeMutableBufferPointer { dWBuffer in
                                     dX.withUnsafeMutableBufferPointer { dXBuffer in
-                                        DepthwiseConvolution3x3.backward(
-                                            batch: c.batch, channels: c.channels, input: affine ? raw : computed,
-                                            inputAffine: affine ? (scale: scaleBuffer.baseAddress!, offset: offsetBuffer.baseAddress!,
-                                                                   clamp: clamp) : nil,
-                                            outputGradient: dy, weights: weights, height: c.height, width: c.width,
-                                            stride: c.stride, padTop: c.padTop, padLeft: c.padLeft, outputHeight: c.outH,
-                                            outputWidth: c.outW, weightGradient: dWBuffer.baseAddress!,
-                                            inputGradient: dXBuffer.baseAddress!, accumulate: false, threads: 2, instructionSet: isa)
+                                        sums.withUnsafeMutableBufferPointer { sumBuffer in
+                                            DepthwiseConvolution3x3.backward(
+                                                batch: c.batch, channels: c.channels, input: affine ? raw : computed,
+                                                inputAffine: affine ? (scale: scaleBuffer.baseAddress!, offset: offsetBuffer.baseAddress!,
+                                                                       clamp: clamp, gradientSums: sumBuffer.baseAddress!) : nil,
+                                                outputGradient: dy, weights: weights, height: c.height, width: c.width,
+                                                stride: c.stride, padTop: c.padTop, padLeft: c.padLeft, outputHeight: c.outH,
+                                                outputWidth: c.outW, weightGradient: dWBuffer.baseAddress!,
+                                                inputGradient: dXBuffer.baseAddress!, accumulate: false, threads: 2, instructionSet: isa)
+                                        }
                                     }
                                 }
                             }
                         }
                         results.append(dW + dX)
                     }
+                    // The sums the kernel took: BatchNorm's backward sums over the input gradient, worker by worker.
+                    var expected = [Double](repeating: 0, count: workers * 2 * c.channels)
+                    expected.withUnsafeMutableBufferPointer { target in
+                        let dX = Array(results[0][(c.channels * 9)...])
+                        for worker in 0..<workers {
+                            let images = Parallel.chunk(worker, of: workers, count: c.batch)
+                            let base = target.baseAddress! + worker * 2 * c.channels
+                            BatchNormalizationKernel.gradientSums(
+                                outputGradient: dX, input: raw, planes: images.lowerBound * c.channels..<images.upperBound * c.channels,
+                                channels: c.channels, planeSize: c.height * c.width, scale: scale, offset: offset, clamp: clamp,
+                                sum: base, dot: base + c.channels)
+                        }
+                    }
+                    XCTAssertEqual(sums, expected, "\(isa) \(c) clamp \(clamp != nil): BatchNorm sums")
                     XCTAssertEqual(results[0], results[1], "\(isa) \(c) clamp \(clamp != nil)")
                 }
             }

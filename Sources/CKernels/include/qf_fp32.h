@@ -102,13 +102,17 @@ void qf_fp32_depthwise3x3_planes(int isa, const float* input, ptrdiff_t first_pl
 //
 // `input_affine` (may be NULL): the convolution's input is not `input` itself but clamp(scale[c]·input + offset[c])
 // (a BatchNorm output that was never stored, see qf_fp32_channel_affine); the kernel computes it plane by plane, with
-// qf_fp32_channel_affine_planes, as it reads it.
+// qf_fp32_channel_affine_planes, as it reads it. When its `gradient_sum` is set and the input gradient is stored
+// (not `accumulate`), the kernel also adds BatchNorm's backward sums over the input gradient it wrote, as
+// qf_fp32_batchnorm_gradient_sums(dy = input gradient, x = input) would, plane by plane in the same order.
 typedef struct {
     const float* scale;   // per channel
     const float* offset;  // per channel
     float minimum;
     float maximum;
     int clamp;            // 0: no clamp
+    double* gradient_sum; // per channel, or NULL
+    double* gradient_dot; // per channel (with gradient_sum)
 } qf_fp32_channel_affine;
 size_t qf_fp32_depthwise3x3_backward_scratch_size(ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width, int stride,
                                                   ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height,

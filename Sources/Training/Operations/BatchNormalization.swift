@@ -92,13 +92,16 @@ enum BatchNormalization {
                                  : Variable(affine.materialize(), requiresGradient: needsGradient)
         guard result.requiresGradient else { return result }
         let usedBatchStatistics = context.isTraining
+        let precomputed = deferOutput ? affine : nil
         context.record(result) { [threads = context.threads, normScale, normShift, multiplier, offset, kernelClamp] in
             // Per channel: Σdy and Σdy·x̂ (through the fused clamp's mask when there is one).
             var sumGradient = [Float](repeating: 0, count: channels), sumGradientNormalized = [Float](repeating: 0, count: channels)
             x.value.data.withUnsafeBufferPointer { input in
                 result.gradient.withUnsafeBufferPointer { outputGradient in
                     let source = Parallel.SharedPointer(input.baseAddress!), dY = Parallel.SharedPointer(outputGradient.baseAddress!)
-                    let sums = multiplier.withUnsafeBufferPointer { multiplierBuffer in
+                    // The deferred output's reader may have taken these sums already, while the gradient it wrote
+                    // was in cache (same kernel, same order).
+                    let sums = precomputed?.gradientSums ?? multiplier.withUnsafeBufferPointer { multiplierBuffer in
                         offset.withUnsafeBufferPointer { offsetBuffer in
                             let a = Parallel.SharedPointer(multiplierBuffer.baseAddress!), b = Parallel.SharedPointer(offsetBuffer.baseAddress!)
                             return ChannelSums.reduce(batch: batch, channels: channels, threads: threads) { planes, sum, dot in
@@ -180,10 +183,11 @@ final class DeferredChannelAffine {
         self.threads = threads
     }
 
-    var shape: [Int] { source.shape }
+    /// BatchNorm's backward sums (Σd, Σd·x per channel over the output gradient, through the clamp's mask), when the
+    /// reader computed them while writing that gradient (`ChannelSums` order: per worker, then in worker order).
+    var gradientSums: (first: [Double], second: [Double])?
 
-    /// Floats of one image (channels × plane).
-    var imageSize: Int { shape.dropFirst().reduce(1, *) }
+    var shape: [Int] { source.shape }
 
     /// The whole tensor, computed in one pass over the threads.
     func materialize() -> Tensor {
@@ -252,6 +256,11 @@ enum ChannelSums {
                 body(images.lowerBound * channels..<images.upperBound * channels, sums, sums + channels)
             }
         }
+        return combine(partial, workers: workers, channels: channels)
+    }
+
+    /// Adds per-worker totals (worker w's two arrays at w·2·channels) in worker order.
+    static func combine(_ partial: [Double], workers: Int, channels: Int) -> (first: [Double], second: [Double]) {
         var first = [Double](repeating: 0, count: channels), second = [Double](repeating: 0, count: channels)
         for worker in 0..<workers {
             for c in 0..<channels {

@@ -90,67 +90,82 @@ enum Convolution {
             let imageBlock = max(1, min(1024 / plane, 65_536 / max(1, channelsPerGroup * plane)))
             // One private weight-gradient buffer per worker, summed in worker order afterwards (deterministic).
             var partialWeights = [Float](repeating: 0, count: needWeight ? workers * weightCount : 0)
+            // A deferred input (the output of a BatchNorm that only this convolution reads): when this backward
+            // stores the whole input gradient (`fresh`), it also takes that BatchNorm's backward sums over each image of
+            // it right after writing it, while it is in cache, with ChannelSums' worker split and order.
+            let deferredInput = x.pendingAffine
             // `overwrite`: the input gradient is fresh and the pointwise GEMM stores into it instead of adding.
-            func backwardPass(_ inputGradientBase: UnsafeMutablePointer<Float>?, overwrite: Bool) {
-                // The input is read for the weight gradient only.
-                InputImages.with(needWeight ? x : nil) { inputImages in
+            func backwardPass(_ inputGradientBase: UnsafeMutablePointer<Float>?, overwrite: Bool, fresh: Bool) {
+                let takeSums = fresh && deferredInput != nil && inputGradientBase != nil
+                var partialSums = [Double](repeating: 0, count: takeSums ? workers * 2 * channels : 0)
+                defer { if takeSums { deferredInput!.gradientSums = ChannelSums.combine(partialSums, workers: workers, channels: channels) } }
+                // The input is read for the weight gradient (and, deferred, for the sums) only.
+                InputImages.with(needWeight || takeSums ? x : nil) { inputImages in
                     result.gradient.withUnsafeBufferPointer { outputGradient in
                         partialWeights.withUnsafeMutableBufferPointer { partial in
-                            let dY = Parallel.SharedPointer(outputGradient.baseAddress!)
-                            let dX = inputGradientBase.map { Parallel.SharedMutablePointer($0) }
-                            let dW = needWeight ? Parallel.SharedMutablePointer(partial.baseAddress!) : nil
-                            Parallel.forEach(count: workers, threads: workers) { worker in
-                                let images = Parallel.chunk(worker, of: workers, count: batch)
-                                let scratch = pointwise ? 1 : depth * plane
-                                // A deferred input is computed a block of images at a time (the direct weight
-                                // gradient's block, or one image).
-                                let blockImages = directWeightGradient ? imageBlock : 1
-                                let imageScratch = inputImages.isDeferred ? blockImages * imageInput : 0
-                                withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * scratch + imageScratch) { buffers in
-                                    let columns = buffers.baseAddress!, columnGradient = buffers.baseAddress! + scratch
-                                    let imageBuffer = buffers.baseAddress! + 2 * scratch
-                                    for n in images {
-                                        // 1×1 on AVX-512: dW over a block of images at once, straight from the NCHW
-                                        // planes (no per-image packing and transposing of dY and X).
-                                        if let dW, directWeightGradient, (n - images.lowerBound) % imageBlock == 0 {
-                                            let count = min(imageBlock, images.upperBound - n)
-                                            let block = inputImages.images(n..<(n + count), buffer: imageBuffer)
+                            partialSums.withUnsafeMutableBufferPointer { sumsBuffer in
+                                let sums = takeSums ? Parallel.SharedMutablePointer(sumsBuffer.baseAddress!) : nil
+                                let dY = Parallel.SharedPointer(outputGradient.baseAddress!)
+                                let dX = inputGradientBase.map { Parallel.SharedMutablePointer($0) }
+                                let dW = needWeight ? Parallel.SharedMutablePointer(partial.baseAddress!) : nil
+                                Parallel.forEach(count: workers, threads: workers) { worker in
+                                    let images = Parallel.chunk(worker, of: workers, count: batch)
+                                    let scratch = pointwise ? 1 : depth * plane
+                                    // A deferred input is computed a block of images at a time (the direct weight
+                                    // gradient's block, or one image).
+                                    let blockImages = directWeightGradient ? imageBlock : 1
+                                    let imageScratch = inputImages.isDeferred ? blockImages * imageInput : 0
+                                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * scratch + imageScratch) { buffers in
+                                        let columns = buffers.baseAddress!, columnGradient = buffers.baseAddress! + scratch
+                                        let imageBuffer = buffers.baseAddress! + 2 * scratch
+                                        for n in images {
+                                            // 1×1 on AVX-512: dW over a block of images at once, straight from the NCHW
+                                            // planes (no per-image packing and transposing of dY and X).
+                                            if let dW, directWeightGradient, (n - images.lowerBound) % imageBlock == 0 {
+                                                let count = min(imageBlock, images.upperBound - n)
+                                                let block = inputImages.images(n..<(n + count), buffer: imageBuffer)
+                                                for g in 0..<groups {
+                                                    GEMM.accumulateTransposedProducts(
+                                                        m: rows, n: channelsPerGroup, k: plane, segments: count,
+                                                        a: dY.base + n * imageOutput + g * rows * plane, lda: plane, aStride: imageOutput,
+                                                        b: block + g * groupInput, ldb: plane, bStride: imageInput,
+                                                        c: dW.base + worker * weightCount + g * rows * depth, ldc: depth)
+                                                }
+                                            }
+                                            let source = dW != nil && !directWeightGradient ? inputImages.images(n..<(n + 1), buffer: imageBuffer) : nil
                                             for g in 0..<groups {
-                                                GEMM.accumulateTransposedProducts(
-                                                    m: rows, n: channelsPerGroup, k: plane, segments: count,
-                                                    a: dY.base + n * imageOutput + g * rows * plane, lda: plane, aStride: imageOutput,
-                                                    b: block + g * groupInput, ldb: plane, bStride: imageInput,
-                                                    c: dW.base + worker * weightCount + g * rows * depth, ldc: depth)
-                                            }
-                                        }
-                                        let source = dW != nil && !directWeightGradient ? inputImages.images(n..<(n + 1), buffer: imageBuffer) : nil
-                                        for g in 0..<groups {
-                                            let gradientOut = dY.base + n * imageOutput + g * rows * plane
-                                            if let dW, let source {
-                                                let image = source + g * groupInput
-                                                var matrix = image
-                                                if !pointwise {
-                                                    Im2col.unfold(input: image, channels: channelsPerGroup, height: height, width: width,
-                                                                  geometry: geometry, output: columns)
-                                                    matrix = UnsafePointer(columns)
+                                                let gradientOut = dY.base + n * imageOutput + g * rows * plane
+                                                if let dW, let source {
+                                                    let image = source + g * groupInput
+                                                    var matrix = image
+                                                    if !pointwise {
+                                                        Im2col.unfold(input: image, channels: channelsPerGroup, height: height, width: width,
+                                                                      geometry: geometry, output: columns)
+                                                        matrix = UnsafePointer(columns)
+                                                    }
+                                                    GEMM.multiply(m: rows, n: depth, k: plane, a: gradientOut, lda: plane,
+                                                                  b: matrix, ldb: plane, transposeB: true,
+                                                                  c: dW.base + worker * weightCount + g * rows * depth, ldc: depth,
+                                                                  accumulate: true, threads: innerThreads)
                                                 }
-                                                GEMM.multiply(m: rows, n: depth, k: plane, a: gradientOut, lda: plane,
-                                                              b: matrix, ldb: plane, transposeB: true,
-                                                              c: dW.base + worker * weightCount + g * rows * depth, ldc: depth,
-                                                              accumulate: true, threads: innerThreads)
-                                            }
-                                            if let dX {
-                                                let gradientIn = dX.base + n * imageInput + g * groupInput
-                                                if pointwise {
-                                                    GEMM.multiply(packedA: transposedWeights[g], n: plane, b: gradientOut, ldb: plane,
-                                                                  c: gradientIn, ldc: plane, accumulate: !overwrite, threads: innerThreads,
-                                                                  streamB: true)
-                                                } else {
-                                                    GEMM.multiply(packedA: transposedWeights[g], n: plane, b: gradientOut, ldb: plane,
-                                                                  c: columnGradient, ldc: plane, accumulate: false, threads: innerThreads)
-                                                    Col2im.foldAdding(columns: columnGradient, channels: channelsPerGroup,
-                                                                      height: height, width: width, geometry: geometry, into: gradientIn)
+                                                if let dX {
+                                                    let gradientIn = dX.base + n * imageInput + g * groupInput
+                                                    if pointwise {
+                                                        GEMM.multiply(packedA: transposedWeights[g], n: plane, b: gradientOut, ldb: plane,
+                                                                      c: gradientIn, ldc: plane, accumulate: !overwrite, threads: innerThreads,
+                                                                      streamB: true)
+                                                    } else {
+                                                        GEMM.multiply(packedA: transposedWeights[g], n: plane, b: gradientOut, ldb: plane,
+                                                                      c: columnGradient, ldc: plane, accumulate: false, threads: innerThreads)
+                                                        Col2im.foldAdding(columns: columnGradient, channels: channelsPerGroup,
+                                                                          height: height, width: width, geometry: geometry, into: gradientIn)
+                                                    }
                                                 }
+                                            }
+                                            if let sums, let dX {
+                                                let target = sums.base + worker * 2 * channels
+                                                inputImages.addAffineGradientSums(gradient: dX.base, image: n, sum: target,
+                                                                                  dot: target + channels)
                                             }
                                         }
                                     }
@@ -163,11 +178,11 @@ enum Convolution {
             if needInput {
                 x.writeGradient { gradient, fresh in
                     // col2im adds overlapping windows, so a fresh buffer starts from zero on that path.
-                    if fresh && !pointwise { gradient.initialize(repeating: 0, count: x.value.count) }
-                    backwardPass(gradient, overwrite: fresh && pointwise)
+                    if fresh && !pointwise { gradient.initialize(repeating: 0, count: x.elementCount) }
+                    backwardPass(gradient, overwrite: fresh && pointwise, fresh: fresh)
                 }
             } else {
-                backwardPass(nil, overwrite: false)
+                backwardPass(nil, overwrite: false, fresh: false)
             }
             if needWeight {
                 weight.accumulateGradient { gradient in
@@ -224,6 +239,17 @@ struct InputImages: @unchecked Sendable {
             return deferred.withImageWriter { body(InputImages(memory: nil, writer: $0, imageSize: imageSize)) }
         }
         return x.value.data.withUnsafeBufferPointer { body(InputImages(memory: $0.baseAddress!, writer: nil, imageSize: imageSize)) }
+    }
+
+    /// Deferred only: the deferring BatchNorm's backward sums (`BatchNormalizationKernel.gradientSums`) over image
+    /// `image` of `gradient` (the gradient of these images, the whole tensor's), added to `sum` and `dot`.
+    func addAffineGradientSums(gradient: UnsafePointer<Float>, image: Int, sum: UnsafeMutablePointer<Double>,
+                               dot: UnsafeMutablePointer<Double>) {
+        let writer = writer!
+        BatchNormalizationKernel.gradientSums(outputGradient: gradient, input: writer.source,
+                                              planes: image * writer.channels..<(image + 1) * writer.channels,
+                                              channels: writer.channels, planeSize: writer.planeSize, scale: writer.scale,
+                                              offset: writer.offset, clamp: writer.clamp, sum: sum, dot: dot)
     }
 
     /// The first of the contiguous images `range`: in the tensor, or computed into `buffer` (room for them all

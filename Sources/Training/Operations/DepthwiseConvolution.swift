@@ -115,21 +115,29 @@ enum DepthwiseConvolution {
                         }
                     }
                 }
-                // A deferred input: the C kernel computes each chunk of input planes as it reads them.
+                // A deferred input: the C kernel computes each chunk of input planes as it reads them and, when it
+                // stores the whole input gradient, takes the deferring BatchNorm's backward sums over it too.
                 func deferredInputBackward(_ deferred: DeferredChannelAffine, inputGradient: UnsafeMutablePointer<Float>?,
                                            accumulate: Bool) {
+                    let takeSums = inputGradient != nil && !accumulate
+                    let workers = max(1, min(threads, batch))
+                    var sums = [Double](repeating: 0, count: takeSums ? workers * 2 * channels : 0)
+                    defer { if takeSums { deferred.gradientSums = ChannelSums.combine(sums, workers: workers, channels: channels) } }
                     deferred.withImageWriter { writer in
                         weight.value.data.withUnsafeBufferPointer { weights in
                             result.gradient.withUnsafeBufferPointer { outputGradient in
                                 weightGradient.withUnsafeMutableBufferPointer { dW in
-                                    DepthwiseConvolution3x3.backward(
-                                        batch: batch, channels: channels, input: writer.source,
-                                        inputAffine: (scale: writer.scale, offset: writer.offset, clamp: writer.clamp),
-                                        outputGradient: outputGradient.baseAddress!, weights: weights.baseAddress!,
-                                        height: height, width: width, stride: g.strideHeight, padTop: g.padTop,
-                                        padLeft: g.padLeft, outputHeight: outH, outputWidth: outW,
-                                        weightGradient: dW.baseAddress!, inputGradient: inputGradient,
-                                        accumulate: accumulate, threads: threads)
+                                    sums.withUnsafeMutableBufferPointer { sumBuffer in
+                                        DepthwiseConvolution3x3.backward(
+                                            batch: batch, channels: channels, input: writer.source,
+                                            inputAffine: (scale: writer.scale, offset: writer.offset, clamp: writer.clamp,
+                                                          gradientSums: takeSums ? sumBuffer.baseAddress : nil),
+                                            outputGradient: outputGradient.baseAddress!, weights: weights.baseAddress!,
+                                            height: height, width: width, stride: g.strideHeight, padTop: g.padTop,
+                                            padLeft: g.padLeft, outputHeight: outH, outputWidth: outW,
+                                            weightGradient: dW.baseAddress!, inputGradient: inputGradient,
+                                            accumulate: accumulate, threads: threads)
+                                    }
                                 }
                             }
                         }
