@@ -22,8 +22,25 @@ public final class Variable {
         }
         set { storage = newValue }
     }
-    /// Empty until some backward step adds to it (then `elementCount` elements).
-    public internal(set) var gradient: [Float] = []
+    /// Empty until some backward step adds to it (then `elementCount` elements). Reading a deferred gradient
+    /// computes and keeps it.
+    public internal(set) var gradient: [Float] {
+        get {
+            if let pending = pendingGradient {
+                storedGradient = pending.materialize()
+                pendingGradient = nil
+            }
+            return storedGradient
+        }
+        set {
+            storedGradient = newValue
+            pendingGradient = nil
+        }
+    }
+    private var storedGradient: [Float] = []
+    /// Set when the gradient was described instead of computed: a BatchNorm, this value's only reader, leaves its
+    /// input gradient for the convolution that computed this value to compute as it reads it.
+    private(set) var pendingGradient: DeferredInputGradient?
     /// False for data (images); true for parameters and anything computed from them.
     public let requiresGradient: Bool
 
@@ -49,14 +66,21 @@ public final class Variable {
     var pendingAffine: DeferredChannelAffine? { storage == nil ? deferred : nil }
 
     /// Whether backward reached this value.
-    public var hasGradient: Bool { !gradient.isEmpty }
+    public var hasGradient: Bool { pendingGradient != nil || !storedGradient.isEmpty }
+
+    /// Leaves the gradient to be computed by its reader (nothing may have reached it yet).
+    func deferGradient(_ pending: DeferredInputGradient) {
+        precondition(!hasGradient, "a deferred gradient must be the only contribution")
+        pendingGradient = pending
+    }
 
     /// Runs `body` on the gradient buffer, zero-filling it first if backward has not reached this value yet.
     /// Backward steps *add* into it: a value read by several nodes (a residual branch) sums their gradients.
     @inline(__always)
     public func accumulateGradient<Result>(_ body: (UnsafeMutablePointer<Float>) throws -> Result) rethrows -> Result {
-        if gradient.isEmpty { gradient = [Float](repeating: 0, count: elementCount) }
-        return try gradient.withUnsafeMutableBufferPointer { try body($0.baseAddress!) }
+        if pendingGradient != nil { _ = gradient }
+        if storedGradient.isEmpty { storedGradient = [Float](repeating: 0, count: elementCount) }
+        return try storedGradient.withUnsafeMutableBufferPointer { try body($0.baseAddress!) }
     }
 
     /// Runs `body` on the gradient buffer; `fresh` tells whether it is uninitialised (backward had not reached
@@ -64,13 +88,14 @@ public final class Variable {
     /// Saves the zero-fill and the read of `accumulateGradient` for the first (usually only) contribution.
     @inline(__always)
     public func writeGradient(_ body: (UnsafeMutablePointer<Float>, _ fresh: Bool) -> Void) {
-        if gradient.isEmpty {
-            gradient = [Float](unsafeUninitializedCapacity: elementCount) { buffer, initialized in
+        if pendingGradient != nil { _ = gradient }
+        if storedGradient.isEmpty {
+            storedGradient = [Float](unsafeUninitializedCapacity: elementCount) { buffer, initialized in
                 body(buffer.baseAddress!, true)
                 initialized = buffer.count
             }
         } else {
-            gradient.withUnsafeMutableBufferPointer { body($0.baseAddress!, false) }
+            storedGradient.withUnsafeMutableBufferPointer { body($0.baseAddress!, false) }
         }
     }
 
@@ -78,10 +103,11 @@ public final class Variable {
     /// contribution (copy-on-write makes a later addition copy first), so pass-through ops cost nothing.
     public func addGradient(_ contribution: [Float]) {
         precondition(contribution.count == elementCount, "gradient of \(contribution.count) values for \(elementCount)")
-        if gradient.isEmpty {
-            gradient = contribution
+        if pendingGradient != nil { _ = gradient }
+        if storedGradient.isEmpty {
+            storedGradient = contribution
         } else {
-            gradient.withUnsafeMutableBufferPointer { target in
+            storedGradient.withUnsafeMutableBufferPointer { target in
                 contribution.withUnsafeBufferPointer { VectorMath.add($0.baseAddress!, into: target.baseAddress!, count: $0.count) }
             }
         }

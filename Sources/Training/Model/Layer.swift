@@ -81,13 +81,18 @@ public final class BatchNorm2d: Layer {
     /// deferred (`DeferredChannelAffine`), and the convolution computes it as it reads it.
     public internal(set) var defersOutput = false
 
+    /// Set by `TrainableModel` when the input comes from a (not depthwise) convolution that only this layer reads:
+    /// the input gradient is then passed on deferred (`DeferredInputGradient`), and the convolution's backward
+    /// computes it as it reads it.
+    public internal(set) var defersInputGradient = false
+
     public var parameters: [Parameter] { [scale, shift] }
 
     public func callAsFunction(_ inputs: [Variable], context: ForwardContext) -> Variable {
         BatchNormalization.forward(inputs[0], scale: scale.variable, shift: shift.variable, statistics: &statistics,
                                    momentum: momentum, epsilon: epsilon,
                                    fusedClamp: fusedClamp.map { (lower: $0.lower, upper: $0.upper) },
-                                   deferOutput: defersOutput, context: context)
+                                   deferOutput: defersOutput, deferInputGradient: defersInputGradient, context: context)
     }
 
     public func export(into graph: inout Graph, node: inout Node) {

@@ -66,6 +66,9 @@ public final class TrainableModel {
         var builder = LayerBuilder(graph: graph)
         var layers: [Layer] = try graph.nodes.map { try builder.layer(for: $0) }
         try rewriteLayers?(&layers, graph)
+        if deferBatchNormOutput {
+            Self.deferBatchNormInputGradients(graph: graph, layers: layers, transformedValues: Set(valueTransforms.keys))
+        }
         if fuseBatchNormActivation {
             Self.fuseBatchNormActivations(graph: graph, layers: &layers,
                                           deferringOutputs: deferBatchNormOutput, transformedValues: Set(valueTransforms.keys))
@@ -84,6 +87,26 @@ public final class TrainableModel {
         self.valueTransforms = valueTransforms
         self.parameters = parameters
         runtimeInputs = graph.nodes.map { node in node.inputs.filter { !$0.isEmpty && graph.initializers[$0] == nil } }
+    }
+
+    /// A built-in BatchNorm whose input comes from a built-in convolution (not depthwise) that nothing else reads
+    /// leaves its input gradient to that convolution's backward (`BatchNorm2d.defersInputGradient`).
+    private static func deferBatchNormInputGradients(graph: Graph, layers: [Layer], transformedValues: Set<String>) {
+        var readers: [String: [Int]] = [:], producer: [String: Int] = [:]
+        for (index, node) in graph.nodes.enumerated() {
+            for name in node.inputs { readers[name, default: []].append(index) }
+            for name in node.outputs { producer[name] = index }
+        }
+        let graphOutputs = Set(graph.outputs.map(\.name))
+        for (index, node) in graph.nodes.enumerated() {
+            guard let norm = layers[index] as? BatchNorm2d, let value = node.inputs.first, !graphOutputs.contains(value),
+                  !transformedValues.contains(value), readers[value]?.count == 1, let source = producer[value],
+                  let convolution = layers[source] as? Conv2d,
+                  !Convolution.isDepthwise(weightShape: convolution.weight.value.shape,
+                                           inputChannels: convolution.weight.value.shape[1] * convolution.groups,
+                                           groups: convolution.groups) else { continue }
+            norm.defersInputGradient = true
+        }
     }
 
     private static func fuseBatchNormActivations(graph: Graph, layers: inout [Layer], deferringOutputs: Bool,

@@ -31,7 +31,7 @@ enum BatchNormalization {
     static func forward(_ x: Variable, scale: Variable, shift: Variable, statistics: inout BatchNormalizationStatistics,
                         momentum: Float, epsilon: Float, fusedClamp: (lower: Float, upper: Float)? = nil,
                         inputAffine: (scale: [Float], shift: [Float])? = nil, deferOutput: Bool = false,
-                        context: ForwardContext) -> Variable {
+                        deferInputGradient: Bool = false, context: ForwardContext) -> Variable {
         let (batch, channels) = (x.shape[0], x.shape[1])
         let plane = x.shape.dropFirst(2).reduce(1, *)
         let elements = batch * plane
@@ -137,6 +137,13 @@ enum BatchNormalization {
                     k0[c] = -multiplier[c] * sumGradient[c] / count - multiplier[c] * normShift[c] * projection
                 }
             }
+            if deferInputGradient && !x.hasGradient {
+                // x's producer, a convolution read by this BatchNorm alone, computes it image by image as it reads it.
+                x.deferGradient(DeferredInputGradient(outputGradient: result.gradient, input: x,
+                                                      perChannel: multiplier + offset + k1 + k0, clamp: kernelClamp,
+                                                      threads: threads))
+                return
+            }
             x.writeGradient { inputGradient, fresh in
                 x.value.data.withUnsafeBufferPointer { input in
                     result.gradient.withUnsafeBufferPointer { outputGradient in
@@ -160,6 +167,80 @@ enum BatchNormalization {
             }
         }
         return result
+    }
+}
+
+/// BatchNorm's input gradient, `dx = m[c]·d + k1[c]·x + k0[c]` with d the output gradient through the fused clamp's
+/// mask (`BatchNormalizationKernel.inputGradient`), left for the convolution that computed x — its only reader is this
+/// BatchNorm — to compute image by image into a buffer that stays in cache while its backward reads it. That saves
+/// writing the gradient to memory and reading it back. Same values as the stored gradient (same kernel).
+final class DeferredInputGradient {
+    let outputGradient: [Float]
+    /// BatchNorm's input x (its storage, not the `Variable`: that one holds this object).
+    let input: [Float]
+    let shape: [Int]
+    /// m, clamp offset, k1, k0: four runs of `channels` values.
+    let perChannel: [Float]
+    let clamp: BatchNormalizationKernel.Clamp?
+    let threads: Int
+
+    init(outputGradient: [Float], input: Variable, perChannel: [Float], clamp: BatchNormalizationKernel.Clamp?, threads: Int) {
+        self.outputGradient = outputGradient
+        self.input = input.value.data
+        self.shape = input.shape
+        self.perChannel = perChannel
+        self.clamp = clamp
+        self.threads = threads
+    }
+
+    /// The whole gradient, computed in one pass over the threads.
+    func materialize() -> [Float] {
+        let batch = shape[0], count = input.count
+        var gradient = [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+        withImageWriter { writer in
+            gradient.withUnsafeMutableBufferPointer { buffer in
+                let target = Parallel.SharedMutablePointer(buffer.baseAddress!)
+                Parallel.forEachChunk(count: batch, threads: threads) { images in
+                    writer.writeImages(images, into: target.base + images.lowerBound * writer.imageSize)
+                }
+            }
+        }
+        return gradient
+    }
+
+    func withImageWriter<Result>(_ body: (ImageWriter) -> Result) -> Result {
+        let channels = shape[1], planeSize = shape.dropFirst(2).reduce(1, *)
+        return outputGradient.withUnsafeBufferPointer { dy in
+            input.withUnsafeBufferPointer { x in
+                perChannel.withUnsafeBufferPointer { values in
+                    body(ImageWriter(outputGradient: dy.baseAddress!, input: x.baseAddress!, perChannel: values.baseAddress!,
+                                     clamp: clamp, channels: channels, planeSize: planeSize))
+                }
+            }
+        }
+    }
+
+    /// Pointers valid inside `withImageWriter` only.
+    struct ImageWriter: @unchecked Sendable {
+        let outputGradient: UnsafePointer<Float>
+        let input: UnsafePointer<Float>
+        let perChannel: UnsafePointer<Float>
+        let clamp: BatchNormalizationKernel.Clamp?
+        let channels: Int
+        let planeSize: Int
+
+        var imageSize: Int { channels * planeSize }
+
+        /// The gradient of images `images` (contiguous) into `target` (`images.count · imageSize` floats).
+        func writeImages(_ images: Range<Int>, into target: UnsafeMutablePointer<Float>) {
+            // The kernel finds plane p at p·planeSize and its channel as p mod channels: start at an image.
+            let start = images.lowerBound * imageSize
+            BatchNormalizationKernel.inputGradient(
+                outputGradient: outputGradient + start, input: input + start, planes: 0..<(images.count * channels),
+                channels: channels, planeSize: planeSize, scale: perChannel, offset: perChannel + channels, clamp: clamp,
+                gain: perChannel, slope: perChannel + 2 * channels, constant: perChannel + 3 * channels,
+                accumulate: false, into: target)
+        }
     }
 }
 

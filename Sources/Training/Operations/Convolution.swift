@@ -41,7 +41,7 @@ enum Convolution {
         let accumulateOntoBias = bias != nil
         let workers = min(context.threads, batch)
         let innerThreads = workers == 1 ? context.threads : 1
-        InputImages.with(x) { images in
+        ImageSource.value(of: x) { images in
             output.withUnsafeMutableBufferPointer { out in
                 let target = Parallel.SharedMutablePointer(out.baseAddress!)
                 Parallel.forEachChunk(count: batch, threads: workers) { range in
@@ -100,12 +100,11 @@ enum Convolution {
                 var partialSums = [Double](repeating: 0, count: takeSums ? workers * 2 * channels : 0)
                 defer { if takeSums { deferredInput!.gradientSums = ChannelSums.combine(partialSums, workers: workers, channels: channels) } }
                 // The input is read for the weight gradient (and, deferred, for the sums) only.
-                InputImages.with(needWeight || takeSums ? x : nil) { inputImages in
-                    result.gradient.withUnsafeBufferPointer { outputGradient in
+                ImageSource.value(of: needWeight || takeSums ? x : nil) { inputImages in
+                    ImageSource.gradient(of: result) { gradientImages in
                         partialWeights.withUnsafeMutableBufferPointer { partial in
                             partialSums.withUnsafeMutableBufferPointer { sumsBuffer in
                                 let sums = takeSums ? Parallel.SharedMutablePointer(sumsBuffer.baseAddress!) : nil
-                                let dY = Parallel.SharedPointer(outputGradient.baseAddress!)
                                 let dX = inputGradientBase.map { Parallel.SharedMutablePointer($0) }
                                 let dW = needWeight ? Parallel.SharedMutablePointer(partial.baseAddress!) : nil
                                 Parallel.forEach(count: workers, threads: workers) { worker in
@@ -115,10 +114,21 @@ enum Convolution {
                                     // gradient's block, or one image).
                                     let blockImages = directWeightGradient ? imageBlock : 1
                                     let imageScratch = inputImages.isDeferred ? blockImages * imageInput : 0
-                                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * scratch + imageScratch) { buffers in
+                                    // A deferred output gradient likewise, the same blocks.
+                                    let gradientScratch = gradientImages.isDeferred ? blockImages * imageOutput : 0
+                                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * scratch + imageScratch + gradientScratch) { buffers in
                                         let columns = buffers.baseAddress!, columnGradient = buffers.baseAddress! + scratch
                                         let imageBuffer = buffers.baseAddress! + 2 * scratch
+                                        let gradientBuffer = imageBuffer + imageScratch
+                                        // The output gradient of the current block of images (`blockImages` long).
+                                        var blockGradient = UnsafePointer(gradientBuffer), blockStart = images.lowerBound
                                         for n in images {
+                                            if (n - images.lowerBound) % blockImages == 0 {
+                                                blockStart = n
+                                                blockGradient = gradientImages.images(n..<min(n + blockImages, images.upperBound),
+                                                                                      buffer: gradientBuffer)
+                                            }
+                                            let imageGradient = blockGradient + (n - blockStart) * imageOutput
                                             // 1×1 on AVX-512: dW over a block of images at once, straight from the NCHW
                                             // planes (no per-image packing and transposing of dY and X).
                                             if let dW, directWeightGradient, (n - images.lowerBound) % imageBlock == 0 {
@@ -127,14 +137,14 @@ enum Convolution {
                                                 for g in 0..<groups {
                                                     GEMM.accumulateTransposedProducts(
                                                         m: rows, n: channelsPerGroup, k: plane, segments: count,
-                                                        a: dY.base + n * imageOutput + g * rows * plane, lda: plane, aStride: imageOutput,
+                                                        a: imageGradient + g * rows * plane, lda: plane, aStride: imageOutput,
                                                         b: block + g * groupInput, ldb: plane, bStride: imageInput,
                                                         c: dW.base + worker * weightCount + g * rows * depth, ldc: depth)
                                                 }
                                             }
                                             let source = dW != nil && !directWeightGradient ? inputImages.images(n..<(n + 1), buffer: imageBuffer) : nil
                                             for g in 0..<groups {
-                                                let gradientOut = dY.base + n * imageOutput + g * rows * plane
+                                                let gradientOut = imageGradient + g * rows * plane
                                                 if let dW, let source {
                                                     let image = source + g * groupInput
                                                     var matrix = image
@@ -222,30 +232,55 @@ enum Convolution {
     }
 }
 
-/// Where a convolution reads its input images: the tensor's own memory, or, for a deferred BatchNorm output
-/// (`DeferredChannelAffine`), a caller's buffer that the images are computed into just before they are read.
-struct InputImages: @unchecked Sendable {
+/// Computes images of a tensor that was described rather than stored into a caller's buffer.
+protocol ImageWriting: Sendable {
+    /// Images `images` (contiguous) into `target`, which has room for them all.
+    func writeImages(_ images: Range<Int>, into target: UnsafeMutablePointer<Float>)
+}
+
+extension DeferredChannelAffine.ImageWriter: ImageWriting {}
+extension DeferredInputGradient.ImageWriter: ImageWriting {}
+
+/// Where a convolution reads the images of its input, or of its output gradient: the tensor's own memory or, when
+/// it was deferred (`DeferredChannelAffine`, `DeferredInputGradient`), a caller's buffer that the images are
+/// computed into just before they are read.
+struct ImageSource: @unchecked Sendable {
     private let memory: UnsafePointer<Float>?
-    private let writer: DeferredChannelAffine.ImageWriter?
+    private let writer: (any ImageWriting)?
+    /// The deferred BatchNorm output, when this is one (for `addAffineGradientSums`).
+    private let affine: DeferredChannelAffine.ImageWriter?
     private let imageSize: Int
 
     var isDeferred: Bool { writer != nil }
 
-    /// Runs `body` with the images of `x` (nil: no images are read; `images` must not be called).
-    static func with<Result>(_ x: Variable?, _ body: (InputImages) -> Result) -> Result {
-        guard let x else { return body(InputImages(memory: nil, writer: nil, imageSize: 0)) }
+    /// Runs `body` with the images of `x`'s value (nil: no images are read; `images` must not be called).
+    static func value<Result>(of x: Variable?, _ body: (ImageSource) -> Result) -> Result {
+        guard let x else { return body(ImageSource(memory: nil, writer: nil, affine: nil, imageSize: 0)) }
         let imageSize = x.shape.dropFirst().reduce(1, *)
         if let deferred = x.pendingAffine {
-            return deferred.withImageWriter { body(InputImages(memory: nil, writer: $0, imageSize: imageSize)) }
+            return deferred.withImageWriter { body(ImageSource(memory: nil, writer: $0, affine: $0, imageSize: imageSize)) }
         }
-        return x.value.data.withUnsafeBufferPointer { body(InputImages(memory: $0.baseAddress!, writer: nil, imageSize: imageSize)) }
+        return x.value.data.withUnsafeBufferPointer {
+            body(ImageSource(memory: $0.baseAddress!, writer: nil, affine: nil, imageSize: imageSize))
+        }
     }
 
-    /// Deferred only: the deferring BatchNorm's backward sums (`BatchNormalizationKernel.gradientSums`) over image
-    /// `image` of `gradient` (the gradient of these images, the whole tensor's), added to `sum` and `dot`.
+    /// Runs `body` with the images of `result`'s gradient.
+    static func gradient<Result>(of result: Variable, _ body: (ImageSource) -> Result) -> Result {
+        let imageSize = result.shape.dropFirst().reduce(1, *)
+        if let pending = result.pendingGradient {
+            return pending.withImageWriter { body(ImageSource(memory: nil, writer: $0, affine: nil, imageSize: imageSize)) }
+        }
+        return result.gradient.withUnsafeBufferPointer {
+            body(ImageSource(memory: $0.baseAddress!, writer: nil, affine: nil, imageSize: imageSize))
+        }
+    }
+
+    /// A deferred BatchNorm output only: that BatchNorm's backward sums (`BatchNormalizationKernel.gradientSums`)
+    /// over image `image` of `gradient` (the gradient of this value, the whole tensor's), added to `sum` and `dot`.
     func addAffineGradientSums(gradient: UnsafePointer<Float>, image: Int, sum: UnsafeMutablePointer<Double>,
                                dot: UnsafeMutablePointer<Double>) {
-        let writer = writer!
+        let writer = affine!
         BatchNormalizationKernel.gradientSums(outputGradient: gradient, input: writer.source,
                                               planes: image * writer.channels..<(image + 1) * writer.channels,
                                               channels: writer.channels, planeSize: writer.planeSize, scale: writer.scale,
