@@ -140,12 +140,12 @@ static inline __attribute__((always_inline)) void input_gradient_body(
     const float* restrict dy, const float* restrict x, ptrdiff_t first, ptrdiff_t count, ptrdiff_t channels,
     ptrdiff_t size, const float* restrict scale, const float* restrict offset, float minimum, float maximum,
     const int clamp, const float* restrict gain, const float* restrict slope, const float* restrict constant,
-    const int accumulate, float* restrict dx) {
+    const int accumulate, float* restrict dx, ptrdiff_t dx_first) {
     ptrdiff_t c = first % channels;
     for (ptrdiff_t p = first; p < first + count; ++p) {
         const float* restrict g = dy + p * size;
         const float* restrict v = x + p * size;
-        float* restrict out = dx + p * size;
+        float* restrict out = dx + (p - dx_first) * size;
         const float a = scale[c], b = offset[c], k = gain[c], s = slope[c], e = constant[c];
         for (ptrdiff_t i = 0; i < size; ++i) {
             const float d = clamp ? masked(g[i], v[i], a, b, minimum, maximum) : g[i];
@@ -173,19 +173,19 @@ static inline __attribute__((always_inline)) void input_gradient_body(
     }                                                                                                                  \
     attributes static void input_gradient_##suffix(const float* dy, QF_PLANES, QF_MASK, int clamp, const float* gain,  \
                                                    const float* slope, const float* constant, int accumulate,          \
-                                                   float* dx) {                                                        \
+                                                   float* dx, ptrdiff_t dx_first) {                                                        \
         if (clamp && accumulate)                                                                                       \
             input_gradient_body(dy, x, first, count, channels, size, scale, offset, minimum, maximum, 1, gain, slope, \
-                                constant, 1, dx);                                                                      \
+                                constant, 1, dx, dx_first);                                                                      \
         else if (clamp)                                                                                                \
             input_gradient_body(dy, x, first, count, channels, size, scale, offset, minimum, maximum, 1, gain, slope, \
-                                constant, 0, dx);                                                                      \
+                                constant, 0, dx, dx_first);                                                                      \
         else if (accumulate)                                                                                           \
             input_gradient_body(dy, x, first, count, channels, size, scale, offset, minimum, maximum, 0, gain, slope, \
-                                constant, 1, dx);                                                                      \
+                                constant, 1, dx, dx_first);                                                                      \
         else                                                                                                           \
             input_gradient_body(dy, x, first, count, channels, size, scale, offset, minimum, maximum, 0, gain, slope, \
-                                constant, 0, dx);                                                                      \
+                                constant, 0, dx, dx_first);                                                                      \
     }
 
 QF_INSTANTIATE(portable, )
@@ -260,16 +260,36 @@ void qf_fp32_batchnorm_input_gradient(int isa, const float* dy, const float* x, 
 #if defined(__x86_64__) || defined(__i386__)
     if (isa == QF_FP32_ISA_AVX512) {
         input_gradient_avx512(dy, x, first, count, channels, size, scale, offset, minimum, maximum, clamp, gain, slope,
-                              constant, accumulate, dx);
+                              constant, accumulate, dx, 0);
         return;
     }
     if (isa == QF_FP32_ISA_AVX2) {
         input_gradient_avx2(dy, x, first, count, channels, size, scale, offset, minimum, maximum, clamp, gain, slope,
-                            constant, accumulate, dx);
+                            constant, accumulate, dx, 0);
         return;
     }
 #endif
     (void)isa;
     input_gradient_portable(dy, x, first, count, channels, size, scale, offset, minimum, maximum, clamp, gain, slope,
-                            constant, accumulate, dx);
+                            constant, accumulate, dx, 0);
+}
+
+void qf_fp32_gradient_affine_planes(int isa, const float* dy, ptrdiff_t first, ptrdiff_t count, ptrdiff_t channels,
+                                    ptrdiff_t size, const qf_fp32_gradient_affine* a, float* dx) {
+    if (count <= 0) return;
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa == QF_FP32_ISA_AVX512) {
+        input_gradient_avx512(dy, a->input, first, count, channels, size, a->scale, a->offset, a->minimum, a->maximum,
+                              a->clamp, a->gain, a->slope, a->constant, 0, dx, first);
+        return;
+    }
+    if (isa == QF_FP32_ISA_AVX2) {
+        input_gradient_avx2(dy, a->input, first, count, channels, size, a->scale, a->offset, a->minimum, a->maximum,
+                            a->clamp, a->gain, a->slope, a->constant, 0, dx, first);
+        return;
+    }
+#endif
+    (void)isa;
+    input_gradient_portable(dy, a->input, first, count, channels, size, a->scale, a->offset, a->minimum, a->maximum,
+                            a->clamp, a->gain, a->slope, a->constant, 0, dx, first);
 }

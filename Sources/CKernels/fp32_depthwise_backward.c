@@ -67,8 +67,9 @@ static size_t portable_scratch_size(ptrdiff_t height, ptrdiff_t width, int strid
                                     ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width) {
     const portable_layout l = portable_planes(height, width, stride, pad_top, pad_left, out_height, out_width);
     // Both planes, then the flat stride-1 result (height rows of qw) or the even and odd stride-2 columns, then one
-    // input plane computed from an affine input.
-    return (size_t)(l.ph * l.pw + l.qh * l.qw + portable_rest_size(height, width, stride, l) + height * width);
+    // input plane computed from an affine input and one output-gradient plane computed from an affine gradient.
+    return (size_t)(l.ph * l.pw + l.qh * l.qw + portable_rest_size(height, width, stride, l) + height * width +
+                    out_height * out_width);
 }
 
 // Copies a plane into the interior of a zero-bordered one (the border is never written, so it stays zero).
@@ -222,13 +223,14 @@ static void add_affine_gradient_sums(int isa, const qf_fp32_channel_affine* affi
 }
 
 #define QF_BACKWARD_PARAMETERS                                                                                       \
-    const float *input, const qf_fp32_channel_affine *affine, const float *dy, const float *weights,                  \
+    const float *input, const qf_fp32_channel_affine *affine, const float *dy,                                       \
+        const qf_fp32_gradient_affine *dy_affine, const float *weights,                                               \
         ptrdiff_t first_plane, ptrdiff_t plane_count, ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width,          \
         int stride, ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width,                \
         float *weight_gradient, float *dx, int accumulate, float *scratch
 #define QF_BACKWARD_ARGUMENTS                                                                                        \
-    input, affine, dy, weights, first_plane, plane_count, channels, height, width, stride, pad_top, pad_left,         \
-        out_height, out_width, weight_gradient, dx, accumulate, scratch
+    input, affine, dy, dy_affine, weights, first_plane, plane_count, channels, height, width, stride, pad_top,        \
+        pad_left, out_height, out_width, weight_gradient, dx, accumulate, scratch
 
 static inline __attribute__((always_inline)) void backward_body(int isa, QF_BACKWARD_PARAMETERS) {
     const portable_layout l = portable_planes(height, width, stride, pad_top, pad_left, out_height, out_width);
@@ -236,6 +238,7 @@ static inline __attribute__((always_inline)) void backward_body(int isa, QF_BACK
     float* padded_dy = padded_input + l.ph * l.pw;
     float* rest = padded_dy + l.qh * l.qw;
     float* computed_input = rest + portable_rest_size(height, width, stride, l);
+    float* computed_dy = computed_input + height * width;
     if (weight_gradient != NULL) memset(padded_input, 0, sizeof(float) * (size_t)(l.ph * l.pw));
     if (dx != NULL) memset(padded_dy, 0, sizeof(float) * (size_t)(l.qh * l.qw));
     const column_terms terms = stride2_column_terms(pad_left);
@@ -243,6 +246,10 @@ static inline __attribute__((always_inline)) void backward_body(int isa, QF_BACK
     for (ptrdiff_t plane = first_plane; plane < first_plane + plane_count; ++plane) {
         const ptrdiff_t channel = plane % channels;
         const float* d = dy + plane * out_plane;
+        if (dy_affine) {
+            qf_fp32_gradient_affine_planes(isa, dy, plane, 1, channels, out_plane, dy_affine, computed_dy);
+            d = computed_dy;
+        }
         if (weight_gradient != NULL) {
             const float* x = input + plane * in_plane;
             if (affine) {
@@ -291,12 +298,13 @@ static size_t avx512_scratch_size(ptrdiff_t channels, ptrdiff_t height, ptrdiff_
                                   ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width) {
     // Vector accumulators (16 floats per tap and channel), rotated kernels and zero biases (two copies each, see
     // below), one chunk of input gradient (staged when accumulating), one chunk of input computed from an affine
-    // input, the forward kernel's scratch (stride 1: a forward pass with dY as its input and the input plane as
+    // input, one chunk of output gradient computed from an affine gradient, the forward kernel's scratch (stride 1: a forward pass with dY as its input and the input plane as
     // its output).
     const size_t forward = stride == 1 ? qf_fp32_depthwise3x3_scratch_size(out_height, out_width, 2 - pad_top,
                                                                             2 - pad_left, height, width, 1)
                                        : 0;
-    return (size_t)(164 * channels + 2 * chunk_planes(height, width, out_height, out_width) * height * width) + forward;
+    const ptrdiff_t chunk = chunk_planes(height, width, out_height, out_width);
+    return (size_t)(164 * channels + chunk * (2 * height * width + out_height * out_width)) + forward;
 }
 
 static void backward_avx512(QF_BACKWARD_PARAMETERS) {
@@ -307,7 +315,8 @@ static void backward_avx512(QF_BACKWARD_PARAMETERS) {
     float* zero_bias = rotated + 18 * channels;
     float* staged = zero_bias + 2 * channels;
     float* computed_input = staged + chunk * in_plane;
-    float* forward_scratch = computed_input + chunk * in_plane;
+    float* computed_dy = computed_input + chunk * in_plane;
+    float* forward_scratch = computed_dy + chunk * out_plane;
     if (weight_gradient != NULL) memset(accumulators, 0, sizeof(float) * (size_t)(144 * channels));
     if (dx != NULL && stride == 1) {
         // Channels 0..<2·channels (channel c as c mod channels): a chunk's forward call starts at its own first
@@ -319,6 +328,13 @@ static void backward_avx512(QF_BACKWARD_PARAMETERS) {
     }
     for (ptrdiff_t start = first_plane; start < first_plane + plane_count; start += chunk) {
         const ptrdiff_t count = first_plane + plane_count - start < chunk ? first_plane + plane_count - start : chunk;
+        // This chunk's output gradient (plane `start` first).
+        const float* chunk_dy = dy + start * out_plane;
+        if (dy_affine) {
+            qf_fp32_gradient_affine_planes(QF_FP32_ISA_AVX512, dy, start, count, channels, out_plane, dy_affine,
+                                           computed_dy);
+            chunk_dy = computed_dy;
+        }
         if (weight_gradient != NULL) {
             const float* x = input + start * in_plane;
             if (affine) {
@@ -326,13 +342,13 @@ static void backward_avx512(QF_BACKWARD_PARAMETERS) {
                                               computed_input);
                 x = computed_input;
             }
-            qf_fp32_depthwise3x3_weight_gradient_avx512(x, dy + start * out_plane, start, count, channels, height,
+            qf_fp32_depthwise3x3_weight_gradient_avx512(x, chunk_dy, start, count, channels, height,
                                                         width, stride, pad_top, pad_left, out_height, out_width,
                                                         accumulators);
         }
         if (dx == NULL) continue;
         if (stride == 2) {
-            qf_fp32_depthwise3x3_input_gradient_stride2_avx512(dy, weights, start, count, channels, height, width,
+            qf_fp32_depthwise3x3_input_gradient_stride2_avx512(chunk_dy, weights, start, count, channels, height, width,
                                                                pad_top, pad_left, out_height, out_width, dx,
                                                                accumulate);
         } else {
@@ -340,7 +356,7 @@ static void backward_avx512(QF_BACKWARD_PARAMETERS) {
             // channels of the doubled table. Stored straight into dX, or into `staged` and added.
             const ptrdiff_t shift = start % channels;
             float* target = accumulate ? staged : dx + start * in_plane;
-            qf_fp32_depthwise3x3_planes(QF_FP32_ISA_AVX512, dy + start * out_plane, 0, count, channels, out_height,
+            qf_fp32_depthwise3x3_planes(QF_FP32_ISA_AVX512, chunk_dy, 0, count, channels, out_height,
                                         out_width, 1, 2 - pad_top, 2 - pad_left, height, width, rotated + 9 * shift,
                                         zero_bias + shift, 0.0f, 0.0f, 0, target, forward_scratch);
             if (accumulate) {
@@ -375,7 +391,8 @@ size_t qf_fp32_depthwise3x3_backward_scratch_size(ptrdiff_t channels, ptrdiff_t 
 }
 
 void qf_fp32_depthwise3x3_backward(int isa, const float* input, const qf_fp32_channel_affine* input_affine,
-                                   const float* output_gradient, const float* weights,
+                                   const float* output_gradient, const qf_fp32_gradient_affine* output_gradient_affine,
+                                   const float* weights,
                                    ptrdiff_t first_plane, ptrdiff_t plane_count, ptrdiff_t channels,
                                    ptrdiff_t height, ptrdiff_t width, int stride, ptrdiff_t pad_top,
                                    ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width,
@@ -383,18 +400,18 @@ void qf_fp32_depthwise3x3_backward(int isa, const float* input, const qf_fp32_ch
     if (plane_count <= 0 || (weight_gradient == NULL && input_gradient == NULL)) return;
 #if defined(__x86_64__) || defined(__i386__)
     if (isa == QF_FP32_ISA_AVX512 && qf_fp32_depthwise3x3_backward_avx512_handles(stride, width, out_width)) {
-        backward_avx512(input, input_affine, output_gradient, weights, first_plane, plane_count, channels, height, width, stride,
+        backward_avx512(input, input_affine, output_gradient, output_gradient_affine, weights, first_plane, plane_count, channels, height, width, stride,
                         pad_top, pad_left, out_height, out_width, weight_gradient, input_gradient, accumulate,
                         scratch);
         return;
     }
     if (isa >= QF_FP32_ISA_AVX2) {
-        backward_avx2(input, input_affine, output_gradient, weights, first_plane, plane_count, channels, height, width, stride,
+        backward_avx2(input, input_affine, output_gradient, output_gradient_affine, weights, first_plane, plane_count, channels, height, width, stride,
                       pad_top, pad_left, out_height, out_width, weight_gradient, input_gradient, accumulate, scratch);
         return;
     }
 #endif
     (void)isa;
-    backward_portable(input, input_affine, output_gradient, weights, first_plane, plane_count, channels, height, width, stride,
+    backward_portable(input, input_affine, output_gradient, output_gradient_affine, weights, first_plane, plane_count, channels, height, width, stride,
                       pad_top, pad_left, out_height, out_width, weight_gradient, input_gradient, accumulate, scratch);
 }

@@ -243,7 +243,7 @@ static QF_AVX512 void input_gradient_stride2_small(const float* output_gradient,
                                                    ptrdiff_t in_plane, ptrdiff_t out_plane, float* input_gradient,
                                                    int accumulate, const small_stride2_plan* plan) {
     for (ptrdiff_t plane = first_plane; plane < first_plane + plane_count; ++plane) {
-        const float* dy = output_gradient + plane * out_plane;
+        const float* dy = output_gradient + (plane - first_plane) * out_plane;
         const float* w = weights + 9 * (plane % channels);
         float* dx = input_gradient + plane * in_plane;
         __m512 weight[9];
@@ -301,7 +301,7 @@ QF_AVX512 void qf_fp32_depthwise3x3_input_gradient_stride2_avx512(const float* o
     const __m512i second_half = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     const ptrdiff_t in_plane = height * width, out_plane = out_height * out_width;
     for (ptrdiff_t plane = first_plane; plane < first_plane + plane_count; ++plane) {
-        const float* dy = output_gradient + plane * out_plane;
+        const float* dy = output_gradient + (plane - first_plane) * out_plane;
         const float* w = weights + 9 * (plane % channels);
         float* dx = input_gradient + plane * in_plane;
         for (ptrdiff_t y = 0; y < height; ++y) {

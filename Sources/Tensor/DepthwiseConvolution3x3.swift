@@ -83,11 +83,15 @@ public enum DepthwiseConvolution3x3 {
     /// `min(threads, batch)` workers × 2 × channels doubles, zeroed) and a stored input gradient, worker w also adds
     /// that BatchNorm's backward sums over the input gradient it wrote (`BatchNormalizationKernel.gradientSums`
     /// with dy = input gradient, x = input), Σd to its first `channels` doubles and Σd·x to the next `channels`.
+    ///
+    /// `outputGradientAffine`: the output gradient is not `outputGradient` but the BatchNorm input gradient it
+    /// describes (`qf_fp32_gradient_affine`), computed chunk by chunk as the kernel reads it.
     public static func backward(batch: Int, channels: Int, input: UnsafePointer<Float>,
                                 inputAffine: (scale: UnsafePointer<Float>, offset: UnsafePointer<Float>,
                                               clamp: BatchNormalizationKernel.Clamp?,
                                               gradientSums: UnsafeMutablePointer<Double>?)? = nil,
-                                outputGradient: UnsafePointer<Float>, weights: UnsafePointer<Float>,
+                                outputGradient: UnsafePointer<Float>, outputGradientAffine: OutputGradientAffine? = nil,
+                                weights: UnsafePointer<Float>,
                                 height: Int, width: Int, stride: Int, padTop: Int, padLeft: Int,
                                 outputHeight: Int, outputWidth: Int,
                                 weightGradient: UnsafeMutablePointer<Float>?, inputGradient: UnsafeMutablePointer<Float>?,
@@ -102,6 +106,8 @@ public enum DepthwiseConvolution3x3 {
         var partials = [Float](repeating: 0, count: weightGradient == nil ? 0 : workers * channels * 9)
         let affine = ChannelAffineArgument(inputAffine, workers: workers, channels: channels)
         defer { affine.release() }
+        let gradientAffine = GradientAffineArgument(outputGradientAffine)
+        defer { gradientAffine.release() }
         partials.withUnsafeMutableBufferPointer { partialBuffer in
             let source = Parallel.SharedPointer(input), dY = Parallel.SharedPointer(outputGradient)
             let w = Parallel.SharedPointer(weights)
@@ -113,7 +119,7 @@ public enum DepthwiseConvolution3x3 {
                 var scratch = [Float](unsafeUninitializedCapacity: scratchCount) { _, initialized in initialized = scratchCount }
                 scratch.withUnsafeMutableBufferPointer { scratchBuffer in
                     qf_fp32_depthwise3x3_backward(instructionSet.rawValue, source.base, affine.pointer(worker: worker),
-                                                  dY.base, w.base,
+                                                  dY.base, gradientAffine.pointer, w.base,
                                                   images.lowerBound * channels, images.count * channels, channels,
                                                   height, width, Int32(stride), padTop, padLeft, outputHeight,
                                                   outputWidth, dW.map { $0.base + worker * channels * 9 }, dX?.base,
@@ -152,4 +158,47 @@ private struct ChannelAffineArgument: @unchecked Sendable {
     func pointer(worker: Int) -> UnsafeMutablePointer<qf_fp32_channel_affine>? { arguments.map { $0 + worker } }
 
     func release() { arguments?.deallocate() }
+}
+
+/// A gradient described instead of stored: BatchNorm's input gradient `gain·d + slope·x + constant` per channel, d the
+/// BatchNorm output gradient (`outputGradient` of the call) through the mask of `clamp(scale·x + offset)`.
+public struct OutputGradientAffine {
+    public var input: UnsafePointer<Float>
+    public var scale: UnsafePointer<Float>
+    public var offset: UnsafePointer<Float>
+    public var clamp: BatchNormalizationKernel.Clamp?
+    public var gain: UnsafePointer<Float>
+    public var slope: UnsafePointer<Float>
+    public var constant: UnsafePointer<Float>
+
+    public init(input: UnsafePointer<Float>, scale: UnsafePointer<Float>, offset: UnsafePointer<Float>,
+                clamp: BatchNormalizationKernel.Clamp?, gain: UnsafePointer<Float>, slope: UnsafePointer<Float>,
+                constant: UnsafePointer<Float>) {
+        self.input = input
+        self.scale = scale
+        self.offset = offset
+        self.clamp = clamp
+        self.gain = gain
+        self.slope = slope
+        self.constant = constant
+    }
+}
+
+/// The C kernel's optional `qf_fp32_gradient_affine` argument at a fixed address that worker threads may read.
+private struct GradientAffineArgument: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<qf_fp32_gradient_affine>?
+
+    init(_ affine: OutputGradientAffine?) {
+        guard let affine else {
+            pointer = nil
+            return
+        }
+        pointer = .allocate(capacity: 1)
+        pointer!.initialize(to: qf_fp32_gradient_affine(
+            input: affine.input, scale: affine.scale, offset: affine.offset, minimum: affine.clamp?.lower ?? 0,
+            maximum: affine.clamp?.upper ?? 0, clamp: affine.clamp == nil ? 0 : 1, gain: affine.gain,
+            slope: affine.slope, constant: affine.constant))
+    }
+
+    func release() { pointer?.deallocate() }
 }

@@ -197,6 +197,70 @@ final class DepthwiseBackwardKernelTests: XCTestCase {
         }
     }
 
+    /// An output gradient given as BatchNorm's input gradient (`outputGradientAffine`, never stored) gives exactly
+    /// the gradients of the computed one, on every path.
+    func testAffineOutputGradientMatchesComputedOne() {
+        let cases = [
+            Case(batch: 3, channels: 5, height: 32, width: 32, stride: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+            Case(batch: 3, channels: 5, height: 32, width: 32, stride: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+            Case(batch: 4, channels: 7, height: 8, width: 8, stride: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+            Case(batch: 4, channels: 7, height: 4, width: 4, stride: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+            Case(batch: 2, channels: 3, height: 5, width: 9, stride: 1, padTop: 0, padLeft: 1, padBottom: 1, padRight: 0),
+        ]
+        var seed: UInt64 = 900
+        for isa in FP32InstructionSet.supported {
+            for c in cases {
+                for clamp in [nil, BatchNormalizationKernel.Clamp(lower: 0, upper: 6)] {
+                    seed += 10
+                    let inputCount = c.batch * c.channels * c.height * c.width
+                    let outputCount = c.batch * c.channels * c.outH * c.outW
+                    let input = randomValues(inputCount, seed: seed)
+                    let weights = randomValues(c.channels * 9, seed: seed + 1)
+                    // BatchNorm's side: its output gradient d, its input x (this convolution's output), per-channel values.
+                    let d = randomValues(outputCount, seed: seed + 2)
+                    let x = randomValues(outputCount, seed: seed + 3, range: -4...4)
+                    let values = randomValues(5 * c.channels, seed: seed + 4)  // scale, offset, gain, slope, constant
+                    var computed = [Float](repeating: 0, count: outputCount)
+                    values.withUnsafeBufferPointer { v in
+                        let channels = c.channels, base = v.baseAddress!
+                        computed.withUnsafeMutableBufferPointer { target in
+                            BatchNormalizationKernel.inputGradient(
+                                outputGradient: d, input: x, planes: 0..<(c.batch * channels), channels: channels,
+                                planeSize: c.outH * c.outW, scale: base, offset: base + channels, clamp: clamp,
+                                gain: base + 2 * channels, slope: base + 3 * channels, constant: base + 4 * channels,
+                                accumulate: false, into: target.baseAddress!)
+                        }
+                    }
+                    var results: [[Float]] = []
+                    for described in [false, true] {
+                        var dW = [Float](repeating: 0, count: c.channels * 9), dX = [Float](repeating: 0, count: inputCount)
+                        values.withUnsafeBufferPointer { v in
+                            x.withUnsafeBufferPointer { xBuffer in
+                                let channels = c.channels, base = v.baseAddress!
+                                let affine = OutputGradientAffine(input: xBuffer.baseAddress!, scale: base, offset: base + channels,
+                                                                  clamp: clamp, gain: base + 2 * channels,
+                                                                  slope: base + 3 * channels, constant: base + 4 * channels)
+                                dW.withUnsafeMutableBufferPointer { dWBuffer in
+                                    dX.withUnsafeMutableBufferPointer { dXBuffer in
+                                        DepthwiseConvolution3x3.backward(
+                                            batch: c.batch, channels: c.channels, input: input,
+                                            outputGradient: described ? d : computed, outputGradientAffine: described ? affine : nil,
+                                            weights: weights, height: c.height, width: c.width, stride: c.stride,
+                                            padTop: c.padTop, padLeft: c.padLeft, outputHeight: c.outH, outputWidth: c.outW,
+                                            weightGradient: dWBuffer.baseAddress!, inputGradient: dXBuffer.baseAddress!,
+                                            accumulate: false, threads: 2, instructionSet: isa)
+                                    }
+                                }
+                            }
+                        }
+                        results.append(dW + dX)
+                    }
+                    XCTAssertEqual(results[0], results[1], "\(isa) \(c) clamp \(clamp != nil)")
+                }
+            }
+        }
+    }
+
     func testLargePlanesOnlyOneGradientAndManyChunks() {
         let cases = [
             // MobileNet-like planes; 32×32 stride 2 spans several chunks per worker.

@@ -117,8 +117,24 @@ typedef struct {
 size_t qf_fp32_depthwise3x3_backward_scratch_size(ptrdiff_t channels, ptrdiff_t height, ptrdiff_t width, int stride,
                                                   ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t out_height,
                                                   ptrdiff_t out_width);
+// `output_gradient_affine` (may be NULL): the output gradient is not `output_gradient` itself but BatchNorm's input
+// gradient gain[c]·d + slope[c]·x + constant[c], d = output_gradient through the mask of clamp(scale[c]·x + offset[c])
+// (qf_fp32_batchnorm_input_gradient with x = the affine's `input`): a gradient that was never stored, computed
+// chunk by chunk as the kernel reads it.
+typedef struct {
+    const float* input;     // BatchNorm's input x (the convolution's output), plane 0
+    const float* scale;     // the clamp mask's scale and offset, per channel
+    const float* offset;
+    float minimum;
+    float maximum;
+    int clamp;
+    const float* gain;      // per channel
+    const float* slope;
+    const float* constant;
+} qf_fp32_gradient_affine;
 void qf_fp32_depthwise3x3_backward(int isa, const float* input, const qf_fp32_channel_affine* input_affine,
-                                   const float* output_gradient, const float* weights,
+                                   const float* output_gradient, const qf_fp32_gradient_affine* output_gradient_affine,
+                                   const float* weights,
                                    ptrdiff_t first_plane, ptrdiff_t plane_count, ptrdiff_t channels,
                                    ptrdiff_t height, ptrdiff_t width, int stride, ptrdiff_t pad_top,
                                    ptrdiff_t pad_left, ptrdiff_t out_height, ptrdiff_t out_width,
@@ -165,6 +181,9 @@ void qf_fp32_batchnorm_input_gradient(int isa, const float* dy, const float* x, 
                                       ptrdiff_t channels, ptrdiff_t size, const float* scale, const float* offset,
                                       float minimum, float maximum, int clamp, const float* gain, const float* slope,
                                       const float* constant, int accumulate, float* dx);
+// The stored input gradient above for planes first ..< first + count, plane p written at dx + (p − first)·size.
+void qf_fp32_gradient_affine_planes(int isa, const float* dy, ptrdiff_t first, ptrdiff_t count, ptrdiff_t channels,
+                                    ptrdiff_t size, const qf_fp32_gradient_affine* affine, float* dx);
 
 // ---- Internal: one micro-kernel per ISA, called by qf_fp32_gemm ----
 // C tile (rows ≤ row_tile, columns ≤ column_tile) (+)= A panel slice (depth × row_tile) · B (depth rows, row
@@ -203,7 +222,8 @@ int qf_fp32_depthwise3x3_planes_avx512(const float* input, ptrdiff_t first_plane
 // geometries qf_fp32_depthwise3x3_backward_avx512_handles accepts. The weight gradient adds to 16-lane accumulators,
 // `accumulators + 144·c + 16·tap`; the stride-2 input gradient is stored or, with `accumulate`, added.
 int qf_fp32_depthwise3x3_backward_avx512_handles(int stride, ptrdiff_t width, ptrdiff_t out_width);
-// `input` and `output_gradient` point at plane first_plane (its channel is first_plane % channels).
+// `input` and `output_gradient` point at plane first_plane (its channel is first_plane % channels); so does the
+// output gradient of qf_fp32_depthwise3x3_input_gradient_stride2_avx512 (its input gradient points at plane 0).
 void qf_fp32_depthwise3x3_weight_gradient_avx512(const float* input, const float* output_gradient,
                                                  ptrdiff_t first_plane, ptrdiff_t plane_count, ptrdiff_t channels,
                                                  ptrdiff_t height, ptrdiff_t width, int stride, ptrdiff_t pad_top,

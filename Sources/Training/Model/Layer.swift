@@ -81,7 +81,7 @@ public final class BatchNorm2d: Layer {
     /// deferred (`DeferredChannelAffine`), and the convolution computes it as it reads it.
     public internal(set) var defersOutput = false
 
-    /// Set by `TrainableModel` when the input comes from a (not depthwise) convolution that only this layer reads:
+    /// Set by `TrainableModel` when the input comes from a convolution that only this layer reads:
     /// the input gradient is then passed on deferred (`DeferredInputGradient`), and the convolution's backward
     /// computes it as it reads it.
     public internal(set) var defersInputGradient = false

@@ -89,8 +89,9 @@ public final class TrainableModel {
         runtimeInputs = graph.nodes.map { node in node.inputs.filter { !$0.isEmpty && graph.initializers[$0] == nil } }
     }
 
-    /// A built-in BatchNorm whose input comes from a built-in convolution (not depthwise) that nothing else reads
-    /// leaves its input gradient to that convolution's backward (`BatchNorm2d.defersInputGradient`).
+    /// A built-in BatchNorm whose input comes from a built-in convolution that nothing else reads leaves its input
+    /// gradient to that convolution's backward (`BatchNorm2d.defersInputGradient`): GEMM convolutions compute it
+    /// image by image, the depthwise 3×3 C kernel chunk by chunk, other paths read `gradient`, which computes it whole.
     private static func deferBatchNormInputGradients(graph: Graph, layers: [Layer], transformedValues: Set<String>) {
         var readers: [String: [Int]] = [:], producer: [String: Int] = [:]
         for (index, node) in graph.nodes.enumerated() {
@@ -101,10 +102,7 @@ public final class TrainableModel {
         for (index, node) in graph.nodes.enumerated() {
             guard let norm = layers[index] as? BatchNorm2d, let value = node.inputs.first, !graphOutputs.contains(value),
                   !transformedValues.contains(value), readers[value]?.count == 1, let source = producer[value],
-                  let convolution = layers[source] as? Conv2d,
-                  !Convolution.isDepthwise(weightShape: convolution.weight.value.shape,
-                                           inputChannels: convolution.weight.value.shape[1] * convolution.groups,
-                                           groups: convolution.groups) else { continue }
+                  layers[source] is Conv2d else { continue }
             norm.defersInputGradient = true
         }
     }

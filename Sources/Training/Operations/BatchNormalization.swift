@@ -220,6 +220,16 @@ final class DeferredInputGradient {
         }
     }
 
+    /// The depthwise backward kernel's form of this gradient: BatchNorm's output gradient and the description.
+    func withKernelArguments<Result>(_ body: (UnsafePointer<Float>, OutputGradientAffine) -> Result) -> Result {
+        withImageWriter { writer in
+            let channels = writer.channels, values = writer.perChannel
+            return body(writer.outputGradient, OutputGradientAffine(
+                input: writer.input, scale: values, offset: values + channels, clamp: writer.clamp, gain: values,
+                slope: values + 2 * channels, constant: values + 3 * channels))
+        }
+    }
+
     /// Pointers valid inside `withImageWriter` only.
     struct ImageWriter: @unchecked Sendable {
         let outputGradient: UnsafePointer<Float>
@@ -241,6 +251,15 @@ final class DeferredInputGradient {
                 gain: perChannel, slope: perChannel + 2 * channels, constant: perChannel + 3 * channels,
                 accumulate: false, into: target)
         }
+    }
+}
+
+extension Variable {
+    /// Runs `body` with this value's gradient as the depthwise backward kernel takes it: stored (no description), or
+    /// deferred (`DeferredInputGradient`).
+    func withOutputGradient<Result>(_ body: (UnsafePointer<Float>, OutputGradientAffine?) -> Result) -> Result {
+        if let pending = pendingGradient { return pending.withKernelArguments { body($0, $1) } }
+        return gradient.withUnsafeBufferPointer { body($0.baseAddress!, nil) }
     }
 }
 

@@ -101,11 +101,12 @@ enum DepthwiseConvolution {
                     }
                     x.value.data.withUnsafeBufferPointer { input in
                         weight.value.data.withUnsafeBufferPointer { weights in
-                            result.gradient.withUnsafeBufferPointer { outputGradient in
+                            result.withOutputGradient { outputGradient, gradientAffine in
                                 weightGradient.withUnsafeMutableBufferPointer { dW in
                                     DepthwiseConvolution3x3.backward(
                                         batch: batch, channels: channels, input: input.baseAddress!,
-                                        outputGradient: outputGradient.baseAddress!, weights: weights.baseAddress!,
+                                        outputGradient: outputGradient, outputGradientAffine: gradientAffine,
+                                        weights: weights.baseAddress!,
                                         height: height, width: width, stride: g.strideHeight, padTop: g.padTop,
                                         padLeft: g.padLeft, outputHeight: outH, outputWidth: outW,
                                         weightGradient: needWeight ? dW.baseAddress! : nil, inputGradient: inputGradient,
@@ -125,14 +126,15 @@ enum DepthwiseConvolution {
                     defer { if takeSums { deferred.gradientSums = ChannelSums.combine(sums, workers: workers, channels: channels) } }
                     deferred.withImageWriter { writer in
                         weight.value.data.withUnsafeBufferPointer { weights in
-                            result.gradient.withUnsafeBufferPointer { outputGradient in
+                            result.withOutputGradient { outputGradient, gradientAffine in
                                 weightGradient.withUnsafeMutableBufferPointer { dW in
                                     sums.withUnsafeMutableBufferPointer { sumBuffer in
                                         DepthwiseConvolution3x3.backward(
                                             batch: batch, channels: channels, input: writer.source,
                                             inputAffine: (scale: writer.scale, offset: writer.offset, clamp: writer.clamp,
                                                           gradientSums: takeSums ? sumBuffer.baseAddress : nil),
-                                            outputGradient: outputGradient.baseAddress!, weights: weights.baseAddress!,
+                                            outputGradient: outputGradient, outputGradientAffine: gradientAffine,
+                                            weights: weights.baseAddress!,
                                             height: height, width: width, stride: g.strideHeight, padTop: g.padTop,
                                             padLeft: g.padLeft, outputHeight: outH, outputWidth: outW,
                                             weightGradient: dW.baseAddress!, inputGradient: inputGradient,
