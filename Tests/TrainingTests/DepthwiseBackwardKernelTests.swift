@@ -124,20 +124,23 @@ final class DepthwiseBackwardKernelTests: XCTestCase {
         }
     }
 
+    /// Shapes for the described (not stored) operands: chunks that start mid-image (32×32), several workers, both
+    /// strides, the flat 8×8 and 4×4 kernels, an odd plane with asymmetric padding.
+    static let describedOperandCases = [
+        Case(batch: 3, channels: 5, height: 32, width: 32, stride: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+        Case(batch: 3, channels: 5, height: 32, width: 32, stride: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+        Case(batch: 4, channels: 7, height: 8, width: 8, stride: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+        Case(batch: 4, channels: 7, height: 4, width: 4, stride: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
+        Case(batch: 2, channels: 3, height: 5, width: 9, stride: 1, padTop: 0, padLeft: 1, padBottom: 1, padRight: 0),
+    ]
+
     /// An affine input (a BatchNorm + clamp output that was not stored) gives exactly the gradients of the
     /// computed input, on every path: chunks of planes that start mid-image, several workers, both strides; and
     /// the BatchNorm backward sums the kernel takes on the way are exactly those of the BatchNorm kernel.
     func testAffineInputMatchesComputedInput() {
-        let cases = [
-            Case(batch: 3, channels: 5, height: 32, width: 32, stride: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
-            Case(batch: 3, channels: 5, height: 32, width: 32, stride: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
-            Case(batch: 4, channels: 7, height: 8, width: 8, stride: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
-            Case(batch: 4, channels: 7, height: 4, width: 4, stride: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
-            Case(batch: 2, channels: 3, height: 5, width: 9, stride: 1, padTop: 0, padLeft: 1, padBottom: 1, padRight: 0),
-        ]
         var seed: UInt64 = 500
         for isa in FP32InstructionSet.supported {
-            for c in cases {
+            for c in Self.describedOperandCases {
                 for clamp in [nil, BatchNormalizationKernel.Clamp(lower: 0, upper: 6)] {
                     seed += 10
                     let inputCount = c.batch * c.channels * c.height * c.width
@@ -200,16 +203,9 @@ final class DepthwiseBackwardKernelTests: XCTestCase {
     /// An output gradient given as BatchNorm's input gradient (`outputGradientAffine`, never stored) gives exactly
     /// the gradients of the computed one, on every path.
     func testAffineOutputGradientMatchesComputedOne() {
-        let cases = [
-            Case(batch: 3, channels: 5, height: 32, width: 32, stride: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
-            Case(batch: 3, channels: 5, height: 32, width: 32, stride: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
-            Case(batch: 4, channels: 7, height: 8, width: 8, stride: 1, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
-            Case(batch: 4, channels: 7, height: 4, width: 4, stride: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1),
-            Case(batch: 2, channels: 3, height: 5, width: 9, stride: 1, padTop: 0, padLeft: 1, padBottom: 1, padRight: 0),
-        ]
         var seed: UInt64 = 900
         for isa in FP32InstructionSet.supported {
-            for c in cases {
+            for c in Self.describedOperandCases {
                 for clamp in [nil, BatchNormalizationKernel.Clamp(lower: 0, upper: 6)] {
                     seed += 10
                     let inputCount = c.batch * c.channels * c.height * c.width
