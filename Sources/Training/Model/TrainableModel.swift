@@ -49,8 +49,9 @@ public final class TrainableModel {
     /// `fuseBatchNormActivation`: a built-in BatchNorm whose only reader is a built-in ReLU/Clip applies the clamp
     /// itself (same results, one memory pass fewer each way); the clamp node then passes its input through.
     /// `deferBatchNormOutput`: such a BatchNorm whose clamped output is read by one convolution only (and is not
-    /// transformed, nor a graph output) leaves computing it to that convolution (`BatchNorm2d.defersOutput`):
-    /// same results, no write and read-back of the output.
+    /// transformed, nor a graph output) leaves computing it to that convolution (`BatchNorm2d.defersOutput`), and a
+    /// BatchNorm whose input only it reads, from a convolution, leaves its input gradient to that convolution's
+    /// backward (`defersInputGradient`): same results, no write and read-back of either tensor.
     public init(graph: Graph, rewriteLayers: ((inout [Layer], Graph) throws -> Void)? = nil,
                 valueTransforms: [String: Layer] = [:], fuseBatchNormActivation: Bool = true,
                 deferBatchNormOutput: Bool = true) throws {
@@ -66,12 +67,17 @@ public final class TrainableModel {
         var builder = LayerBuilder(graph: graph)
         var layers: [Layer] = try graph.nodes.map { try builder.layer(for: $0) }
         try rewriteLayers?(&layers, graph)
+        // Which nodes read each value: one reader is what makes fusing or deferring safe.
+        var readers: [String: [Int]] = [:]
+        for (index, node) in graph.nodes.enumerated() { for name in node.inputs { readers[name, default: []].append(index) } }
+        let unshared = Set(graph.outputs.map(\.name)).union(valueTransforms.keys)
         if deferBatchNormOutput {
-            Self.deferBatchNormInputGradients(graph: graph, layers: layers, transformedValues: Set(valueTransforms.keys))
+            Self.deferBatchNormInputGradients(graph: graph, layers: layers, readers: readers, excluded: unshared)
         }
         if fuseBatchNormActivation {
-            Self.fuseBatchNormActivations(graph: graph, layers: &layers,
-                                          deferringOutputs: deferBatchNormOutput, transformedValues: Set(valueTransforms.keys))
+            Self.fuseBatchNormActivations(graph: graph, layers: &layers, readers: readers,
+                                          graphOutputs: Set(graph.outputs.map(\.name)),
+                                          deferringOutputs: deferBatchNormOutput, excludedFromDeferring: unshared)
         }
         let producedValues = Set([inputName] + graph.nodes.flatMap(\.outputs))
         if let unknown = valueTransforms.keys.sorted().first(where: { !producedValues.contains($0) }) {
@@ -92,26 +98,21 @@ public final class TrainableModel {
     /// A built-in BatchNorm whose input comes from a built-in convolution that nothing else reads leaves its input
     /// gradient to that convolution's backward (`BatchNorm2d.defersInputGradient`): GEMM convolutions compute it
     /// image by image, the depthwise 3×3 C kernel chunk by chunk, other paths read `gradient`, which computes it whole.
-    private static func deferBatchNormInputGradients(graph: Graph, layers: [Layer], transformedValues: Set<String>) {
-        var readers: [String: [Int]] = [:], producer: [String: Int] = [:]
+    /// `excluded`: graph outputs and transformed values, which must stay stored.
+    private static func deferBatchNormInputGradients(graph: Graph, layers: [Layer], readers: [String: [Int]],
+                                                     excluded: Set<String>) {
+        var producer: [String: Int] = [:]
+        for (index, node) in graph.nodes.enumerated() { for name in node.outputs { producer[name] = index } }
         for (index, node) in graph.nodes.enumerated() {
-            for name in node.inputs { readers[name, default: []].append(index) }
-            for name in node.outputs { producer[name] = index }
-        }
-        let graphOutputs = Set(graph.outputs.map(\.name))
-        for (index, node) in graph.nodes.enumerated() {
-            guard let norm = layers[index] as? BatchNorm2d, let value = node.inputs.first, !graphOutputs.contains(value),
-                  !transformedValues.contains(value), readers[value]?.count == 1, let source = producer[value],
-                  layers[source] is Conv2d else { continue }
+            guard let norm = layers[index] as? BatchNorm2d, let value = node.inputs.first, !excluded.contains(value),
+                  readers[value]?.count == 1, let source = producer[value], layers[source] is Conv2d else { continue }
             norm.defersInputGradient = true
         }
     }
 
-    private static func fuseBatchNormActivations(graph: Graph, layers: inout [Layer], deferringOutputs: Bool,
-                                                 transformedValues: Set<String>) {
-        var readers: [String: [Int]] = [:]
-        for (index, node) in graph.nodes.enumerated() { for name in node.inputs { readers[name, default: []].append(index) } }
-        let graphOutputs = Set(graph.outputs.map(\.name))
+    private static func fuseBatchNormActivations(graph: Graph, layers: inout [Layer], readers: [String: [Int]],
+                                                 graphOutputs: Set<String>, deferringOutputs: Bool,
+                                                 excludedFromDeferring: Set<String>) {
         for (index, node) in graph.nodes.enumerated() {
             guard let norm = layers[index] as? BatchNorm2d, norm.fusedClamp == nil, let value = node.outputs.first,
                   !graphOutputs.contains(value), let only = readers[value], only.count == 1,
@@ -120,7 +121,7 @@ public final class TrainableModel {
             layers[only[0]] = FusedActivation(clamp: clamp)
             // The clamp node passes the BN's output on: defer it when one convolution alone reads that.
             let clamped = graph.nodes[only[0]].outputs.first ?? ""
-            if deferringOutputs, !graphOutputs.contains(clamped), !transformedValues.contains(clamped),
+            if deferringOutputs, !excludedFromDeferring.contains(clamped),
                let next = readers[clamped], next.count == 1, layers[next[0]] is Conv2d {
                 norm.defersOutput = true
             }

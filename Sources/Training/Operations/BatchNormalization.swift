@@ -170,6 +170,30 @@ enum BatchNormalization {
     }
 }
 
+/// Computes images of a tensor that was described rather than stored (`DeferredChannelAffine`,
+/// `DeferredInputGradient`) into a caller's buffer.
+protocol ImageWriting: Sendable {
+    /// Floats per image.
+    var imageSize: Int { get }
+    /// Images `images` (contiguous) into `target`, which has room for them all.
+    func writeImages(_ images: Range<Int>, into target: UnsafeMutablePointer<Float>)
+}
+
+extension ImageWriting {
+    /// All `batch` images, the threads taking contiguous image ranges.
+    func allImages(batch: Int, threads: Int) -> [Float] {
+        let count = batch * imageSize
+        var all = [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+        all.withUnsafeMutableBufferPointer { buffer in
+            let target = Parallel.SharedMutablePointer(buffer.baseAddress!)
+            Parallel.forEachChunk(count: batch, threads: threads) { images in
+                writeImages(images, into: target.base + images.lowerBound * imageSize)
+            }
+        }
+        return all
+    }
+}
+
 /// BatchNorm's input gradient, `dx = m[c]·d + k1[c]·x + k0[c]` with d the output gradient through the fused clamp's
 /// mask (`BatchNormalizationKernel.inputGradient`), left for the convolution that computed x — its only reader is this
 /// BatchNorm — to compute image by image into a buffer that stays in cache while its backward reads it. That saves
@@ -195,17 +219,7 @@ final class DeferredInputGradient {
 
     /// The whole gradient, computed in one pass over the threads.
     func materialize() -> [Float] {
-        let batch = shape[0], count = input.count
-        var gradient = [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
-        withImageWriter { writer in
-            gradient.withUnsafeMutableBufferPointer { buffer in
-                let target = Parallel.SharedMutablePointer(buffer.baseAddress!)
-                Parallel.forEachChunk(count: batch, threads: threads) { images in
-                    writer.writeImages(images, into: target.base + images.lowerBound * writer.imageSize)
-                }
-            }
-        }
-        return gradient
+        withImageWriter { $0.allImages(batch: shape[0], threads: threads) }
     }
 
     func withImageWriter<Result>(_ body: (ImageWriter) -> Result) -> Result {
@@ -231,7 +245,7 @@ final class DeferredInputGradient {
     }
 
     /// Pointers valid inside `withImageWriter` only.
-    struct ImageWriter: @unchecked Sendable {
+    struct ImageWriter: ImageWriting, @unchecked Sendable {
         let outputGradient: UnsafePointer<Float>
         let input: UnsafePointer<Float>
         let perChannel: UnsafePointer<Float>
@@ -255,6 +269,13 @@ final class DeferredInputGradient {
 }
 
 extension Variable {
+    /// Runs `body` with this value as the depthwise backward kernel takes it: stored (no description), or deferred
+    /// (`DeferredChannelAffine`: the BatchNorm input and the description).
+    func withKernelInput<Result>(_ body: (UnsafePointer<Float>, DeferredChannelAffine.ImageWriter?) -> Result) -> Result {
+        if let deferred = pendingAffine { return deferred.withImageWriter { body($0.source, $0) } }
+        return value.data.withUnsafeBufferPointer { body($0.baseAddress!, nil) }
+    }
+
     /// Runs `body` with this value's gradient as the depthwise backward kernel takes it: stored (no description), or
     /// deferred (`DeferredInputGradient`).
     func withOutputGradient<Result>(_ body: (UnsafePointer<Float>, OutputGradientAffine?) -> Result) -> Result {
@@ -291,21 +312,7 @@ final class DeferredChannelAffine {
 
     /// The whole tensor, computed in one pass over the threads.
     func materialize() -> Tensor {
-        let shape = source.shape, count = source.elementCount
-        let (batch, channels) = (shape[0], shape[1])
-        let plane = shape.dropFirst(2).reduce(1, *)
-        var output = [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
-        withImageWriter { writer in
-            output.withUnsafeMutableBufferPointer { out in
-                let target = Parallel.SharedMutablePointer(out.baseAddress!)
-                Parallel.forEachChunk(count: batch * channels, threads: threads) { planes in
-                    BatchNormalizationKernel.apply(writer.source, planes: planes, channels: channels, planeSize: plane,
-                                                   scale: writer.scale, offset: writer.offset, clamp: writer.clamp,
-                                                   into: target.base)
-                }
-            }
-        }
-        return Tensor(shape: shape, data: output)
+        Tensor(shape: shape, data: withImageWriter { $0.allImages(batch: shape[0], threads: threads) })
     }
 
     /// Runs `body` with a writer that computes any images of the tensor into a caller's buffer (from any thread).
@@ -321,13 +328,15 @@ final class DeferredChannelAffine {
     }
 
     /// Pointers valid inside `withImageWriter` only.
-    struct ImageWriter: @unchecked Sendable {
+    struct ImageWriter: ImageWriting, @unchecked Sendable {
         let source: UnsafePointer<Float>
         let scale: UnsafePointer<Float>
         let offset: UnsafePointer<Float>
         let clamp: BatchNormalizationKernel.Clamp?
         let channels: Int
         let planeSize: Int
+
+        var imageSize: Int { channels * planeSize }
 
         /// Images `images` (contiguous) into `target` (`images.count · channels · planeSize` floats).
         func writeImages(_ images: Range<Int>, into target: UnsafeMutablePointer<Float>) {

@@ -232,14 +232,6 @@ enum Convolution {
     }
 }
 
-/// Computes images of a tensor that was described rather than stored into a caller's buffer.
-protocol ImageWriting: Sendable {
-    /// Images `images` (contiguous) into `target`, which has room for them all.
-    func writeImages(_ images: Range<Int>, into target: UnsafeMutablePointer<Float>)
-}
-
-extension DeferredChannelAffine.ImageWriter: ImageWriting {}
-extension DeferredInputGradient.ImageWriter: ImageWriting {}
 
 /// Where a convolution reads the images of its input, or of its output gradient: the tensor's own memory or, when
 /// it was deferred (`DeferredChannelAffine`, `DeferredInputGradient`), a caller's buffer that the images are

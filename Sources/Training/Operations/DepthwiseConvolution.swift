@@ -94,56 +94,37 @@ enum DepthwiseConvolution {
                                                                        padLeft: g.padLeft) {
                 // The C kernels (`DepthwiseConvolution3x3.backward`: workers over image ranges).
                 var weightGradient = [Float](repeating: 0, count: needWeight ? channels * taps : 0)
+                // A deferred input (`x.pendingAffine`): the C kernel computes each chunk of input planes as it reads
+                // them and, when it stores the whole input gradient, takes the deferring BatchNorm's backward sums
+                // over it too. A deferred output gradient likewise.
                 func backward(_ inputGradient: UnsafeMutablePointer<Float>?, accumulate: Bool) {
-                    if needWeight, let deferred = x.pendingAffine {
-                        deferredInputBackward(deferred, inputGradient: inputGradient, accumulate: accumulate)
-                        return
-                    }
-                    x.value.data.withUnsafeBufferPointer { input in
-                        weight.value.data.withUnsafeBufferPointer { weights in
-                            result.withOutputGradient { outputGradient, gradientAffine in
-                                weightGradient.withUnsafeMutableBufferPointer { dW in
-                                    DepthwiseConvolution3x3.backward(
-                                        batch: batch, channels: channels, input: input.baseAddress!,
-                                        outputGradient: outputGradient, outputGradientAffine: gradientAffine,
-                                        weights: weights.baseAddress!,
-                                        height: height, width: width, stride: g.strideHeight, padTop: g.padTop,
-                                        padLeft: g.padLeft, outputHeight: outH, outputWidth: outW,
-                                        weightGradient: needWeight ? dW.baseAddress! : nil, inputGradient: inputGradient,
-                                        accumulate: accumulate, threads: threads)
-                                }
-                            }
-                        }
-                    }
-                }
-                // A deferred input: the C kernel computes each chunk of input planes as it reads them and, when it
-                // stores the whole input gradient, takes the deferring BatchNorm's backward sums over it too.
-                func deferredInputBackward(_ deferred: DeferredChannelAffine, inputGradient: UnsafeMutablePointer<Float>?,
-                                           accumulate: Bool) {
-                    let takeSums = inputGradient != nil && !accumulate
+                    let deferred = x.pendingAffine
+                    let takeSums = deferred != nil && inputGradient != nil && !accumulate
                     let workers = max(1, min(threads, batch))
                     var sums = [Double](repeating: 0, count: takeSums ? workers * 2 * channels : 0)
-                    defer { if takeSums { deferred.gradientSums = ChannelSums.combine(sums, workers: workers, channels: channels) } }
-                    deferred.withImageWriter { writer in
+                    x.withKernelInput { input, inputAffine in
                         weight.value.data.withUnsafeBufferPointer { weights in
                             result.withOutputGradient { outputGradient, gradientAffine in
                                 weightGradient.withUnsafeMutableBufferPointer { dW in
                                     sums.withUnsafeMutableBufferPointer { sumBuffer in
                                         DepthwiseConvolution3x3.backward(
-                                            batch: batch, channels: channels, input: writer.source,
-                                            inputAffine: (scale: writer.scale, offset: writer.offset, clamp: writer.clamp,
-                                                          gradientSums: takeSums ? sumBuffer.baseAddress : nil),
+                                            batch: batch, channels: channels, input: input,
+                                            inputAffine: inputAffine.map {
+                                                (scale: $0.scale, offset: $0.offset, clamp: $0.clamp,
+                                                 gradientSums: takeSums ? sumBuffer.baseAddress : nil)
+                                            },
                                             outputGradient: outputGradient, outputGradientAffine: gradientAffine,
                                             weights: weights.baseAddress!,
                                             height: height, width: width, stride: g.strideHeight, padTop: g.padTop,
                                             padLeft: g.padLeft, outputHeight: outH, outputWidth: outW,
-                                            weightGradient: dW.baseAddress!, inputGradient: inputGradient,
+                                            weightGradient: needWeight ? dW.baseAddress! : nil, inputGradient: inputGradient,
                                             accumulate: accumulate, threads: threads)
                                     }
                                 }
                             }
                         }
                     }
+                    if takeSums { deferred!.gradientSums = ChannelSums.combine(sums, workers: workers, channels: channels) }
                 }
                 if needInput {
                     x.writeGradient { backward($0, accumulate: !$1) }
