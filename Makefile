@@ -8,7 +8,7 @@ QATFLOW    := $(BUILD_DIR)/$(CONFIG)/qatflow
 PIPELINE   ?= pipelines/mobilenetv2.yaml
 PY_PACKAGES := onnx onnxruntime numpy sympy safetensors
 
-.PHONY: build test run bench datasets venv venv-torch proto clean
+.PHONY: build test run bench datasets venv venv-torch proto clean qemu
 
 build:
 	$(SWIFT) build -c $(CONFIG) --scratch-path $(BUILD_DIR)
@@ -23,8 +23,15 @@ $(VENV)/.ready:
 datasets:
 	bash scripts/fetch-datasets.sh
 
+# QEMU user mode lets the tests run ONNX Runtime on an emulated AVX2-only CPU (scripts/avx2-emulated); installed
+# here when missing and we are root with apt-get, else those tests skip (CI installs it and never skips them).
+qemu:
+	@command -v qemu-x86_64 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user; } || \
+	  echo "note: no qemu-x86_64 (apt-get install qemu-user): the emulated-AVX2 ONNX Runtime tests will be skipped"
+
 # Tests build in release: the numeric kernels are 100-700x slower in debug.
-test: venv datasets
+test: venv datasets qemu
 	QATFLOW_PYTHON=$(abspath $(PYTHON)) $(SWIFT) test -c $(CONFIG) --scratch-path $(BUILD_DIR)
 
 run: build datasets

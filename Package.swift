@@ -32,7 +32,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "qatflow", dependencies: [
-            "Pipeline", "Graph", "Inference", "Datasets", "Tensor",
+            "Pipeline", "Graph", "Inference", "Datasets", "Tensor", "Kernels",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "kernel-bench", dependencies: ["Kernels"]),

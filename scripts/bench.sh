@@ -16,6 +16,12 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# Every number below belongs to this CPU and the kernel paths it takes (the same binary runs AVX-512 VNNI, AVX2 or
+# portable code by CPU, and ONNX Runtime's int8 kernels differ the same way).
+echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'); $(nproc) cores; CPU flags: $(grep -o 'avx512_vnni\|avx_vnni\|avx512f\|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')=="
+"$QATFLOW" bench models/mobilenetv2-fmnist.onnx --repeats 1 --json | "$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); print("qatflow float engine path:", d["isa"])'
+echo "ONNX Runtime u8s8 pair sums on this CPU: $("$PYTHON" scripts/ort_saturation_probe.py)"
+
 echo "== pipeline: unchanged re-run of pipelines/mobilenetv2.yaml (cache in $work) =="
 "$QATFLOW" run pipelines/mobilenetv2.yaml --cache-dir "$work/cache" --quiet > /dev/null
 times=()

@@ -1,4 +1,6 @@
 import CKernels
+import Foundation
+import Tensor
 
 /// The instruction-set level a kernel runs at. Every `Kernels` operation has one implementation per level, all
 /// computing bit-identical results; `best` is what this CPU supports, detected once at run time (the C target is
@@ -35,4 +37,24 @@ public enum KernelISA: String, CaseIterable, Sendable, CustomStringConvertible {
     func requireSupported() {
         precondition(isSupported, "kernel ISA \(rawValue) is not supported by this CPU")
     }
+}
+
+/// The CPU this process runs on and the kernel paths it takes, for every printed speed number (a number without
+/// its CPU cannot be compared: the same binary takes the AVX-512 VNNI, AVX2 or portable path by CPU).
+public enum MachineDescription {
+    /// The CPU's model name from /proc/cpuinfo ("unknown CPU" elsewhere).
+    public static let cpuModel: String = {
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
+              let colon = line.firstIndex(of: ":") else { return "unknown CPU" }
+        return line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+    }()
+
+    /// "int8 kernels avx512vnni, fp32 kernels avx512" (what this process runs).
+    public static var kernelPaths: String {
+        "int8 kernels \(KernelISA.best), fp32 kernels \(FP32InstructionSet.preferred)"
+    }
+
+    /// One line: the CPU and the kernel paths.
+    public static var summary: String { "\(cpuModel); \(kernelPaths)" }
 }

@@ -77,7 +77,8 @@ struct QDQGraphBuilder {
         let channelsLast = node.op == .gemm && node.int("transB", default: 0) == 0
         let axis = channelsLast ? 1 : 0
         let channels = weight.shape[axis]
-        let bits = weightBitsOverride[node.name] ?? config.weightBits
+        let inputBits = activationBitsOverride[node.inputs[0]] ?? config.activationBits
+        let bits = config.target.weightBits(requested: weightBitsOverride[node.name] ?? config.weightBits, inputActivationBits: inputBits)
         let qmax = (1 << (bits - 1)) - 1
         guard values.allSatisfy(\.isFinite) else {
             throw QuantizationError("node '\(node.name)': weight '\(weightName)' has values that are NaN or infinite (did training diverge?)")
@@ -154,6 +155,7 @@ struct QDQGraphBuilder {
             "weight_method": config.weightCalibration.rawValue,
             "quantized_node_count": plan.quantizedNodes.count,
             "skip": config.skip,
+            "target": config.target.rawValue,
         ]
         if !weightBitsOverride.isEmpty { object["weight_bits_by_node"] = weightBitsOverride }
         if !activationBitsOverride.isEmpty { object["activation_bits_by_tensor"] = activationBitsOverride }

@@ -98,10 +98,14 @@ public struct QuantizationConfig: Sendable, Equatable {
     public var batchNormReestimationImages: Int
     /// Chooses the bias-correction subset and the BN re-estimation images.
     public var seed: UInt64
+    /// Where the model will run; it may cap the weight bits (`DeploymentTarget.weightBits`).
+    public var target: DeploymentTarget
 
     public init(weightBits: Int = 8, activationBits: Int = 8, activationCalibration: ActivationCalibration = .mse,
                 weightCalibration: WeightCalibration = .maxAbs, skip: [String] = [], biasCorrection: Bool = false,
-                biasCorrectionImages: Int = 256, batchNormReestimationImages: Int = 0, seed: UInt64 = 0) {
+                biasCorrectionImages: Int = 256, batchNormReestimationImages: Int = 0, seed: UInt64 = 0,
+                target: DeploymentTarget = .qatflow) {
+        self.target = target
         self.weightBits = weightBits
         self.activationBits = activationBits
         self.activationCalibration = activationCalibration

@@ -47,7 +47,8 @@ func measureCeiling() -> Double? {
     return Double(iterations) * 16 * 128 / seconds / 1e9
 }
 let measuredPeak = measureCeiling()
-print("kernel-bench  best ISA: \(KernelISA.best)  supported: \(KernelISA.supported.map(\.rawValue).joined(separator: ", "))")
+print("kernel-bench  CPU: \(MachineDescription.cpuModel)")
+print("kernel-bench  best ISA: \(KernelISA.best)  supported: \(KernelISA.supported.map(\.rawValue).joined(separator: ", "))  (per-shape and per-layer lines below run the best ISA)")
 if let peak = measuredPeak {
     print("vpdpbusd ceiling this run: \(format(peak, 0)) GOPS/core (quiet machine: ≈ \(format(quietPeak, 0)));"
           + " GEMM % below are of this run's ceiling")

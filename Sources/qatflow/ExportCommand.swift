@@ -33,6 +33,7 @@ struct ExportCommand: ParsableCommand {
             let ratio = result.metrics["size_ratio/\(chosen.rawValue)"]?.doubleValue ?? 0
             printLine(String(format: "wrote %@ (%@, %d bytes, %.3f× the float size)%@", output, chosen.rawValue, bytes, ratio,
                              card.map { " and \($0)" } ?? ""))
+            for warning in StageResult.warnings(in: result.metrics) { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
         } catch {
             throw fail(error)
         }

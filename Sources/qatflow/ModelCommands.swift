@@ -3,6 +3,7 @@ import Datasets
 import Foundation
 import Graph
 import Inference
+import Kernels
 import Pipeline
 import Tensor
 
@@ -80,6 +81,7 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "Print one JSON object (top1, top5, images, per_class, confusion).") var json = false
     @Flag(help: "No progress line.") var quiet = false
     @Option(help: "int8 or float; default: int8 for quantized (QDQ) models, float otherwise. float on a quantized model is its simulation.") var engine: String?
+    @Option(help: "Also write the predicted class of every image to this file, one per line in dataset order (to compare with another runtime).") var predictions: String?
 
     func run() throws {
         do {
@@ -88,8 +90,13 @@ struct EvalCommand: ParsableCommand {
             let data = try DatasetLoader.load(spec, projectDirectory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
             let graph = try ModelLoader.load(URL(fileURLWithPath: model))
             let chosen = try chooseEngine(engine, for: graph, model: model)
+            var predicted: [Int] = []
             let metrics = try Evaluator.evaluate(graph, on: data, batch: max(1, batch), engine: chosen,
-                                                 progress: ProgressReporter(prefix: "eval", quiet: quiet || json), label: model)
+                                                 progress: ProgressReporter(prefix: "eval", quiet: quiet || json), label: model,
+                                                 onPrediction: predictions == nil ? nil : { predicted.append($0) })
+            if let predictions {
+                try ArtifactStore.writeAtomically(Data(predicted.map { "\($0)\n" }.joined().utf8), to: URL(fileURLWithPath: predictions))
+            }
             if json {
                 printLine(metrics.json.canonical)
             } else {
@@ -137,9 +144,11 @@ struct BenchCommand: ParsableCommand {
             samples.sort()
             let median = samples[samples.count / 2], minimum = samples[0]
             if json {
-                printLine(JSONValue.object(["median_ms": .double(median), "min_ms": .double(minimum), "batch": .int(batch), "threads": .int(threads), "engine": .string(chosen.rawValue)]).canonical)
+                printLine(JSONValue.object(["median_ms": .double(median), "min_ms": .double(minimum), "batch": .int(batch), "threads": .int(threads), "engine": .string(chosen.rawValue),
+                                            "cpu": .string(MachineDescription.cpuModel), "isa": .string(isaPath(of: chosen))]).canonical)
             } else {
-                printLine(String(format: "%@ (%@ engine): batch %d, %d thread(s): median %.3f ms, min %.3f ms, %.0f img/s", model, chosen.rawValue, batch, threads, median, minimum, Double(batch) * 1000 / median))
+                printLine(String(format: "%@ (%@ engine, %@ on %@): batch %d, %d thread(s): median %.3f ms, min %.3f ms, %.0f img/s", model, chosen.rawValue,
+                                 isaPath(of: chosen), MachineDescription.cpuModel, batch, threads, median, minimum, Double(batch) * 1000 / median))
             }
         } catch {
             throw fail(error)
@@ -157,6 +166,7 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Bits of weights and activations (2–8).") var bits = 8
     @Option(name: .customLong("weight-bits"), help: "Bits of weights (default: --bits).") var weightBits: Int?
     @Option(name: .customLong("activation-bits"), help: "Bits of activations (default: --bits).") var activationBits: Int?
+    @Option(help: "Where the model will run: qatflow, or onnxruntime-x86 (7-bit weights where activations have 8 bits, so ONNX Runtime computes the QDQ export exactly on x86 CPUs without VNNI).") var target = "qatflow"
     @Option(help: "Activation range method: \(QuantizeStage.methods.joined(separator: ", ")).") var method = "mse"
     @Option(name: .customLong("weight-method"), help: "max_abs or mse.") var weightMethod = "max_abs"
     @Option(help: "Percentile for --method percentile.") var percentile = 99.99
@@ -176,7 +186,7 @@ struct QuantizeCommand: ParsableCommand {
                 "weight_method": .string(weightMethod), "percentile": .double(percentile),
                 "skip": .array(skip.map(JSONValue.string)), "batch": .int(batch), "seed": .int(seed),
                 "bias_correction": .bool(biasCorrection), "bias_correction_images": .int(biasCorrectionImages),
-                "bn_reestimate_images": .int(bnReestimateImages),
+                "bn_reestimate_images": .int(bnReestimateImages), "target": .string(target),
             ]
             if let weightBits { parameters["weight_bits"] = .int(weightBits) }
             if let activationBits { parameters["activation_bits"] = .int(activationBits) }
@@ -191,6 +201,11 @@ struct QuantizeCommand: ParsableCommand {
             throw fail(error)
         }
     }
+}
+
+/// The kernel path an engine's convolutions take on this CPU: the int8 engine's u8×s8 kernels, or the float engine's FP32 kernels.
+func isaPath(of engine: EvaluationEngine) -> String {
+    engine == .int8 ? "int8 \(KernelISA.best)" : "fp32 \(FP32InstructionSet.preferred)"
 }
 
 /// `--engine`: int8 needs a quantized (QDQ) model; the default follows the model.

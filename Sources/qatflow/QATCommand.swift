@@ -13,6 +13,7 @@ struct QATCommand: ParsableCommand {
     @Option(help: "Bits of weights and activations (2–8).") var bits = 8
     @Option(name: .customLong("weight-bits"), help: "Bits of weights (default: --bits).") var weightBits: Int?
     @Option(name: .customLong("activation-bits"), help: "Bits of activations (default: --bits).") var activationBits: Int?
+    @Option(help: "Where the model will run: qatflow, or onnxruntime-x86 (7-bit weights where activations have 8 bits, so ONNX Runtime computes the QDQ export exactly on x86 CPUs without VNNI).") var target = "qatflow"
     @Flag(name: .customLong("keep-first-last-8bit"), help: "Keep the first and last quantized layer at 8 bits.") var keepFirstLast = false
     @Option(name: .customLong("scale-update"), help: "maximum, moving_average or learned.") var scaleUpdate = "moving_average"
     @Option(help: "straight-through estimator: clipped or identity.") var ste = "clipped"
@@ -47,7 +48,7 @@ struct QATCommand: ParsableCommand {
                 "optimizer": .string(optimizer), "lr": .double(lr), "schedule": .string(schedule),
                 "weight_decay": .double(weightDecay), "augment": .bool(augment), "distill": .double(distill),
                 "label_smoothing": .double(labelSmoothing), "seed": .int(seed),
-                "skip": .array(skip.map(JSONValue.string)),
+                "skip": .array(skip.map(JSONValue.string)), "target": .string(target),
             ]
             if let weightBits { parameters["weight_bits"] = .int(weightBits) }
             if let activationBits { parameters["activation_bits"] = .int(activationBits) }

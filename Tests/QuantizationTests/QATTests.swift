@@ -225,6 +225,39 @@ final class QuantizationAwareModelTests: XCTestCase {
         XCTAssertEqual(bits("g::q"), 8, "the last layer's input (GAP output)")
     }
 
+    /// `target: onnxruntime-x86`: every layer whose input has 8 bits gets at most 7-bit weights, in the fake
+    /// quantizers that train and in the exported graph alike, also the layers kept at 8 bits; others keep their bits.
+    func testOnnxRuntimeX86TargetCapsWeightsOfLayersWithEightBitInputs() throws {
+        let data = try randomImages(32, side: 12, seed: 8)
+        let mixed = try QuantizationAwareModel(graph: smallNetworkWithBatchNorm(),
+                                               configuration: QATConfiguration(weightBits: 3, activationBits: 3, keepFirstAndLastAt8Bits: true, target: .onnxruntimeX86),
+                                               calibration: data, batch: 16)
+        let exported = try mixed.exportQuantizedGraph()
+        func bits(_ graph: Graph, _ output: String) -> Int? { graph.nodes.first { $0.outputs == [output] }?.int("bits", default: -1) }
+        XCTAssertEqual(bits(exported, "x::q"), 8, "the first layer's input stays 8-bit")
+        XCTAssertEqual(bits(exported, "w1"), 7, "so its weights get 7 bits")
+        XCTAssertEqual(bits(exported, "fc"), 7)
+        XCTAssertEqual(bits(exported, "w2"), 3, "a 3-bit layer is left alone")
+        XCTAssertEqual(mixed.weightLayers.map(\.weightBits).sorted(), [3, 7, 7], "training fake-quantizes what the export writes")
+
+        let uniform = try QuantizationAwareModel(graph: smallNetworkWithBatchNorm(),
+                                                 configuration: QATConfiguration(weightBits: 8, activationBits: 8, target: .onnxruntimeX86),
+                                                 calibration: data, batch: 16)
+        XCTAssertEqual(Set(uniform.weightLayers.map(\.weightBits)), [7])
+        let uniformGraph = try uniform.exportQuantizedGraph()
+        XCTAssertEqual(["w1", "w2", "fc"].map { bits(uniformGraph, $0) }, [7, 7, 7])
+
+        let folded = try GraphTransforms.foldBatchNormalization(smallNetworkWithBatchNorm())
+        for (activationBits, expected) in [(8, 7), (7, 8)] {
+            let ptq = try PostTrainingQuantizer(config: QuantizationConfig(weightBits: 8, activationBits: activationBits, target: .onnxruntimeX86))
+                .quantize(folded, calibration: data, batch: 16).graph
+            XCTAssertEqual(Set(["w1", "w2", "fc"].map { bits(ptq, $0) }), [expected], "PTQ W8A\(activationBits) for onnxruntime-x86")
+        }
+        XCTAssertEqual(DeploymentTarget.qatflow.weightBits(requested: 8, inputActivationBits: 8), 8)
+        XCTAssertNotNil(DeploymentTarget.onnxruntimeX86.conflict(weightBits: 8, activationBits: 8))
+        XCTAssertNil(DeploymentTarget.onnxruntimeX86.conflict(weightBits: 8, activationBits: 6))
+    }
+
     func testFoldedGraphWithoutBatchNormIsRefusedByTheStageButWorksHere() throws {
         // Without BN there is nothing to fold: convolutions get fake-quantized weights directly.
         let data = try randomImages(16, side: 12, seed: 9)

@@ -84,6 +84,14 @@ public struct StageResult: Sendable {
         self.artifacts = artifacts
         self.metrics = metrics
     }
+
+    /// The metric holding a stage's warnings (an array of sentences): recorded with the other metrics, so a cached
+    /// stage warns again, and printed on lines of their own by the runner and the plain commands.
+    public static let warningsMetric = "warnings"
+
+    public static func warnings(in metrics: [String: JSONValue]) -> [String] {
+        metrics[warningsMetric]?.arrayValue?.compactMap(\.stringValue) ?? []
+    }
 }
 
 /// The artifacts and metrics of an upstream stage, as a downstream stage sees them.

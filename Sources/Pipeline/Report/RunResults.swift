@@ -167,10 +167,11 @@ public enum RunResults {
         }
     }
 
-    /// Bits of weights and activations from `bits` / `weight_bits` / `activation_bits` (quantize and qat).
+    /// Bits of weights and activations from `bits` / `weight_bits` / `activation_bits` / `target` (quantize and qat).
     static func bits(_ parameters: [String: JSONValue]) -> (weight: Int?, activation: Int?) {
-        let bits = parameters["bits"]?.intValue
-        return (parameters["weight_bits"]?.intValue ?? bits, parameters["activation_bits"]?.intValue ?? bits)
+        guard parameters["bits"] != nil || parameters["weight_bits"] != nil else { return (nil, nil) }
+        let bits = DeploymentTargetParameter.bits(parameters)
+        return (bits.weight, bits.activation)
     }
 
     /// The model artifact's size as stored, else a `file_bytes` metric.

@@ -219,6 +219,7 @@ public final class Runner: @unchecked Sendable {
         if result.outcome == .ran { line += String(format: "  (%.1f s)", result.seconds) }
         let metrics = MetricsFormatter.inline(result.metrics)
         if !metrics.isEmpty { line += "  " + metrics }
+        for warning in StageResult.warnings(in: result.metrics) { line += "\n      warning: " + warning }
         if let error = result.error { line += "\n      " + error.replacingOccurrences(of: "\n", with: "\n      ") }
         return line
     }

@@ -112,6 +112,12 @@ public enum ExportStage {
             "formats": .array(formats.map { .string($0.rawValue) }),
             "float_reference_bytes": .int(card.floatReference.bytes),
         ]
+        if formats.contains(.onnxQDQ) {
+            metrics["onnxruntime_x86_saturating_layers"] = .int(card.saturatingLayers.count)
+            if let warning = PairSaturationCheck.warning(for: graph, file: described) {
+                metrics[StageResult.warningsMetric] = .array([.string(warning)])
+            }
+        }
         for (format, url) in written {
             artifacts[format.artifact] = format.fileName
             let bytes = try fileSize(url)
@@ -186,6 +192,8 @@ struct ModelCard {
     let preprocessing: JSONValue
     let source: JSONValue
     let floatReference: FloatReference
+    /// Layers ONNX Runtime may compute wrongly on x86 CPUs without VNNI (`PairSaturationCheck`).
+    let saturatingLayers: [PairSaturationCheck.Layer]
 
     init(graph: Graph, quantized: Bool, source input: StageInput, evaluations: [StageInput], preprocessing spec: DatasetSpec) throws {
         let sourceURL = input.artifacts["model"]!
@@ -204,6 +212,7 @@ struct ModelCard {
         } else {
             floatReference = FloatReference(bytes: sourceBytes, basis: "the float source model file")
         }
+        saturatingLayers = quantized ? PairSaturationCheck.layersThatMaySaturate(in: graph) : []
         bits = quantized ? Self.quantizedBits(of: graph) : .object(["weights": .int(32), "activations": .int(32)])
         quantization = quantized ? Self.quantizationSettings(graph, upstreamMetrics: input.metrics) : .null
         accuracy = evaluations.map { Self.accuracy(of: input.stageID, in: $0) }
@@ -241,6 +250,13 @@ struct ModelCard {
             "ratio_to_float": .double(floatReference.ratio(bytes)),
         ]
         if format != .qatflow { entry["opset"] = .int(opset) }
+        if format == .onnxQDQ {
+            // Whether ONNX Runtime computes this file exactly on every x86 CPU, not only on those with VNNI.
+            entry["onnxruntime_x86"] = .object([
+                "exact_without_vnni": .bool(saturatingLayers.isEmpty),
+                "layers_that_may_saturate": .array(saturatingLayers.map { .string($0.node) }),
+            ])
+        }
         return .object(entry)
     }
 

@@ -15,6 +15,7 @@ public enum QATStage {
             ParameterSpec("bits", .int, default: .int(8), help: "bits of weights and activations (2–8)"),
             ParameterSpec("weight_bits", .int, default: .null, help: "bits of weights; default: bits"),
             ParameterSpec("activation_bits", .int, default: .null, help: "bits of activations; default: bits"),
+            DeploymentTargetParameter.spec,
             ParameterSpec("keep_first_last_8bit", .bool, default: .bool(false), help: "keep the first and last quantized layer (weights, input, output) at 8 bits"),
             ParameterSpec("feature_scale", .choice(["per_tensor", "per_channel"]), default: .string("per_tensor"), help: "activation grids per tensor (per_channel is refused: the int8 engine runs per-tensor activations)"),
             ParameterSpec("scale_update", .choice(["maximum", "moving_average", "learned"]), default: .string("moving_average"), help: "how activation ranges follow the data: widen only, moving average, or learned (LSQ)"),
@@ -57,7 +58,7 @@ public enum QATStage {
 
     /// Parameter mistakes found before anything runs (the planner reports them at the manifest's line:column).
     static func problems(_ parameters: [String: JSONValue]) -> [ParameterProblem] {
-        var problems: [ParameterProblem] = []
+        var problems = DeploymentTargetParameter.problems(parameters)
         func int(_ name: String) -> Int? { parameters[name]?.intValue }
         func require(_ condition: Bool, _ name: String, _ message: @autoclosure () -> String) {
             if !condition { problems.append(ParameterProblem(name, message())) }
@@ -107,13 +108,16 @@ public enum QATStage {
         case "kl": initialization = .kl
         default: initialization = .mse
         }
+        let activationBits = context.optionalInt("activation_bits") ?? bits
+        let target = try DeploymentTargetParameter.target(context)
         let configuration = QATConfiguration(
-            weightBits: context.optionalInt("weight_bits") ?? bits, activationBits: context.optionalInt("activation_bits") ?? bits,
+            weightBits: target.weightBits(requested: context.optionalInt("weight_bits") ?? bits, inputActivationBits: activationBits),
+            activationBits: activationBits,
             scaleUpdate: scaleUpdate, estimator: StraightThroughEstimator(rawValue: try context.string("ste")) ?? .clipped,
             weightMethod: WeightCalibration(rawValue: try context.string("weight_method")) ?? .maxAbs,
             learnedWeightScales: try context.string("weight_scales") == "learned",
             keepFirstAndLastAt8Bits: try context.bool("keep_first_last_8bit"), skip: try context.stringList("skip"),
-            initialization: initialization)
+            initialization: initialization, target: target)
         for (name, value) in [("weight_bits", configuration.weightBits), ("activation_bits", configuration.activationBits)] where !(2...8).contains(value) {
             throw StageFailure("stage '\(context.stageID)': \(name) must be between 2 and 8, got \(value)")
         }

@@ -15,6 +15,7 @@ public enum QuantizeStage {
             ParameterSpec("bits", .int, default: .int(8), help: "bits of weights and activations (2–8)"),
             ParameterSpec("weight_bits", .int, default: .null, help: "bits of weights; default: bits"),
             ParameterSpec("activation_bits", .int, default: .null, help: "bits of activations; default: bits"),
+            DeploymentTargetParameter.spec,
             ParameterSpec("method", .choice(methods), default: .string("mse"), help: "how activation ranges are chosen (see docs/quantization.md, Calibration methods)"),
             ParameterSpec("percentile", .double, default: .double(99.99), help: "for method percentile: the percentile kept at both ends"),
             ParameterSpec("momentum", .double, default: .double(0.99), help: "for method moving_average: weight of the old range per batch"),
@@ -35,7 +36,7 @@ public enum QuantizeStage {
 
     /// Parameter mistakes found before anything runs (the planner reports them at the manifest's line:column).
     static func problems(_ parameters: [String: JSONValue]) -> [ParameterProblem] {
-        var problems: [ParameterProblem] = []
+        var problems = DeploymentTargetParameter.problems(parameters)
         if let images = parameters["bias_correction_images"]?.intValue, images < 1 {
             problems.append(ParameterProblem("bias_correction_images", "must be at least 1, got \(images)"))
         }
@@ -64,15 +65,17 @@ public enum QuantizeStage {
         case "mse": method = .mse
         default: method = .kl
         }
-        let config = QuantizationConfig(weightBits: context.optionalInt("weight_bits") ?? bits,
-                                        activationBits: context.optionalInt("activation_bits") ?? bits,
+        let activationBits = context.optionalInt("activation_bits") ?? bits
+        let target = try DeploymentTargetParameter.target(context)
+        let config = QuantizationConfig(weightBits: target.weightBits(requested: context.optionalInt("weight_bits") ?? bits, inputActivationBits: activationBits),
+                                        activationBits: activationBits,
                                         activationCalibration: method,
                                         weightCalibration: WeightCalibration(rawValue: try context.string("weight_method")) ?? .maxAbs,
                                         skip: try context.stringList("skip"),
                                         biasCorrection: try context.bool("bias_correction"),
                                         biasCorrectionImages: try context.int("bias_correction_images"),
                                         batchNormReestimationImages: try context.int("bn_reestimate_images"),
-                                        seed: UInt64(try context.int("seed")))
+                                        seed: UInt64(try context.int("seed")), target: target)
         for (name, value) in [("weight_bits", config.weightBits), ("activation_bits", config.activationBits)] where !(2...8).contains(value) {
             throw StageFailure("stage '\(context.stageID)': \(name) must be between 2 and 8, got \(value)")
         }

@@ -21,10 +21,14 @@ public struct QATConfiguration: Sendable, Equatable {
     public var skip: [String]
     /// How the activation ranges are initialised before the first step (on calibration images).
     public var initialization: ActivationCalibration
+    /// Where the model will run; it may cap the weight bits (`DeploymentTarget.weightBits`).
+    public var target: DeploymentTarget
 
     public init(weightBits: Int = 8, activationBits: Int = 8, scaleUpdate: ScaleUpdate = .movingAverage(momentum: 0.99),
                 estimator: StraightThroughEstimator = .clipped, weightMethod: WeightCalibration = .maxAbs,
-                learnedWeightScales: Bool = false, keepFirstAndLastAt8Bits: Bool = false, skip: [String] = [], initialization: ActivationCalibration = .mse) {
+                learnedWeightScales: Bool = false, keepFirstAndLastAt8Bits: Bool = false, skip: [String] = [], initialization: ActivationCalibration = .mse,
+                target: DeploymentTarget = .qatflow) {
+        self.target = target
         self.weightBits = weightBits
         self.activationBits = activationBits
         self.scaleUpdate = scaleUpdate
@@ -73,6 +77,7 @@ public final class QuantizationAwareModel {
         let plan = QDQPlan(graph: folded, skip: Set(configuration.skip))
         guard !plan.quantizedNodes.isEmpty else { throw QuantizationError("no quantizable node (Conv, Gemm, Add, pooling) in the model") }
         self.plan = plan
+        let quantizedNodes = Set(plan.quantizedNodes)
 
         // First/last layer at 8 bits: their weights, their data inputs and their outputs.
         var activationBits: [String: Int] = [:], weightBits: [String: Int] = [:]
@@ -89,6 +94,12 @@ public final class QuantizationAwareModel {
             }
         }
         for (tensor, root) in plan.sharedGrid { if let bits = activationBits[root] { activationBits[tensor] = bits } }
+        // The target's cap, resolved here once so training fake-quantizes the weights the export will write.
+        for node in folded.nodes where quantizedNodes.contains(node.name) && (node.op == .conv || node.op == .gemm) {
+            let requested = weightBits[node.name] ?? configuration.weightBits
+            let capped = configuration.target.weightBits(requested: requested, inputActivationBits: activationBits[node.inputs[0]] ?? configuration.activationBits)
+            if capped != configuration.weightBits { weightBits[node.name] = capped } else { weightBits[node.name] = nil }
+        }
         activationBitsOverride = activationBits
         weightBitsOverride = weightBits
 
@@ -105,7 +116,6 @@ public final class QuantizationAwareModel {
         activationQuantizers = plan.observed.map { quantizers[$0]! }
 
         // Layers: which training-graph nodes become fake-quantized, and which BN folds into which conv.
-        let quantizedNodes = Set(plan.quantizedNodes)
         let foldedOutputs = Dictionary(uniqueKeysWithValues: folded.nodes.map { ($0.name, $0.outputs[0]) })
         var weightLayers: [WeightFakeQuantizing] = []
         let model = try TrainableModel(graph: graph, rewriteLayers: { layers, graph in
@@ -181,7 +191,7 @@ public final class QuantizationAwareModel {
         for layer in weightLayers { scales[layer.nodeName] = layer.currentWeightScales() }
         let config = QuantizationConfig(weightBits: configuration.weightBits, activationBits: configuration.activationBits,
                                         activationCalibration: configuration.initialization, weightCalibration: configuration.weightMethod,
-                                        skip: configuration.skip)
+                                        skip: configuration.skip, target: configuration.target)
         var extras = metadata
         extras["origin"] = "qat"
         extras["scale_update"] = configuration.scaleUpdate.name
