@@ -18,6 +18,9 @@ struct ManifestOptions: ParsableArguments {
     @Argument(help: "The pipeline manifest (YAML).")
     var manifest: String
 
+    @Argument(help: "Stages to run (ids, or instance names such as 'qat[bits=4]') together with the stages they need; default: every stage.")
+    var targets: [String] = []
+
     @Option(name: .customLong("set"), help: ArgumentHelp("Override a parameter: STAGE.PARAM=VALUE, or matrix.NAME=[v1,v2]. Repeatable.", valueName: "STAGE.PARAM=VALUE"))
     var overrides: [String] = []
 
@@ -40,7 +43,7 @@ struct ManifestOptions: ParsableArguments {
         let manifestURL = URL(fileURLWithPath: manifest)
         let parsed = try ManifestParser.parse(contentsOf: manifestURL, displayName: manifest)
         let overrides = try self.overrides.map(Override.init(parsing:))
-        return try Planner(registry: .production, projectDirectory: projectURL).plan(parsed, overrides: overrides)
+        return try Planner(registry: .production, projectDirectory: projectURL).plan(parsed, overrides: overrides).restricted(to: targets)
     }
 }
 

@@ -79,6 +79,7 @@ final class ExportTests: XCTestCase {
         XCTAssertEqual(value("accuracy.0.stage")?.stringValue, "evaluate")
         XCTAssertEqual(value("accuracy.0.top1")?.doubleValue, evaluate.metrics["top1/quantize"]?.doubleValue)
         XCTAssertEqual(value("accuracy.0.agreement")?.doubleValue, evaluate.metrics["agreement/quantize"]?.doubleValue)
+        XCTAssertEqual(value("accuracy.0.machine"), MachineRecord.current.json, "the CPU and kernel paths the accuracy was measured with")
         XCTAssertEqual(value("accuracy.0.top1_of_other_models.convert")?.doubleValue, evaluate.metrics["top1/convert"]?.doubleValue)
         XCTAssertEqual(value("preprocessing.mean")?.doubleValue ?? 0, 0.2860, accuracy: 1e-9)
         XCTAssertEqual(value("preprocessing.std")?.doubleValue ?? 0, 0.3530, accuracy: 1e-9)

@@ -93,4 +93,43 @@ final class PlannerTests: XCTestCase {
         let previewB = try PlanPreview(plan: explicit, store: project.store).statuses()
         XCTAssertEqual(previewA[0].status, previewB[0].status)
     }
+
+    /// issue #21: `bits: [4, 6, 8, 4]` would plan two instances with one name and key; refused at the repeated value.
+    func testRepeatedMatrixValueIsRefusedWhereItStands() {
+        let text = manifestErrors {
+            _ = try TemporaryProject().plan("matrix:\n  bits: [4, 6, 8, 4]\nstages:\n  a: {uses: number, with: {value: '${matrix.bits}'}}\n", registry: self.registry)
+        }
+        XCTAssertTrue(text.contains("pipeline.yaml:2:19: error: matrix 'bits' lists 4 twice"), text)
+        let fromSet = manifestErrors { _ = try TemporaryProject().plan(Self.sweep, registry: self.registry, overrides: ["matrix.lr=[0.1, 0.2, 0.1]"]) }
+        XCTAssertTrue(fromSet.contains("--set matrix.lr=[0.1, 0.2, 0.1]: matrix 'lr' lists 0.1 twice"), fromSet)
+    }
+
+    /// The same mistake in every instance of a swept stage is one line, with the number of instances, not one per instance.
+    func testAProblemSharedByEveryMatrixInstanceIsReportedOnce() {
+        let values = (1...1000).map(String.init).joined(separator: ", ")
+        let manifest = "matrix: {bits: [\(values)]}\nstages:\n  base: {uses: number, with: {value: 1}}\n  qat: {uses: sum, needs: base, with: {add: '${matrix.bits}', mode: tripple}}\n"
+        var diagnostics: [ManifestDiagnostic] = []
+        do { _ = try TemporaryProject().plan(manifest, registry: registry) } catch let error as ManifestError { diagnostics = error.diagnostics } catch { XCTFail("\(error)") }
+        XCTAssertEqual(diagnostics.count, 1, "\(diagnostics.prefix(3))")
+        let text = diagnostics.first.map(String.init(describing:)) ?? ""
+        XCTAssertTrue(text.contains("pipeline.yaml:4:"), text)
+        XCTAssertTrue(text.contains("stage 'qat' (1000 matrix instances: qat[bits=1], qat[bits=2], qat[bits=3], …), parameter 'mode'"), text)
+        // Problems that differ between instances stay apart; one instance's problem names the instance.
+        let apart = manifestErrors {
+            _ = try TemporaryProject().plan("matrix: {m: [tripple, quad, plain]}\nstages:\n  base: {uses: number, with: {value: 1}}\n  s: {uses: sum, needs: base, with: {mode: '${matrix.m}'}}\n", registry: self.registry)
+        }
+        XCTAssertTrue(apart.contains("stage 's[m=tripple]', parameter 'mode'") && apart.contains("stage 's[m=quad]', parameter 'mode'"), apart)
+    }
+
+    /// `qatflow run MANIFEST STAGE...`: those stages (a stage id means all its instances) and what they need.
+    func testTargetsKeepOnlyWhatTheyNeed() throws {
+        let plan = try TemporaryProject().plan(Self.sweep, registry: registry)
+        XCTAssertEqual(try plan.restricted(to: []).instances.count, plan.instances.count)
+        XCTAssertEqual(try plan.restricted(to: ["qat"]).instances.map(\.name), ["base", "calib", "qat[bits=8]", "qat[bits=4]", "qat[bits=2]"])
+        XCTAssertEqual(try plan.restricted(to: ["tune[bits=4,lr=0.01]", "calib"]).instances.map(\.name),
+                       ["base", "calib", "qat[bits=4]", "tune[bits=4,lr=0.01]"])
+        XCTAssertThrowsError(try plan.restricted(to: ["tnue"])) { error in
+            XCTAssertTrue("\(error)".contains("no stage 'tnue'") && "\(error)".contains("did you mean 'tune'?"), "\(error)")
+        }
+    }
 }

@@ -30,6 +30,31 @@ final class RunnerTests: XCTestCase {
         XCTAssertEqual(try String(contentsOf: output, encoding: .utf8), "3.5", "outputs are restored from the cache")
     }
 
+    /// issue #21: where results were computed is recorded per stage (a cached stage keeps the machine of its cache
+    /// record) and per run, and the report says it.
+    func testRunsAndStagesRecordTheMachineThatComputedThem() throws {
+        let project = try TemporaryProject()
+        let first = try project.run(Self.chain, registry: registry)
+        XCTAssertEqual(first.machine, .current)
+        XCTAssertEqual(first.stages.map(\.machine), Array(repeating: .current, count: 4))
+        XCTAssertFalse(MachineRecord.current.cpu.isEmpty)
+        XCTAssertTrue(["portable", "avx2", "avx512vnni"].contains(MachineRecord.current.int8Kernels), MachineRecord.current.int8Kernels)
+        let second = try project.run(Self.chain, registry: registry)
+        XCTAssertEqual(second.stages.map(\.outcome), [.cached, .cached, .cached, .cached])
+        XCTAssertEqual(second.stages.map(\.machine), Array(repeating: .current, count: 4), "from the cache records")
+        let report = try String(contentsOf: RunHistory(store: project.store).directory(ofRun: second.id).appendingPathComponent(RunReport.fileName), encoding: .utf8)
+        XCTAssertTrue(report.contains("- machine: \(MachineRecord.current)"), report)
+    }
+
+    /// Running targets runs only them and what they need.
+    func testTargetsRunOnlyWhatTheyNeed() throws {
+        let project = try TemporaryProject()
+        let plan = try project.plan(Self.chain, registry: registry).restricted(to: ["total"])
+        let record = try Runner(plan: plan, store: project.store, options: RunOptions(jobs: 1, forced: [], quiet: true), print: { _ in }).run()
+        XCTAssertEqual(record.stages.map(\.instance), ["a", "b", "total"])
+        XCTAssertEqual(Set(log.names), ["a", "b", "total"])
+    }
+
     func testChangingOneParameterRerunsOnlyThatStageAndDependents() throws {
         let project = try TemporaryProject()
         _ = try project.run(Self.chain, registry: registry)

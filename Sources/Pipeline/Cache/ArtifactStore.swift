@@ -21,6 +21,8 @@ public struct StageRecord: Codable, Sendable {
     public let created: String
     public let seconds: Double
     public let engineVersion: String
+    /// Where the outputs were computed (nil in records written before qatflow recorded it).
+    public var machine: MachineRecord? = nil
 }
 
 /// The content-addressed cache under `.qatflow/`:

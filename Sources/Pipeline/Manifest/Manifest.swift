@@ -38,6 +38,12 @@ public struct MatrixAxis: Sendable {
     public var name: String
     public var values: [JSONValue]
     public var location: SourceLocation?
+
+    /// A value already in `values` would make a second instance with the same name and key: refused.
+    static func duplicateProblem(name: String, value: JSONValue, among values: [JSONValue]) -> String? {
+        guard values.contains(value) else { return nil }
+        return "matrix '\(name)' lists \(value) twice; each value makes one stage instance, named and keyed by it, so a repeated value would plan the same instance twice"
+    }
 }
 
 /// A parsed, structurally valid manifest. Stage kinds and parameter types are checked by the planner,

@@ -185,6 +185,10 @@ public struct ManifestParser {
                     report(item, "matrix '\(name)' values must be scalars (numbers, strings, booleans); found \(describe(item))")
                     continue
                 }
+                if let duplicate = MatrixAxis.duplicateProblem(name: name, value: json, among: values) {
+                    report(item, duplicate)
+                    continue
+                }
                 values.append(json)
             }
             if values.isEmpty { report(value, "matrix '\(name)' is empty; expected at least one value") }

@@ -28,6 +28,29 @@ public struct Plan: Sendable {
 
     public func instance(named name: String) -> StageInstance? { instances.first { $0.name == name } }
 
+    /// Only the `targets` (a stage id selects each of its instances, an instance name one) and every instance they
+    /// (transitively) need, in plan order — `qatflow run MANIFEST STAGE...`, like `dvc repro TARGET`. No targets: all.
+    public func restricted(to targets: [String]) throws -> Plan {
+        guard !targets.isEmpty else { return self }
+        var frontier: [String] = []
+        var unknown: [ManifestDiagnostic] = []
+        for target in targets {
+            let matches = instances.filter { $0.stageID == target || $0.name == target }.map(\.name)
+            if matches.isEmpty {
+                let ids = manifest.stages.map(\.id)
+                unknown.append(ManifestDiagnostic(nil, "no stage '\(target)' in \(manifest.file) to run; stages: \(ids.joined(separator: ", "))" + Suggestion.didYouMean(target, among: ids)))
+            }
+            frontier += matches
+        }
+        if !unknown.isEmpty { throw ManifestError(unknown) }
+        var wanted = Set<String>()
+        while let name = frontier.popLast() {
+            if wanted.insert(name).inserted { frontier += instance(named: name)?.needs ?? [] }
+        }
+        return Plan(manifest: manifest, instances: instances.filter { wanted.contains($0.name) }, datasets: datasets,
+                    projectDirectory: projectDirectory)
+    }
+
     /// Every instance that (transitively) needs `name`.
     public func dependents(of name: String) -> Set<String> {
         var result = Set<String>()

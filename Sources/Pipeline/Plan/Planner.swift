@@ -59,12 +59,13 @@ public struct Planner {
 
         var instances: [StageInstance] = []
         var planned: [String: StageInstance] = [:]  // by instance name, for `checkUpstream`
+        var instanceProblems = InstanceDiagnostics()
         for stage in order {
             let kind = kinds[stage.id]!
             for combination in combinations(of: axes[stage.id]!, in: manifest.matrix) {
                 let name = Self.instanceName(stage.id, combination)
                 var parameters: [String: JSONValue] = [:]
-                let problemsBefore = diagnostics.count
+                var wellTyped = true
                 for spec in kind.parameters {
                     let entry = stage.parameters[spec.name]
                     guard var value = entry?.value ?? spec.defaultValue else { continue }
@@ -74,19 +75,21 @@ public struct Planner {
                     case .success(let normalised): parameters[spec.name] = normalised
                     case .failure(let message):
                         let source = entry?.location == nil && entry != nil ? " (from --set)" : ""
-                        diagnostics.append(ManifestDiagnostic(place, "stage '\(name)', parameter '\(spec.name)'\(source): \(message)"))
+                        instanceProblems.add(place, stage: stage.id, instance: name, ", parameter '\(spec.name)'\(source): \(message)")
+                        wellTyped = false
                     }
                 }
                 let needs = stage.needs.map { need in
                     Self.instanceName(need, combination.filter { axes[need]!.contains($0.name) })
                 }
                 // Checks across parameters need every parameter well-typed first.
-                if diagnostics.count == problemsBefore {
+                if wellTyped {
                     let upstream = needs.compactMap { planned[$0] }
                     for problem in kind.check(parameters, stage.needs.count) + kind.checkUpstream(parameters, upstream) {
                         let entry = problem.parameter.flatMap { stage.parameters[$0] }
                         let source = entry != nil && entry?.location == nil ? " (from --set)" : ""
-                        diagnostics.append(ManifestDiagnostic(entry?.location ?? stage.location, "stage '\(name)'\(problem.parameter == nil ? ":" : ",") \(problem)\(source)"))
+                        instanceProblems.add(entry?.location ?? stage.location, stage: stage.id, instance: name,
+                                             "\(problem.parameter == nil ? ":" : ",") \(problem)\(source)")
                     }
                 }
                 let instance = StageInstance(name: name, stageID: stage.id, kind: kind, parameters: parameters,
@@ -96,6 +99,7 @@ public struct Planner {
                 planned[name] = instance
             }
         }
+        diagnostics += instanceProblems.diagnostics
         if !diagnostics.isEmpty { throw ManifestError(diagnostics) }
         return Plan(manifest: manifest, instances: instances, datasets: datasets, projectDirectory: projectDirectory)
     }
@@ -110,6 +114,11 @@ public struct Planner {
                     continue
                 }
                 let values = override.value.arrayValue ?? [override.value]
+                for (position, value) in values.enumerated() {
+                    if let duplicate = MatrixAxis.duplicateProblem(name: override.parameter, value: value, among: Array(values[..<position])) {
+                        diagnostics.append(ManifestDiagnostic(nil, "--set \(override): \(duplicate)"))
+                    }
+                }
                 manifest.matrix[index].values = values
                 manifest.matrix[index].location = nil
                 continue
@@ -213,6 +222,34 @@ public struct Planner {
 
     static func instanceName(_ id: String, _ combination: [(name: String, value: JSONValue)]) -> String {
         combination.isEmpty ? id : id + "[" + combination.map { "\($0.name)=\($0.value)" }.joined(separator: ",") + "]"
+    }
+}
+
+/// Problems of stage instances, one diagnostic per distinct problem: the same message at the same place from many
+/// matrix instances (a 1,000-instance sweep with one bad parameter) is printed once, with how many instances have it.
+struct InstanceDiagnostics {
+    private struct Problem: Hashable {
+        let location: SourceLocation?
+        let stage: String
+        /// The text after `stage '<instance>'`: ", parameter 'x': …" or ": …".
+        let text: String
+    }
+    private var order: [Problem] = []
+    private var instances: [Problem: [String]] = [:]
+
+    mutating func add(_ location: SourceLocation?, stage: String, instance: String, _ text: String) {
+        let problem = Problem(location: location, stage: stage, text: text)
+        if instances[problem] == nil { order.append(problem) }
+        instances[problem, default: []].append(instance)
+    }
+
+    var diagnostics: [ManifestDiagnostic] {
+        order.map { problem in
+            let names = instances[problem]!
+            guard names.count > 1 else { return ManifestDiagnostic(problem.location, "stage '\(names[0])'\(problem.text)") }
+            let shown = names.prefix(3).joined(separator: ", ") + (names.count > 3 ? ", …" : "")
+            return ManifestDiagnostic(problem.location, "stage '\(problem.stage)' (\(names.count) matrix instances: \(shown))\(problem.text)")
+        }
     }
 }
 

@@ -144,6 +144,13 @@ public struct RunReport: Sendable {
         lines.append("")
         lines.append("- manifest: `\(run.manifest)`")
         lines.append("- started: \(run.started), \(String(format: "%.2f", run.seconds)) s, -j \(run.jobs), qatflow \(run.engineVersion)")
+        if let machine = run.machine { lines.append("- machine: \(machine)") }
+        // A cached stage's numbers may come from another CPU (the key does not include it): say which.
+        for stage in run.stages {
+            if let machine = stage.machine, let current = run.machine, machine != current {
+                lines.append("- \(Self.code(stage.instance)) (\(stage.outcome.rawValue)) was computed on another machine: \(machine)")
+            }
+        }
         if !run.overrides.isEmpty { lines.append("- overrides: " + run.overrides.map { "`--set \($0)`" }.joined(separator: " ")) }
         lines.append("- result: **\(run.succeeded ? "ok" : "FAILED")**: \(run.summary)")
         lines.append("")

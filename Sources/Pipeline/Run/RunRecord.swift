@@ -29,6 +29,9 @@ public struct StageRunRecord: Codable, Sendable {
     public let outputs: [String: ArtifactReference]
     public let metrics: [String: JSONValue]
     public let error: String?
+    /// Where the outputs were computed: this run's machine for a stage that ran, the cache record's for a cached
+    /// one (nil for failed or skipped stages and for records from before qatflow recorded it).
+    public var machine: MachineRecord? = nil
 }
 
 /// `.qatflow/runs/<id>/run.json`.
@@ -43,6 +46,8 @@ public struct RunRecord: Codable, Sendable {
     public let succeeded: Bool
     public let stages: [StageRunRecord]
     public let engineVersion: String
+    /// The machine this run ran on (nil in runs recorded before qatflow recorded it).
+    public var machine: MachineRecord? = nil
 
     public var summary: String {
         let count = { (outcome: StageOutcome) in stages.filter { $0.outcome == outcome }.count }

@@ -66,7 +66,7 @@ public final class Runner: @unchecked Sendable {
         let record = RunRecord(id: runID, manifest: plan.manifest.file, name: plan.manifest.name, started: started.iso8601,
                                seconds: Date().timeIntervalSince(started), jobs: options.jobs, overrides: options.overrides,
                                succeeded: !stages.contains { $0.outcome == .failed || $0.outcome == .skipped },
-                               stages: stages, engineVersion: QatflowVersion.string)
+                               stages: stages, engineVersion: QatflowVersion.string, machine: .current)
         let runDirectory = store.runsDirectory.appendingPathComponent(runID)
         try store.writeJSON(record, to: runDirectory.appendingPathComponent("run.json"))
         // The report is derived from the record: failing to write it must not turn a finished run into a failed one.
@@ -129,10 +129,11 @@ public final class Runner: @unchecked Sendable {
     private func execute(_ instance: StageInstance, inputs: [(String, [String: ArtifactReference])]) -> StageRunRecord {
         let clock = Date()
         var key: String?
-        func record(_ outcome: StageOutcome, outputs: [String: ArtifactReference] = [:], metrics: [String: JSONValue] = [:], error: String? = nil) -> StageRunRecord {
+        func record(_ outcome: StageOutcome, outputs: [String: ArtifactReference] = [:], metrics: [String: JSONValue] = [:], error: String? = nil,
+                    machine: MachineRecord? = nil) -> StageRunRecord {
             StageRunRecord(instance: instance.name, stage: instance.stageID, kind: instance.kind.name, outcome: outcome,
                            key: key, seconds: Date().timeIntervalSince(clock), parameters: instance.parameters,
-                           matrix: matrixObject(instance), outputs: outputs, metrics: metrics, error: error)
+                           matrix: matrixObject(instance), outputs: outputs, metrics: metrics, error: error, machine: machine)
         }
         do {
             let inputDigests = Dictionary(uniqueKeysWithValues: inputs.map { ($0.0, $0.1.mapValues(\.digest)) })
@@ -141,7 +142,7 @@ public final class Runner: @unchecked Sendable {
             let forced = options.forced.contains(instance.stageID) || options.forced.contains(instance.name)
             if !forced, let cached = store.usableRecord(forKey: stageKey) {
                 try restoreOutputs(of: instance, cached.outputs)
-                return record(.cached, outputs: cached.outputs, metrics: cached.metrics)
+                return record(.cached, outputs: cached.outputs, metrics: cached.metrics, machine: cached.machine)
             }
             if !options.quiet { print("      → running \(instance.name) (key \(stageKey.prefix(10)))") }
             let scratch = try store.makeScratchDirectory(prefix: instance.name)
@@ -175,10 +176,10 @@ public final class Runner: @unchecked Sendable {
             try store.write(StageRecord(key: stageKey, kind: instance.kind.name, instance: instance.name,
                                         parameters: instance.parameters, inputs: inputDigests, outputs: stored,
                                         metrics: result.metrics, created: Date().iso8601, seconds: seconds,
-                                        engineVersion: QatflowVersion.string))
+                                        engineVersion: QatflowVersion.string, machine: .current))
             store.removeCheckpoints(forKey: stageKey)
             try restoreOutputs(of: instance, stored)
-            return record(.ran, outputs: stored, metrics: result.metrics)
+            return record(.ran, outputs: stored, metrics: result.metrics, machine: .current)
         } catch {
             return record(.failed, error: String(describing: error))
         }

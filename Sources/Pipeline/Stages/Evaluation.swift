@@ -206,6 +206,7 @@ public enum EvaluateStage {
         let report = context.outputDirectory.appendingPathComponent("evaluation.json")
         try ArtifactStore.writeAtomically(Data(JSONValue.object(details).canonical.utf8), to: report)
         metrics["models"] = .object(details)
+        metrics["machine"] = MachineRecord.current.json
         return StageResult(artifacts: ["report": "evaluation.json"], metrics: metrics)
     }
 }
