@@ -6,12 +6,23 @@ VENV       ?= .venv
 PYTHON     := $(VENV)/bin/python
 QATFLOW    := $(BUILD_DIR)/$(CONFIG)/qatflow
 PIPELINE   ?= pipelines/mobilenetv2.yaml
-PY_PACKAGES := onnx onnxruntime numpy sympy safetensors
+PY_PACKAGES := onnx onnxruntime numpy sympy safetensors pillow
 
-.PHONY: build test run bench datasets venv venv-torch proto clean qemu
+.PHONY: build test run bench datasets venv venv-torch proto clean qemu system-libraries
 
-build:
+build: system-libraries
 	$(SWIFT) build -c $(CONFIG) --scratch-path $(BUILD_DIR)
+
+# C libraries the Swift targets link (zlib for IDX, libpng and libjpeg-turbo for image datasets): installed with
+# apt-get when missing and we are root, else named so the build error is not a mystery.
+SYSTEM_HEADERS := /usr/include/zlib.h:zlib1g-dev /usr/include/png.h:libpng-dev /usr/include/turbojpeg.h:libturbojpeg0-dev
+system-libraries:
+	@missing=""; for pair in $(SYSTEM_HEADERS); do [ -f "$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing system libraries:$$missing (install them with your package manager)"; exit 1; fi; \
+	fi
 
 # The Python venv holds ONNX Runtime and friends, used only as cross-checks by tests and benchmarks.
 venv: $(VENV)/.ready
@@ -31,7 +42,7 @@ qemu:
 	  echo "note: no qemu-x86_64 (apt-get install qemu-user): the emulated-AVX2 ONNX Runtime tests will be skipped"
 
 # Tests build in release: the numeric kernels are 100-700x slower in debug.
-test: venv datasets qemu
+test: system-libraries venv datasets qemu
 	QATFLOW_PYTHON=$(abspath $(PYTHON)) $(SWIFT) test -c $(CONFIG) --scratch-path $(BUILD_DIR)
 
 run: build datasets

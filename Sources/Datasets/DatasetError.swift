@@ -22,6 +22,10 @@ public enum DatasetError: Error, Equatable, Sendable, CustomStringConvertible {
     case malformedFile(path: String, byteOffset: Int, problem: String)
     /// A caller asked for something the data cannot provide (wrong value count for an NPY shape, ...).
     case invalidArgument(reason: String)
+    /// An image file that cannot be decoded or does not fit the declared preprocessing.
+    case badImage(path: String, problem: String)
+    /// A folder or list of images that cannot be used (missing, empty, a bad line).
+    case badImageSet(path: String, problem: String)
 
     public var description: String {
         switch self {
@@ -47,6 +51,10 @@ public enum DatasetError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(path): at byte \(byteOffset): \(problem)"
         case let .invalidArgument(reason):
             return reason
+        case let .badImage(path, problem):
+            return "\(path): \(problem)"
+        case let .badImageSet(path, problem):
+            return "\(path): \(problem)"
         }
     }
 }

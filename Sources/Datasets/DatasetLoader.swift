@@ -9,6 +9,7 @@ public enum DatasetLoader {
     /// `spec.limit` images, pads and normalises.
     public static func load(_ spec: DatasetSpec, projectDirectory: URL) throws -> LabeledImages {
         try spec.validate()
+        if spec.isImageSource { return try ImageSetLoader.load(spec, projectDirectory: projectDirectory) }
         let dataset = try KnownDataset.named(spec.name)
         let files = try locateFiles(for: spec, projectDirectory: projectDirectory)
         let images = try IDXCache.shared.images(files.images)
@@ -20,11 +21,24 @@ public enum DatasetLoader {
                     + "header says \(labels.count)")
         }
         let keptCount = min(spec.limit ?? images.count, images.count)
-        let preprocessor = ImagePreprocessor(pad: spec.pad, mean: spec.mean, std: spec.std)
+        let preprocessor = ImagePreprocessor(pad: spec.pad, mean: spec.mean(ofChannel: 0), std: spec.std(ofChannel: 0))
         let processed = preprocessor.process(images, imageCount: keptCount)
         return try LabeledImages(
             count: keptCount, channels: 1, height: processed.height, width: processed.width,
             pixels: processed.pixels, labels: Array(labels.prefix(keptCount)), classNames: dataset.classNames)
+    }
+
+    /// Every file `spec` reads: an image set's list or classes file and its images (in load order), or the IDX pair.
+    public static func files(of spec: DatasetSpec, projectDirectory: URL) throws -> [URL] {
+        try spec.validate()
+        guard spec.isImageSource else {
+            let files = try locateFiles(for: spec, projectDirectory: projectDirectory)
+            return [files.images, files.labels]
+        }
+        var files = try ImageSetLoader.list(spec, projectDirectory: projectDirectory).entries.map(\.url)
+        if spec.name == "image-list", let path = spec.path { files.insert(ImageSetLoader.resolve(path, against: projectDirectory), at: 0) }
+        if let classes = spec.classes { files.insert(ImageSetLoader.resolve(classes, against: projectDirectory), at: 0) }
+        return files
     }
 
     /// Directories searched for `spec`'s files, in order: `spec.root` (relative to `projectDirectory` if
@@ -50,7 +64,8 @@ public enum DatasetLoader {
     /// The first searched directory holding both of the split's files (each plain or `.gz`; plain preferred since
     /// it needs no decompression). Both must come from one directory so images and labels cannot be mismatched.
     public static func locateFiles(for spec: DatasetSpec, projectDirectory: URL) throws -> (images: URL, labels: URL) {
-        let names = fileNames(for: spec.split)
+        guard let split = spec.split else { throw DatasetError.invalidSpec(reason: "source \(spec.name) needs 'split' (train or test)") }
+        let names = fileNames(for: split)
         let directories = searchDirectories(for: spec, projectDirectory: projectDirectory)
         for directory in directories {
             if let images = existingFile(names.images, in: directory),
@@ -59,7 +74,7 @@ public enum DatasetLoader {
             }
         }
         throw DatasetError.filesNotFound(
-            dataset: "\(spec.name):\(spec.split.rawValue)", missingFiles: [names.images, names.labels],
+            dataset: "\(spec.name):\(split.rawValue)", missingFiles: [names.images, names.labels],
             searchedDirectories: directories.map(\.path))
     }
 

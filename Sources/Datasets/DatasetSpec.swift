@@ -38,25 +38,67 @@ struct KnownDataset: Sendable {
     }
 }
 
+/// Channels a model takes, and their order.
+public enum ImageChannels: String, Codable, Sendable, CaseIterable {
+    case gray, rgb, bgr
+    public var count: Int { self == .gray ? 1 : 3 }
+}
+
+/// `resize:` — the shorter side to N pixels keeping the aspect ratio (torchvision's `Resize(N)`), or exactly H × W.
+public enum ImageResize: Hashable, Sendable {
+    case shorterSide(Int)
+    case exact(height: Int, width: Int)
+}
+
+/// What a folder or list does with an image it cannot use: stop (`fail`), or leave it out and count it (`skip`).
+public enum ImageErrorPolicy: String, Codable, Sendable, CaseIterable { case fail, skip }
+
+/// What an image with an alpha channel does: refused (`error`), or the alpha dropped as Pillow's `convert` does.
+public enum AlphaPolicy: String, Codable, Sendable, CaseIterable { case error, drop }
+
 /// Names one split of a dataset plus the preprocessing every consumer must agree on.
 ///
+/// Sources: the IDX datasets `fashion-mnist` and `mnist` (with `split`), and image files: `image-folder` (class
+/// subfolders, ImageNet layout; a folder of images without subfolders is an unlabeled set) and `image-list`
+/// (lines `relative/path.jpg LABEL`), both at `path`.
+///
 /// Project convention for (Fashion-)MNIST models: zero-pad 28→32 with pixel value 0 *before* normalising, then
-/// x = (pixel/255 − mean)/std, one channel, NCHW.
+/// x = (pixel/255 − mean)/std, one channel, NCHW. Image files: decode → channels → resize → center crop → pad →
+/// x = (pixel/255 − mean[c])/std[c], NCHW.
 public struct DatasetSpec: Codable, Hashable, Sendable {
-    /// "fashion-mnist" or "mnist".
+    /// The source: "fashion-mnist", "mnist", "image-folder" or "image-list".
     public var name: String
-    public var split: DatasetSplit
+    /// Which half of an IDX dataset (nil for image sources).
+    public var split: DatasetSplit?
     /// Use only the first N images (nil = all; a limit above the split's size also means all).
     public var limit: Int?
-    /// Zero padding on each side, pixel value 0 (default 2: 28→32).
+    /// Zero padding on each side, pixel value 0 (default 2 for the IDX datasets: 28→32; 0 for image files).
     public var pad: Int
-    /// Normalisation: x = (pixel/255 − mean)/std.
-    public var mean: Double
-    public var std: Double
-    /// Directory holding the four IDX files; relative paths resolve against the project directory.
+    /// Normalisation: x = (pixel/255 − mean[c])/std[c]; one value for every channel, or one per channel.
+    public var mean: [Double]
+    public var std: [Double]
+    /// IDX: the directory holding the four files. image-list: the directory the list's paths are relative to
+    /// (default: the list's folder). Relative paths resolve against the project directory.
     public var root: String?
+    /// image-folder: the folder; image-list: the list file.
+    public var path: String?
+    /// Channels the model takes (default: gray for the IDX datasets, rgb for image files).
+    public var channels: ImageChannels?
+    public var resize: ImageResize?
+    /// Center crop to N × N after resizing.
+    public var crop: Int?
+    public var onError: ImageErrorPolicy?
+    public var alpha: AlphaPolicy?
+    /// image-folder: a text file with one class name per line (that order is the label order), instead of the
+    /// sorted subfolder names. image-list: class names for the labels 0, 1, …
+    public var classes: String?
 
     public static let knownNames: [String] = KnownDataset.all.map(\.name)
+    public static let imageSourceNames = ["image-folder", "image-list"]
+    public static let sourceNames = knownNames + imageSourceNames
+
+    public var isImageSource: Bool { Self.imageSourceNames.contains(name) }
+    public var effectiveChannels: ImageChannels { channels ?? (isImageSource ? .rgb : .gray) }
 
     /// `mean`/`std` nil → the dataset's default (fashion-mnist 0.2860/0.3530, mnist 0.1307/0.3081).
     public init(name: String, split: DatasetSplit, limit: Int? = nil, pad: Int = 2,
@@ -66,29 +108,77 @@ public struct DatasetSpec: Codable, Hashable, Sendable {
         self.split = split
         self.limit = limit
         self.pad = pad
-        self.mean = mean ?? dataset.defaultMean
-        self.std = std ?? dataset.defaultStd
+        self.mean = [mean ?? dataset.defaultMean]
+        self.std = [std ?? dataset.defaultStd]
         self.root = root
+        try validate()
+    }
+
+    /// A dataset of image files (`image-folder` or `image-list`) at `path`. Without `mean`/`std`: x = pixel/255.
+    public init(imageSource name: String, path: String, limit: Int? = nil, channels: ImageChannels? = nil,
+                resize: ImageResize? = nil, crop: Int? = nil, pad: Int = 0, mean: [Double]? = nil, std: [Double]? = nil,
+                root: String? = nil, classes: String? = nil, onError: ImageErrorPolicy? = nil, alpha: AlphaPolicy? = nil) throws {
+        guard Self.imageSourceNames.contains(name) else {
+            throw DatasetError.unknownDataset(name: name, knownNames: Self.imageSourceNames)
+        }
+        self.name = name
+        self.split = nil
+        self.limit = limit
+        self.pad = pad
+        self.mean = mean ?? [0]
+        self.std = std ?? [1]
+        self.root = root
+        self.path = path
+        self.channels = channels
+        self.resize = resize
+        self.crop = crop
+        self.onError = onError
+        self.alpha = alpha
+        self.classes = classes
         try validate()
     }
 
     /// Checks every field. The fields are public `var`s, so the loader calls this again: a spec changed after
     /// construction (e.g. `spec.limit = userValue`) must fail with a message, not crash the preprocessing.
     func validate() throws {
-        _ = try KnownDataset.named(name)
+        if isImageSource {
+            guard let path, !path.isEmpty else { throw DatasetError.invalidSpec(reason: "source \(name) needs 'path' (\(name == "image-folder" ? "the folder" : "the list file"))") }
+        } else {
+            _ = try KnownDataset.named(name)
+            guard split != nil else { throw DatasetError.invalidSpec(reason: "source \(name) needs 'split' (train or test)") }
+        }
         if let limit, limit < 1 {
             throw DatasetError.invalidSpec(reason: "limit must be at least 1 (or absent for all images), got \(limit)")
         }
         guard pad >= 0 else {
             throw DatasetError.invalidSpec(reason: "pad must be 0 or more pixels, got \(pad)")
         }
-        guard mean.isFinite else {
-            throw DatasetError.invalidSpec(reason: "mean must be a finite number, got \(mean)")
+        let channelCount = effectiveChannels.count
+        for (field, values) in [("mean", mean), ("std", std)] {
+            guard values.count == 1 || values.count == channelCount else {
+                throw DatasetError.invalidSpec(reason: "\(field) needs one value or one per channel (\(channelCount) for \(effectiveChannels.rawValue)), got \(values.count)")
+            }
+            guard values.allSatisfy(\.isFinite) else {
+                throw DatasetError.invalidSpec(reason: "\(field) must be finite numbers, got \(values)")
+            }
         }
-        guard std.isFinite, std > 0 else {
-            throw DatasetError.invalidSpec(reason: "std must be a finite number greater than 0, got \(std)")
+        guard std.allSatisfy({ $0 > 0 }) else {
+            throw DatasetError.invalidSpec(reason: "std must be greater than 0, got \(std)")
+        }
+        switch resize {
+        case .shorterSide(let size)? where size < 1, .exact(let size, _)? where size < 1, .exact(_, let size)? where size < 1:
+            throw DatasetError.invalidSpec(reason: "resize must be at least 1 pixel")
+        default: break
+        }
+        if let crop, crop < 1 { throw DatasetError.invalidSpec(reason: "crop must be at least 1 pixel, got \(crop)") }
+        if !isImageSource, channels != nil || resize != nil || crop != nil || path != nil || classes != nil {
+            throw DatasetError.invalidSpec(reason: "channels, resize, crop, path and classes apply to image-folder and image-list sources, not to \(name)")
         }
     }
+
+    /// The normalisation of channel `c`.
+    public func mean(ofChannel c: Int) -> Double { mean.count == 1 ? mean[0] : mean[c] }
+    public func std(ofChannel c: Int) -> Double { std.count == 1 ? std[0] : std[c] }
 
     /// Parses `NAME:SPLIT`, e.g. "fashion-mnist:test" or "mnist:train", with all other fields at their defaults.
     public init(shorthand: String) throws {
@@ -109,28 +199,71 @@ public struct DatasetSpec: Codable, Hashable, Sendable {
         try self.init(name: parts[0], split: split)
     }
 
-    // Decoding goes through the throwing initialiser so that manifests may omit pad/mean/std and still get the
-    // dataset's defaults, and so that a decoded spec is validated exactly like one built in code.
+    // Decoding goes through the throwing initialisers so that manifests may omit pad/mean/std and still get the
+    // dataset's defaults, and so that a decoded spec is validated exactly like one built in code. Encoding writes a
+    // single mean/std as a number and leaves absent fields out, so the keys of IDX specs stay what they were.
     private enum CodingKeys: String, CodingKey {
-        case name, split, limit, pad, mean, std, root
+        case name, split, limit, pad, mean, std, root, path, channels, resize, crop, onError = "on_error", alpha, classes
     }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
+        func numbers(_ key: CodingKeys) throws -> [Double]? {
+            if let one = try? container.decodeIfPresent(Double.self, forKey: key) { return [one] }
+            return try container.decodeIfPresent([Double].self, forKey: key)
+        }
         do {
-            try self.init(
-                name: container.decode(String.self, forKey: .name),
-                split: container.decode(DatasetSplit.self, forKey: .split),
-                limit: container.decodeIfPresent(Int.self, forKey: .limit),
-                pad: container.decodeIfPresent(Int.self, forKey: .pad) ?? 2,
-                mean: container.decodeIfPresent(Double.self, forKey: .mean),
-                std: container.decodeIfPresent(Double.self, forKey: .std),
-                root: container.decodeIfPresent(String.self, forKey: .root))
+            let name = try container.decode(String.self, forKey: .name)
+            if Self.imageSourceNames.contains(name) {
+                var resize: ImageResize?
+                if let side = try? container.decodeIfPresent(Int.self, forKey: .resize) { resize = .shorterSide(side) }
+                else if let pair = try container.decodeIfPresent([Int].self, forKey: .resize), pair.count == 2 { resize = .exact(height: pair[0], width: pair[1]) }
+                try self.init(imageSource: name, path: container.decode(String.self, forKey: .path),
+                              limit: container.decodeIfPresent(Int.self, forKey: .limit),
+                              channels: container.decodeIfPresent(ImageChannels.self, forKey: .channels), resize: resize,
+                              crop: container.decodeIfPresent(Int.self, forKey: .crop),
+                              pad: container.decodeIfPresent(Int.self, forKey: .pad) ?? 0, mean: numbers(.mean), std: numbers(.std),
+                              root: container.decodeIfPresent(String.self, forKey: .root),
+                              classes: container.decodeIfPresent(String.self, forKey: .classes),
+                              onError: container.decodeIfPresent(ImageErrorPolicy.self, forKey: .onError),
+                              alpha: container.decodeIfPresent(AlphaPolicy.self, forKey: .alpha))
+            } else {
+                try self.init(
+                    name: name,
+                    split: container.decode(DatasetSplit.self, forKey: .split),
+                    limit: container.decodeIfPresent(Int.self, forKey: .limit),
+                    pad: container.decodeIfPresent(Int.self, forKey: .pad) ?? 2,
+                    mean: numbers(.mean)?.first,
+                    std: numbers(.std)?.first,
+                    root: container.decodeIfPresent(String.self, forKey: .root))
+            }
         } catch let error as DatasetError {
             throw DecodingError.dataCorrupted(
                 DecodingError.Context(codingPath: decoder.codingPath, debugDescription: error.description,
                                       underlyingError: error))
         }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(name, forKey: .name)
+        try container.encodeIfPresent(split, forKey: .split)
+        try container.encodeIfPresent(limit, forKey: .limit)
+        try container.encode(pad, forKey: .pad)
+        if mean.count == 1 { try container.encode(mean[0], forKey: .mean) } else { try container.encode(mean, forKey: .mean) }
+        if std.count == 1 { try container.encode(std[0], forKey: .std) } else { try container.encode(std, forKey: .std) }
+        try container.encodeIfPresent(root, forKey: .root)
+        try container.encodeIfPresent(path, forKey: .path)
+        try container.encodeIfPresent(channels, forKey: .channels)
+        switch resize {
+        case .shorterSide(let side)?: try container.encode(side, forKey: .resize)
+        case .exact(let height, let width)?: try container.encode([height, width], forKey: .resize)
+        case nil: break
+        }
+        try container.encodeIfPresent(crop, forKey: .crop)
+        try container.encodeIfPresent(onError, forKey: .onError)
+        try container.encodeIfPresent(alpha, forKey: .alpha)
+        try container.encodeIfPresent(classes, forKey: .classes)
     }
 
     /// Class names in label order.

@@ -11,6 +11,10 @@ public struct LabeledImages: Sendable {
     public let labels: [Int]
     /// Human-readable class names in label order.
     public let classNames: [String]
+    /// False for a folder of images without class subfolders: enough to calibrate on, not to train or evaluate.
+    public internal(set) var isLabeled = true
+    /// The images an image set left out under `on_error: skip`, each as its error message.
+    public internal(set) var skippedImages: [String] = []
 
     /// Floats per image (`channels × height × width`): the stride between consecutive images in `pixels`.
     public var valuesPerImage: Int { channels * height * width }

@@ -75,7 +75,7 @@ struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "eval", abstract: "Top-1/top-5 accuracy of a model on a dataset.")
 
     @Argument(help: "A qatflow model file or an ONNX model.") var model: String
-    @Option(help: "NAME:SPLIT, e.g. fashion-mnist:test.") var dataset = "fashion-mnist:test"
+    @OptionGroup var data: DatasetOptions
     @Option(help: "Evaluate only the first N images.") var images: Int?
     @Option(help: "Images per forward pass.") var batch = 100
     @Flag(help: "Print one JSON object (top1, top5, images, per_class, confusion).") var json = false
@@ -85,13 +85,17 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         do {
-            var spec = try DatasetSpec(shorthand: dataset)
+            var spec = try data.spec(default: "fashion-mnist:test").spec
+            let dataset = data.dataset ?? "fashion-mnist:test"
             if let images { spec.limit = images }
-            let data = try DatasetLoader.load(spec, projectDirectory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
+            let loaded = try DatasetLoader.load(spec, projectDirectory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
             let graph = try ModelLoader.load(URL(fileURLWithPath: model))
             let chosen = try chooseEngine(engine, for: graph, model: model)
+            guard loaded.isLabeled else {
+                throw StageFailure("--dataset \(dataset): a folder of images without class subfolders has no labels to evaluate against; use class subfolders or an image list")
+            }
             var predicted: [Int] = []
-            let metrics = try Evaluator.evaluate(graph, on: data, batch: max(1, batch), engine: chosen,
+            let metrics = try Evaluator.evaluate(graph, on: loaded, batch: max(1, batch), engine: chosen,
                                                  progress: ProgressReporter(prefix: "eval", quiet: quiet || json), label: model,
                                                  onPrediction: predictions == nil ? nil : { predicted.append($0) })
             if let predictions {
@@ -161,7 +165,7 @@ struct QuantizeCommand: ParsableCommand {
 
     @Argument(help: "A float model: ONNX or a qatflow model file.") var model: String
     @Option(name: .shortAndLong, help: "Where to write the quantized model.") var output: String
-    @Option(help: "Calibration data, NAME:SPLIT.") var dataset = "fashion-mnist:train"
+    @OptionGroup var data: DatasetOptions
     @Option(help: "Calibration images (a seeded random subset).") var images = 1000
     @Option(help: "Bits of weights and activations (2–8).") var bits = 8
     @Option(name: .customLong("weight-bits"), help: "Bits of weights (default: --bits).") var weightBits: Int?
@@ -181,6 +185,7 @@ struct QuantizeCommand: ParsableCommand {
     func run() throws {
         do {
             // A plain command has no upstream stage: the model file is handed to the stage as its input.
+            let (dataset, datasets) = try data.stageDataset(default: "fashion-mnist:train")
             var parameters: [String: JSONValue] = [
                 "dataset": .string(dataset), "images": .int(images), "bits": .int(bits), "method": .string(method),
                 "weight_method": .string(weightMethod), "percentile": .double(percentile),
@@ -192,7 +197,7 @@ struct QuantizeCommand: ParsableCommand {
             if let activationBits { parameters["activation_bits"] = .int(activationBits) }
             let result = try DirectRun(kind: QuantizeStage.kind, quiet: quiet).run(
                 parameters: parameters, inputModels: [URL(fileURLWithPath: model)],
-                destinations: ["model": URL(fileURLWithPath: output)])
+                destinations: ["model": URL(fileURLWithPath: output)], datasets: datasets)
             var summary = result.metrics
             summary["layers"] = nil
             summary["bias_correction"] = nil

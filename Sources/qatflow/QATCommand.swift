@@ -9,7 +9,7 @@ struct QATCommand: ParsableCommand {
 
     @Argument(help: "A float model with BatchNorm kept: ONNX or a qatflow model file converted with --for-training.") var model: String
     @Option(name: .shortAndLong, help: "Where to write the quantized model.") var output: String
-    @Option(help: "Training images, NAME:SPLIT.") var dataset = "fashion-mnist:train"
+    @OptionGroup var data: DatasetOptions
     @Option(help: "Bits of weights and activations (2–8).") var bits = 8
     @Option(name: .customLong("weight-bits"), help: "Bits of weights (default: --bits).") var weightBits: Int?
     @Option(name: .customLong("activation-bits"), help: "Bits of activations (default: --bits).") var activationBits: Int?
@@ -40,6 +40,7 @@ struct QATCommand: ParsableCommand {
 
     func run() throws {
         do {
+            let (dataset, datasets) = try data.stageDataset(default: "fashion-mnist:train")
             var parameters: [String: JSONValue] = [
                 "dataset": .string(dataset), "bits": .int(bits), "keep_first_last_8bit": .bool(keepFirstLast),
                 "scale_update": .string(scaleUpdate), "ste": .string(ste), "weight_method": .string(weightMethod),
@@ -59,7 +60,7 @@ struct QATCommand: ParsableCommand {
             if let freezeObserversAfter { parameters["freeze_observers_after"] = .int(freezeObserversAfter) }
             let result = try DirectRun(kind: QATStage.kind, quiet: quiet).run(
                 parameters: parameters, inputModels: [URL(fileURLWithPath: model)],
-                destinations: ["model": URL(fileURLWithPath: output)])
+                destinations: ["model": URL(fileURLWithPath: output)], datasets: datasets)
             printLine("wrote \(output): \(MetricsFormatter.inline(result.metrics))")
         } catch {
             throw fail(error)

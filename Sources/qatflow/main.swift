@@ -1,4 +1,5 @@
 import ArgumentParser
+import Datasets
 import Foundation
 import Pipeline
 
@@ -58,3 +59,69 @@ func printLine(_ text: String) {
 }
 
 Qatflow.main()
+
+/// `--dataset` and its preprocessing flags, shared by the commands that read images: `NAME:SPLIT` (an IDX dataset),
+/// a folder (image-folder: class subfolders, or a folder of unlabeled images) or a `.txt` list (image-list).
+struct DatasetOptions: ParsableArguments {
+    @Option(help: "NAME:SPLIT (fashion-mnist:test), a folder of class subfolders or of images, or a .txt list of 'path LABEL' lines (default: the command's).")
+    var dataset: String?
+
+    @Option(help: "gray, rgb or bgr (default: gray for NAME:SPLIT, rgb for image files).") var channels: String?
+    @Option(help: "Resize the shorter side to N (bilinear with antialiasing, as torchvision/Pillow), or HxW for an exact size.") var resize: String?
+    @Option(help: "Center crop to N×N after resizing.") var crop: Int?
+    @Option(help: "Zero padding per side, before normalising (default: 2 for NAME:SPLIT, 0 for image files).") var pad: Int?
+    @Option(help: "x = (pixel/255 − mean)/std: one value or one per channel, comma-separated (MNN's 0–255 values: divide by 255).") var mean: String?
+    @Option(help: "See --mean.") var std: String?
+    @Option(help: "A file of class names, one per line (image-folder: their order is the label order).") var classes: String?
+    @Option(name: .customLong("on-error"), help: "fail or skip: what an undecodable image does (image files).") var onError: String?
+    @Option(help: "error or drop: what an image with an alpha channel does (image files).") var alpha: String?
+
+    /// The dataset as a spec; `isShorthand` when it is a plain NAME:SPLIT that stages can resolve themselves.
+    func spec(default defaultReference: String) throws -> (spec: DatasetSpec, isShorthand: Bool) {
+        let dataset = self.dataset ?? defaultReference
+        func numbers(_ text: String?, _ flag: String) throws -> [Double]? {
+            guard let text else { return nil }
+            let values = text.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+            guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else { throw StageFailure("--\(flag) \(text): expected numbers separated by commas, e.g. 0.485,0.456,0.406") }
+            return values.map { $0! }
+        }
+        let means = try numbers(mean, "mean"), stds = try numbers(std, "std")
+        if let idx = try? DatasetSpec(shorthand: dataset) {
+            guard channels == nil, resize == nil, crop == nil, classes == nil, onError == nil, alpha == nil else {
+                throw StageFailure("--dataset \(dataset) is an IDX dataset: --channels, --resize, --crop, --classes, --on-error and --alpha apply to image folders and lists")
+            }
+            guard (means?.count ?? 1) == 1, (stds?.count ?? 1) == 1 else { throw StageFailure("--dataset \(dataset) has one channel: --mean and --std take one number") }
+            let plain = pad == nil && means == nil && stds == nil
+            return (try DatasetSpec(name: idx.name, split: idx.split!, pad: pad ?? idx.pad, mean: means?.first, std: stds?.first), plain)
+        }
+        let source = dataset.lowercased().hasSuffix(".txt") ? "image-list" : "image-folder"
+        if !dataset.contains("/") && !dataset.contains(".") && !FileManager.default.fileExists(atPath: dataset) && dataset.contains(":") {
+            _ = try DatasetSpec(shorthand: dataset)  // throws the NAME:SPLIT explanation
+        }
+        func choice<T: RawRepresentable & CaseIterable>(_ text: String?, _ flag: String, _: T.Type) throws -> T? where T.RawValue == String {
+            guard let text else { return nil }
+            guard let value = T(rawValue: text) else { throw StageFailure("--\(flag) \(text): expected \(T.allCases.map(\.rawValue).joined(separator: ", "))") }
+            return value
+        }
+        var size: ImageResize?
+        if let resize {
+            let parts = resize.lowercased().split(separator: "x").map { Int($0) }
+            switch parts.count {
+            case 1 where parts[0] != nil: size = .shorterSide(parts[0]!)
+            case 2 where parts[0] != nil && parts[1] != nil: size = .exact(height: parts[0]!, width: parts[1]!)
+            default: throw StageFailure("--resize \(resize): expected N (the shorter side) or HxW, e.g. 256 or 224x224")
+            }
+        }
+        let spec = try DatasetSpec(imageSource: source, path: dataset, channels: try choice(channels, "channels", ImageChannels.self),
+                                   resize: size, crop: crop, pad: pad ?? 0, mean: means, std: stds, classes: classes,
+                                   onError: try choice(onError, "on-error", ImageErrorPolicy.self), alpha: try choice(alpha, "alpha", AlphaPolicy.self))
+        return (spec, false)
+    }
+
+    /// The `dataset` parameter and the named datasets a stage run needs for it.
+    func stageDataset(default defaultReference: String) throws -> (reference: String, datasets: [String: DatasetSpec]) {
+        let (spec, isShorthand) = try spec(default: defaultReference)
+        let reference = dataset ?? defaultReference
+        return isShorthand ? (reference, [:]) : (reference, [reference: spec])
+    }
+}

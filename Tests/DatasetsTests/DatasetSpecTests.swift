@@ -5,14 +5,14 @@ import XCTest
 final class DatasetSpecTests: XCTestCase {
     func testDefaultsComeFromTheDataset() throws {
         let fashion = try DatasetSpec(name: "fashion-mnist", split: .test)
-        XCTAssertEqual(fashion.mean, 0.2860)
-        XCTAssertEqual(fashion.std, 0.3530)
+        XCTAssertEqual(fashion.mean, [0.2860])
+        XCTAssertEqual(fashion.std, [0.3530])
         XCTAssertEqual(fashion.pad, 2)
         XCTAssertNil(fashion.limit)
         XCTAssertNil(fashion.root)
         let mnist = try DatasetSpec(name: "mnist", split: .train, limit: 5, pad: 0, mean: nil, std: 0.5)
-        XCTAssertEqual(mnist.mean, 0.1307)
-        XCTAssertEqual(mnist.std, 0.5)
+        XCTAssertEqual(mnist.mean, [0.1307])
+        XCTAssertEqual(mnist.std, [0.5])
         XCTAssertEqual(mnist.limit, 5)
         XCTAssertEqual(mnist.pad, 0)
         XCTAssertEqual(DatasetSpec.knownNames, ["fashion-mnist", "mnist"])

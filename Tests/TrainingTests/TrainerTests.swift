@@ -81,7 +81,7 @@ final class TrainerTests: XCTestCase {
                               schedule: OneCycleSchedule(maxRate: 0.05, totalSteps: steps), loss: SoftmaxCrossEntropy(labelSmoothing: 0.05),
                               seed: 1)
         trainer.gradientClipNorm = 5
-        let black = Float((0 - spec.mean) / spec.std)
+        let black = Float((0 - spec.mean(ofChannel: 0)) / spec.std(ofChannel: 0))
         var batches = PrefetchingBatches(ShuffledBatches(images, batchSize: 32,
                                                          augmentation: Augmentation(cropPadding: 1, fillValue: black, horizontalFlip: true),
                                                          seed: 1))

@@ -8,7 +8,7 @@ import Datasets
 public struct ManifestParser {
     public static let topLevelKeys = ["name", "description", "datasets", "stages", "matrix"]
     public static let stageKeys = ["uses", "needs", "with", "outputs"]
-    public static let datasetKeys = ["source", "split", "limit", "pad", "mean", "std", "root"]
+    public static let datasetKeys = ["source", "split", "limit", "pad", "mean", "std", "root", "path", "channels", "resize", "crop", "on_error", "alpha", "classes"]
 
     private let file: String
     private var diagnostics: [ManifestDiagnostic] = []
@@ -74,14 +74,17 @@ public struct ManifestParser {
         var result: [DatasetDeclaration] = []
         for (key, value) in mapping {
             guard let name = expectString(key, what: "a dataset name"), let fields = expectMapping(value, what: "dataset '\(name)'") else { continue }
-            var source: String?, split: DatasetSplit?, limit: Int?, pad = 2, mean: Double?, std: Double?, root: String?
+            var source: String?, split: DatasetSplit?, limit: Int?, pad: Int?, mean: [Double]?, std: [Double]?, root: String?
+            var path: String?, channels: ImageChannels?, resize: ImageResize?, crop: Int?, onError: ImageErrorPolicy?, alpha: AlphaPolicy?, classes: String?
+            var imageOnlyField: (String, Node)?
             for (fieldKey, fieldValue) in fields {
                 guard let field = keyString(fieldKey, allowed: Self.datasetKeys, context: "dataset '\(name)'") else { continue }
+                if ["path", "channels", "resize", "crop", "on_error", "alpha", "classes"].contains(field), imageOnlyField == nil { imageOnlyField = (field, fieldKey) }
                 switch field {
                 case "source":
                     if let text = expectString(fieldValue, what: "'source'") {
-                        if DatasetSpec.knownNames.contains(text) { source = text } else {
-                            report(fieldValue, "unknown dataset source '\(text)'; expected one of \(DatasetSpec.knownNames.joined(separator: ", "))" + Suggestion.didYouMean(text, among: DatasetSpec.knownNames))
+                        if DatasetSpec.sourceNames.contains(text) { source = text } else {
+                            report(fieldValue, "unknown dataset source '\(text)'; expected one of \(DatasetSpec.sourceNames.joined(separator: ", "))" + Suggestion.didYouMean(text, among: DatasetSpec.sourceNames))
                         }
                     }
                 case "split":
@@ -91,22 +94,57 @@ public struct ManifestParser {
                         }
                     }
                 case "limit": limit = expectInt(fieldValue, what: "'limit'", minimum: 1)
-                case "pad": pad = expectInt(fieldValue, what: "'pad'", minimum: 0) ?? pad
-                case "mean": mean = expectNumber(fieldValue, what: "'mean'")
-                case "std": std = expectNumber(fieldValue, what: "'std'")
+                case "pad": pad = expectInt(fieldValue, what: "'pad'", minimum: 0)
+                case "mean": mean = expectNumbers(fieldValue, what: "'mean'")
+                case "std": std = expectNumbers(fieldValue, what: "'std'")
                 case "root": root = expectString(fieldValue, what: "'root'")
+                case "path": path = expectString(fieldValue, what: "'path'")
+                case "classes": classes = expectString(fieldValue, what: "'classes'")
+                case "crop": crop = expectInt(fieldValue, what: "'crop'", minimum: 1)
+                case "channels": channels = expectChoice(fieldValue, what: "'channels'", ImageChannels.self)
+                case "on_error": onError = expectChoice(fieldValue, what: "'on_error'", ImageErrorPolicy.self)
+                case "alpha": alpha = expectChoice(fieldValue, what: "'alpha'", AlphaPolicy.self)
+                case "resize":
+                    if case .sequence(let pair) = fieldValue {
+                        let sides = pair.compactMap { expectInt($0, what: "each side of 'resize'", minimum: 1) }
+                        if sides.count == 2 { resize = .exact(height: sides[0], width: sides[1]) } else if sides.count == pair.count {
+                            report(fieldValue, "'resize' must be one number (the shorter side) or [HEIGHT, WIDTH]; found \(pair.count) numbers")
+                        }
+                    } else if let side = expectInt(fieldValue, what: "'resize' (the shorter side, or [HEIGHT, WIDTH])", minimum: 1) {
+                        resize = .shorterSide(side)
+                    }
                 default: break
                 }
             }
-            if source == nil, !fields.keys.contains(where: { $0.string == "source" }) { report(value, "dataset '\(name)' needs 'source:' (one of \(DatasetSpec.knownNames.joined(separator: ", ")))") }
-            if split == nil, !fields.keys.contains(where: { $0.string == "split" }) { report(value, "dataset '\(name)' needs 'split:' (train or test)") }
-            if let source, let split {
-                do {
-                    let spec = try DatasetSpec(name: source, split: split, limit: limit, pad: pad, mean: mean, std: std, root: root)
-                    result.append(DatasetDeclaration(name: name, spec: spec, location: location(key)))
-                } catch {
-                    report(value, "dataset '\(name)': \(error)")
+            if source == nil, !fields.keys.contains(where: { $0.string == "source" }) { report(value, "dataset '\(name)' needs 'source:' (one of \(DatasetSpec.sourceNames.joined(separator: ", ")))") }
+            guard let source else { continue }
+            let isImageSource = DatasetSpec.imageSourceNames.contains(source)
+            if !isImageSource, let (field, node) = imageOnlyField {
+                report(node, "dataset '\(name)': '\(field)' applies to image-folder and image-list sources, not to \(source)")
+                continue
+            }
+            if isImageSource, path == nil, !fields.keys.contains(where: { $0.string == "path" }) {
+                report(value, "dataset '\(name)' (\(source)) needs 'path:' (\(source == "image-folder" ? "the folder of class subfolders or of images" : "the text file of 'path LABEL' lines"))")
+                continue
+            }
+            if !isImageSource, split == nil, !fields.keys.contains(where: { $0.string == "split" }) { report(value, "dataset '\(name)' needs 'split:' (train or test)") }
+            do {
+                let spec: DatasetSpec
+                if isImageSource {
+                    guard let path else { continue }
+                    spec = try DatasetSpec(imageSource: source, path: path, limit: limit, channels: channels, resize: resize, crop: crop,
+                                           pad: pad ?? 0, mean: mean, std: std, root: root, classes: classes, onError: onError, alpha: alpha)
+                } else {
+                    guard let split else { continue }
+                    spec = try DatasetSpec(name: source, split: split, limit: limit, pad: pad ?? 2, mean: mean?.first, std: std?.first, root: root)
+                    if (mean?.count ?? 1) != 1 || (std?.count ?? 1) != 1 {
+                        report(value, "dataset '\(name)': \(source) has one channel: mean and std take one number")
+                        continue
+                    }
                 }
+                result.append(DatasetDeclaration(name: name, spec: spec, location: location(key)))
+            } catch {
+                report(value, "dataset '\(name)': \(error)")
             }
         }
         return result
@@ -335,6 +373,27 @@ public struct ManifestParser {
             return nil
         }
         return value
+    }
+
+    /// One number (for every channel) or a list of numbers (one per channel).
+    private mutating func expectNumbers(_ node: Node, what: String) -> [Double]? {
+        if case .sequence(let items) = node {
+            let numbers = items.compactMap { expectNumber($0, what: "each value of \(what)") }
+            guard numbers.count == items.count else { return nil }
+            guard !numbers.isEmpty else { report(node, "\(what) is empty; give one number or one per channel"); return nil }
+            return numbers
+        }
+        return expectNumber(node, what: "\(what) (one number, or one per channel)").map { [$0] }
+    }
+
+    private mutating func expectChoice<Choice: RawRepresentable & CaseIterable>(_ node: Node, what: String, _: Choice.Type) -> Choice? where Choice.RawValue == String {
+        guard let text = expectString(node, what: what) else { return nil }
+        guard let choice = Choice(rawValue: text) else {
+            let names = Choice.allCases.map(\.rawValue)
+            report(node, "unknown \(what) '\(text)'; expected one of \(names.joined(separator: ", "))" + Suggestion.didYouMean(text, among: names))
+            return nil
+        }
+        return choice
     }
 
     private mutating func stringOrList(_ node: Node, what: String) -> [(String, SourceLocation)] {

@@ -48,8 +48,26 @@ final class StageKeyBuilder: @unchecked Sendable {
 
     private func datasetValue(_ reference: String) throws -> JSONValue {
         let spec = try plan.datasets[reference] ?? DatasetSpec(shorthand: reference)
+        return try Self.datasetValue(spec, projectDirectory: plan.projectDirectory)
+    }
+
+    /// A dataset as key material: its spec, and for image files a digest of every file's path, size and
+    /// modification time (as DVC checks a folder), so adding, removing, replacing or touching an image re-runs what
+    /// read the set and nothing else. (The IDX datasets are fixed files, verified by `make datasets`.)
+    static func datasetValue(_ spec: DatasetSpec, projectDirectory: URL) throws -> JSONValue {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
-        return try JSONDecoder().decode(JSONValue.self, from: encoder.encode(spec))
+        var value = try JSONDecoder().decode(JSONValue.self, from: encoder.encode(spec))
+        guard spec.isImageSource, case .object(var object) = value else { return value }
+        var lines: [String] = []
+        for file in try DatasetLoader.files(of: spec, projectDirectory: projectDirectory) {
+            let attributes = (try? FileManager.default.attributesOfItem(atPath: file.path)) ?? [:]
+            let size = (attributes[.size] as? Int) ?? -1
+            let modified = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+            lines.append("\(file.path)\t\(size)\t\(modified)")
+        }
+        object["files"] = .object(["count": .int(lines.count), "sha256": .string(Digest.of(lines.joined(separator: "\n")))])
+        value = .object(object)
+        return value
     }
 }

@@ -99,17 +99,28 @@ public enum Evaluator {
     }
 
     /// Top-1/top-5 of `graph` on `data`; `onPrediction` receives each image's top-1 class in order (for agreement checks).
-    public static func evaluate(_ graph: Graph, on data: LabeledImages, batch: Int, engine: EvaluationEngine = .float,
-                                threads: Int = 2, progress: ProgressReporter, label: String,
-                                onPrediction: ((Int) -> Void)? = nil) throws -> ClassificationMetrics {
+    /// The model's one image input, after checking that the dataset's preprocessed images have its shape; the
+    /// error says which preprocessing fields to set.
+    @discardableResult
+    public static func requireFit(_ graph: Graph, _ data: LabeledImages) throws -> ValueInfo {
         guard let input = graph.inputs.first, graph.inputs.count == 1 else {
-            throw StageFailure("model '\(graph.name)' has \(graph.inputs.count) inputs; evaluation needs exactly one image input")
+            throw StageFailure("model '\(graph.name)' has \(graph.inputs.count) inputs; qatflow needs exactly one image input")
         }
         let expected = Array(input.shape.dropFirst())
         let given = [data.channels, data.height, data.width]
         guard expected.count == 3, zip(expected, given).allSatisfy({ $0 == -1 || $0 == $1 }) else {
-            throw StageFailure("model input '\(input.name)' has shape \(formatShape(input.shape)), but the dataset gives N×\(given.map(String.init).joined(separator: "×")) images; check the dataset's pad/preprocessing")
+            throw StageFailure("model input '\(input.name)' takes \(formatShape(input.shape)) images, but the dataset gives N×\(given.map(String.init).joined(separator: "×")) after preprocessing; set the dataset's channels (gray, rgb, bgr), resize and crop, or pad (docs/manifest.md, Datasets)")
         }
+        return input
+    }
+
+    public static func evaluate(_ graph: Graph, on data: LabeledImages, batch: Int, engine: EvaluationEngine = .float,
+                                threads: Int = 2, progress: ProgressReporter, label: String,
+                                onPrediction: ((Int) -> Void)? = nil) throws -> ClassificationMetrics {
+        guard data.isLabeled else {
+            throw StageFailure("the dataset is a folder of images without class subfolders: it has no labels to evaluate against (use class subfolders or an image list)")
+        }
+        let input = try requireFit(graph, data)
         let run: ([String: Tensor]) throws -> [String: Tensor]
         switch engine {
         case .float:
@@ -127,7 +138,7 @@ public enum Evaluator {
         for start in stride(from: 0, to: data.count, by: batch) {
             let indices = start..<min(start + batch, data.count)
             data.copyBatch(indices, pixels: &pixels, labels: &labels)
-            let outputs = try run([input.name: Tensor(shape: [indices.count] + given, data: pixels)])
+            let outputs = try run([input.name: Tensor(shape: [indices.count, data.channels, data.height, data.width], data: pixels)])
             guard let logits = outputs[outputName] else { throw StageFailure("model produced no output '\(outputName)'") }
             let classes = logits.count / indices.count
             if tally == nil {

@@ -216,14 +216,26 @@ struct ModelCard {
         bits = quantized ? Self.quantizedBits(of: graph) : .object(["weights": .int(32), "activations": .int(32)])
         quantization = quantized ? Self.quantizationSettings(graph, upstreamMetrics: input.metrics) : .null
         accuracy = evaluations.map { Self.accuracy(of: input.stageID, in: $0) }
-        preprocessing = .object([
+        func numbers(_ values: [Double]) -> JSONValue { values.count == 1 ? .double(values[0]) : .array(values.map(JSONValue.double)) }
+        var preprocessing: [String: JSONValue] = [
             "dataset": .string(spec.name),
             "pad": .int(spec.pad),
-            "mean": .double(spec.mean),
-            "std": .double(spec.std),
+            "mean": numbers(spec.mean),
+            "std": numbers(spec.std),
+            "channels": .string(spec.effectiveChannels.rawValue),
             "formula": .string("zero-pad each side by pad pixels (pixel value 0), then x = (pixel / 255 - mean) / std"),
             "layout": .string("NCHW float32"),
-        ])
+        ]
+        if spec.isImageSource {
+            switch spec.resize {
+            case .shorterSide(let side)?: preprocessing["resize"] = .int(side)
+            case .exact(let height, let width)?: preprocessing["resize"] = .array([.int(height), .int(width)])
+            case nil: break
+            }
+            if let crop = spec.crop { preprocessing["crop"] = .int(crop) }
+            preprocessing["formula"] = .string("decode, convert to channels, resize (the shorter side, bilinear with antialiasing as Pillow), center crop, zero-pad each side by pad pixels (pixel value 0), then x = (pixel / 255 - mean[c]) / std[c]")
+        }
+        self.preprocessing = .object(preprocessing)
         var sourceObject: [String: JSONValue] = [
             "sha256": .string(try Digest.ofFile(at: sourceURL)),
             "bytes": .int(sourceBytes),
@@ -329,6 +341,7 @@ struct ModelCard {
             if let value = evaluation.metrics["\(name)/\(modelStage)"] { entry[name] = value }
         }
         if let images = evaluation.metrics["images"] { entry["images"] = images }
+        if let machine = evaluation.metrics["machine"] { entry["machine"] = machine }
         var others: [String: JSONValue] = [:]
         for (key, value) in evaluation.metrics where key.hasPrefix("top1/") && key != "top1/\(modelStage)" {
             others[String(key.dropFirst("top1/".count))] = value

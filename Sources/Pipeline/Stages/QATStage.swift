@@ -162,6 +162,10 @@ public enum QATStage {
             throw StageFailure("stage '\(context.stageID)': the input model has no BatchNormalization nodes left; QAT folds BN while training, so convert the model with for_training: true")
         }
         let data = try DatasetLoader.load(try context.dataset("dataset"), projectDirectory: context.projectDirectory)
+        try Evaluator.requireFit(source, data)
+        if !data.isLabeled, try context.double("distill") < 1 {
+            throw StageFailure("stage '\(context.stageID)': the dataset is a folder of images without class subfolders; QAT on unlabeled images needs distill: 1.0 (the float model's predictions as the only targets)")
+        }
         let recipe = try recipe(context, trainingImages: data.count)
         let initImages = try context.int("init_images")
         guard initImages >= 1 else { throw StageFailure("stage '\(context.stageID)': init_images must be ≥ 1") }

@@ -96,6 +96,7 @@ public enum QuantizeStage {
             throw StageFailure("stage '\(context.stageID)': bn_reestimate_images needs the model's BatchNormalization nodes, and the input model has none (BN already folded); convert it with for_training: true (qatflow convert --for-training), or set bn_reestimate_images: 0")
         }
         let full = try DatasetLoader.load(try context.dataset("dataset"), projectDirectory: context.projectDirectory)
+        try Evaluator.requireFit(source, full)
         let calibration = try CalibrationSubset.take(images, from: full, seed: UInt64(try context.int("seed")))
         var phase = ""
         let result = try PostTrainingQuantizer(config: config).quantize(source, calibration: calibration, batch: batch,

@@ -53,6 +53,9 @@ public enum TrainStage {
         let recipe = TrainingRecipe(context.parameters)
         let spec = try context.dataset("dataset")
         let data = try DatasetLoader.load(spec, projectDirectory: context.projectDirectory)
+        guard data.isLabeled else {
+            throw StageFailure("stage '\(context.stageID)': the dataset is a folder of images without class subfolders; training needs labels (class subfolders or an image list)")
+        }
         let validation = try context.optionalDataset("validation").map {
             try DatasetLoader.load($0, projectDirectory: context.projectDirectory)
         }
@@ -79,7 +82,7 @@ public enum TrainStage {
         }
 
         var loop = TrainingLoop(context: context, recipe: recipe, shape: plan, schedule: schedule, model: model,
-                                optimizer: optimizer, data: data, blackPixel: Float((0 - spec.mean) / spec.std),
+                                optimizer: optimizer, data: data, blackPixel: Float((0 - spec.mean(ofChannel: 0)) / spec.std(ofChannel: 0)),
                                 validation: validation, folder: folder,
                                 fingerprint: fingerprint, resumed: resumed, started: started)
         try loop.run()

@@ -1,0 +1,69 @@
+import Datasets
+import Foundation
+import Pipeline
+import XCTest
+
+/// Issue #19 end to end on real files: a 3-channel model (the trained MobileNetV2 with its first convolution
+/// repeated over R, G, B) is quantized from an unlabeled folder of RGB JPEGs and evaluated on a folder of class
+/// subfolders; editing the folder re-runs only the stage that read it.
+final class ImageDatasetPipelineTests: XCTestCase {
+    static let manifest = """
+        datasets:
+          calib: {source: image-folder, path: data/calib, channels: rgb, pad: 2, mean: 0.2860, std: 0.3530}
+          val: {source: image-folder, path: data/val, channels: rgb, pad: 2, mean: [0.2860, 0.2860, 0.2860], std: 0.3530}
+        stages:
+          convert: {uses: convert, with: {model: models/rgb.onnx}}
+          quantize: {uses: quantize, needs: convert, with: {dataset: calib, images: 300}}
+          evaluate: {uses: evaluate, needs: [convert, quantize], with: {dataset: val}}
+        """
+
+    func python(_ arguments: [String]) throws {
+        let python = ProcessInfo.processInfo.environment["QATFLOW_PYTHON"] ?? CLITests.repository.appendingPathComponent(".venv/bin/python").path
+        guard FileManager.default.isExecutableFile(atPath: python) else { throw CLITestError("no Python venv at \(python): run make venv") }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = arguments
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw CLITestError("\(arguments[0]) failed: \(stderr)") }
+    }
+
+    func testThreeChannelModelQuantizedFromAnUnlabeledJPEGFolder() throws {
+        let project = try TemporaryProject()
+        let models = project.directory.appendingPathComponent("models"), data = project.directory.appendingPathComponent("data")
+        try FileManager.default.createDirectory(at: models, withIntermediateDirectories: true)
+        try python([CLITests.repository.appendingPathComponent("Tests/PipelineTests/Scripts/rgb_model.py").path,
+                    CLITests.repository.appendingPathComponent("models/mobilenetv2-fmnist.onnx").path, models.appendingPathComponent("rgb.onnx").path])
+        let idx = try DatasetLoader.locateFiles(for: try DatasetSpec(shorthand: "fashion-mnist:test"), projectDirectory: CLITests.repository).images.deletingLastPathComponent()
+        try python([CLITests.repository.appendingPathComponent("Tests/DatasetsTests/Scripts/write_images.py").path, "jpegfolders", idx.path, data.path, "1000"])
+
+        let record = try project.run(Self.manifest, registry: .production)
+        let evaluate = try XCTUnwrap(record.stages.first { $0.stage == "evaluate" })
+        let agreement = try XCTUnwrap(evaluate.metrics["agreement/quantize"]?.doubleValue)
+        let float = try XCTUnwrap(evaluate.metrics["top1/convert"]?.doubleValue), int8 = try XCTUnwrap(evaluate.metrics["top1/quantize"]?.doubleValue)
+        print("3-channel model on 1,000 RGB JPEGs: float \(float) %, W8A8 from 300 unlabeled JPEGs \(int8) % (int8 engine), int8 vs simulation agreement \(agreement) %")
+        XCTAssertGreaterThanOrEqual(agreement, 99.9)
+        XCTAssertGreaterThan(float, 93, "the trained model's accuracy, through JPEG")
+        XCTAssertEqual(int8, float, accuracy: 0.5)
+
+        // A changed image re-runs what read its folder, nothing else; a new one too.
+        let image = data.appendingPathComponent("val").appendingPathComponent(try FileManager.default.contentsOfDirectory(atPath: data.appendingPathComponent("val").path).sorted()[0])
+        let first = try FileManager.default.contentsOfDirectory(at: image, includingPropertiesForKeys: nil).sorted { $0.path < $1.path }[0]
+        try FileManager.default.copyItem(at: first, to: image.appendingPathComponent("copy.jpg"))
+        let second = try project.run(Self.manifest, registry: .production)
+        XCTAssertEqual(second.stages.map(\.outcome), [.cached, .cached, .ran])
+        XCTAssertEqual(second.stages.last?.metrics["images"], .int(1001))
+
+        // The unlabeled folder cannot be evaluated; a 1-channel view of RGB data does not fit the model.
+        for (stage, expected) in [("  bad: {uses: evaluate, needs: quantize, with: {dataset: calib}}\n", "no labels to evaluate against"),
+                                  ("  bad: {uses: quantize, needs: convert, with: {dataset: gray}}\n", "takes N×3×32×32 images, but the dataset gives N×1×32×32")] {
+            let manifest = Self.manifest.replacingOccurrences(of: "datasets:\n", with: "datasets:\n  gray: {source: image-folder, path: data/val, channels: gray, pad: 2}\n") + "\n" + stage
+            XCTAssertThrowsError(try project.run(manifest, registry: .production)) { error in
+                XCTAssertTrue("\(error)".contains(expected), "«\(expected)» in «\(error)»")
+            }
+        }
+    }
+}
