@@ -26,13 +26,14 @@ system-libraries:
 
 # The Python venv holds ONNX Runtime and friends, used only as cross-checks by tests and benchmarks.
 venv: $(VENV)/.ready
-$(VENV)/.ready:
+$(VENV)/.ready: Makefile
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check $(PY_PACKAGES)
 	touch $@
 
-datasets:
+datasets: venv
 	bash scripts/fetch-datasets.sh
+	$(PYTHON) scripts/write-image-datasets.py datasets/fashion-mnist-images datasets/fashion-mnist /usr/share/datasets/fashion-mnist
 
 # QEMU user mode lets the tests run ONNX Runtime on an emulated AVX2-only CPU (scripts/avx2-emulated); installed
 # here when missing and we are root with apt-get, else those tests skip (CI installs it and never skips them).

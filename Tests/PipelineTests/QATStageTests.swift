@@ -1,3 +1,4 @@
+import Datasets
 import Foundation
 import Pipeline
 import XCTest
@@ -91,5 +92,30 @@ final class QATStageTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("set for_training: true on 'convert'"), "\(error)")
         }
         XCTAssertTrue(project.store.allRecords().isEmpty, "nothing ran, nothing cached")
+    }
+
+    /// `qatflow qat model.onnx -o out` needs no convert step (the ONNX file is imported with BN kept) and trains on an
+    /// image folder given on the command line; the file it writes runs on the int8 engine.
+    func testPlainCommandTrainsAnONNXFileDirectlyFromAnImageFolder() throws {
+        let project = try makeProject()
+        // 64 training images as PNG class folders, written from the IDX files by our own test script.
+        let python = ProcessInfo.processInfo.environment["QATFLOW_PYTHON"] ?? CLITests.repository.appendingPathComponent(".venv/bin/python").path
+        let idx = try DatasetLoader.locateFiles(for: try DatasetSpec(shorthand: "fashion-mnist:test"), projectDirectory: CLITests.repository).images.deletingLastPathComponent()
+        let writer = Process()
+        writer.executableURL = URL(fileURLWithPath: python)
+        writer.arguments = [CLITests.repository.appendingPathComponent("Tests/DatasetsTests/Scripts/write_images.py").path, "folder", idx.path,
+                            project.directory.appendingPathComponent("train").path, "64"]
+        try writer.run()
+        writer.waitUntilExit()
+        XCTAssertEqual(writer.terminationStatus, 0)
+        let outcome = try runQatflow(["qat", "models/m.onnx", "-o", "out/q.safetensors", "--dataset", "train", "--channels", "gray", "--pad", "2",
+                                      "--mean", "0.2860", "--std", "0.3530", "--steps", "2", "--batch", "8", "--init-images", "32", "--quiet"], in: project.directory)
+        XCTAssertEqual(outcome.status, 0, outcome.stderr)
+        let graph = try ModelLoader.load(project.directory.appendingPathComponent("out/q.safetensors"))
+        XCTAssertTrue(Evaluator.isQuantized(graph))
+        let bad = try runQatflow(["qat", "models/m.onnx", "-o", "out/r.safetensors", "--dataset", "train", "--steps", "1"], in: project.directory)
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("takes N×1×32×32 images, but the dataset gives N×3×28×28"), bad.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: project.directory.appendingPathComponent("out/r.safetensors").path))
     }
 }

@@ -157,7 +157,8 @@ public enum QATStage {
             throw StageFailure("stage '\(context.stageID)': " + problems.map(\.description).joined(separator: "; "))
         }
         let configuration = try configuration(context)
-        let source = try ModelLoader.load(try context.inputModel())
+        // An ONNX input is imported with BN kept, so `qatflow qat model.onnx` needs no separate convert step.
+        let source = try ModelLoader.load(try context.inputModel(), forTraining: true)
         guard source.nodes.contains(where: { $0.op == .batchNormalization }) || !source.nodes.contains(where: { $0.op == .conv }) else {
             throw StageFailure("stage '\(context.stageID)': the input model has no BatchNormalization nodes left; QAT folds BN while training, so convert the model with for_training: true")
         }
