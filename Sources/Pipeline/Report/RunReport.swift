@@ -249,8 +249,8 @@ public struct RunReport: Sendable {
             }
             lines.append("")
         } else {
-            lines += ["No latency was measured in this run (no stage reported `latency_ms/<model>` metrics; no shipped stage "
-                      + "measures latency yet — `qatflow bench MODEL --engine int8|float` does, outside pipelines), so there is no latency plot.", ""]
+            lines += ["No latency was measured in this run (no stage reported `latency_ms/<model>` metrics: `evaluate` does unless "
+                      + "`latency_repeats: 0`; `qatflow bench MODEL --engine int8|float` does outside pipelines), so there is no latency plot.", ""]
         }
         return lines
     }

@@ -60,8 +60,8 @@ public struct ModelResult: Sendable {
 }
 
 /// A latency a stage measured for a model: metrics `latency_ms/<model>` (the model's own engine: int8 for a
-/// quantized model, float otherwise), `latency_ms_int8/<model>` and `latency_ms_float/<model>`. No shipped stage
-/// writes them yet; the report draws the latency plot when some stage does.
+/// quantized model, float otherwise), `latency_ms_int8/<model>` and `latency_ms_float/<model>` (`evaluate` writes
+/// the engine-specific ones); the report draws the latency plot when some stage does.
 public struct ModelLatency: Sendable {
     public let model: String
     public var int8Milliseconds: Double?

@@ -172,19 +172,46 @@ public enum EvaluateStage {
         parameters: [
             ParameterSpec("dataset", .dataset, default: .string("fashion-mnist:test"), help: "a dataset declared under 'datasets:' or NAME:SPLIT"),
             ParameterSpec("batch", .int, default: .int(100), help: "images per forward pass"),
+            ParameterSpec("latency_repeats", .int, default: .int(20), help: "timed batch-1 forward passes per model on one thread, on this machine's int8 engine for a quantized model and the float engine otherwise (median reported as latency_ms_int8/<model> or latency_ms_float/<model>); 0: no timing"),
         ],
         inputs: .models,
         run: run)
+
+    /// Median milliseconds of one forward pass of one image (the dataset's first) on one thread, after warm-up.
+    static func latency(_ graph: Graph, engine: EvaluationEngine, data: LabeledImages, repeats: Int) throws -> Double {
+        guard let input = graph.inputs.first else { throw StageFailure("model '\(graph.name)' has no input") }
+        let image = Tensor(shape: [1, data.channels, data.height, data.width], data: Array(data.imagePixels(at: 0)))
+        let run: ([String: Tensor]) throws -> [String: Tensor]
+        switch engine {
+        case .float: run = try FloatExecutor(graph: graph, threads: 1).run
+        case .int8: run = try Int8Executor(graph: graph, threads: 1).run
+        }
+        for _ in 0..<3 { _ = try run([input.name: image]) }
+        var samples: [Double] = []
+        for _ in 0..<repeats {
+            let start = DispatchTime.now().uptimeNanoseconds
+            _ = try run([input.name: image])
+            samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+        }
+        return samples.sorted()[samples.count / 2]
+    }
 
     static func run(_ context: StageContext) throws -> StageResult {
         let spec = try context.dataset("dataset")
         let batch = try context.int("batch")
         guard batch >= 1 else { throw StageFailure("stage '\(context.stageID)': batch must be ≥ 1") }
+        let repeats = try context.int("latency_repeats")
+        guard repeats >= 0 else { throw StageFailure("stage '\(context.stageID)': latency_repeats must be ≥ 0 (0: no timing), got \(repeats)") }
         let data = try DatasetLoader.load(spec, projectDirectory: context.projectDirectory)
         var metrics: [String: JSONValue] = ["images": .int(data.count)]
         var details: [String: JSONValue] = [:]
         for (stageID, url) in context.inputModels() {
             let graph = try ModelLoader.load(url)
+            if repeats > 0, data.count > 0 {
+                let quantized = Evaluator.isQuantized(graph)
+                let milliseconds = try latency(graph, engine: quantized ? .int8 : .float, data: data, repeats: repeats)
+                metrics["\(quantized ? "latency_ms_int8" : "latency_ms_float")/\(stageID)"] = .double((milliseconds * 1000).rounded() / 1000)
+            }
             guard Evaluator.isQuantized(graph) else {
                 let result = try Evaluator.evaluate(graph, on: data, batch: batch, progress: context.progress, label: stageID)
                 metrics["top1/\(stageID)"] = .double(result.top1)
