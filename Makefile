@@ -24,9 +24,14 @@ system-libraries:
 	  else echo "missing system libraries:$$missing (install them with your package manager)"; exit 1; fi; \
 	fi
 
-# The Python venv holds ONNX Runtime and friends, used only as cross-checks by tests and benchmarks.
+# The Python venv holds ONNX Runtime and friends (cross-checks in tests and benchmarks) and Pillow (make datasets
+# writes the image-file datasets with it). Debian's python3 needs python3-venv for it: installed here when missing
+# and we are root with apt-get.
 venv: $(VENV)/.ready
 $(VENV)/.ready: Makefile
+	@python3 -c 'import venv, ensurepip' 2>/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; } || \
+	  { echo "python3 cannot make a venv: install python3-venv"; exit 1; }
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check $(PY_PACKAGES)
 	touch $@
