@@ -26,37 +26,34 @@ public enum ImageDecoder {
     /// Gray, gray + alpha, RGB or RGBA at 8 bits per sample, whatever the file stores: palettes are expanded and
     /// 16-bit samples keep their high byte (as Pillow does for 16-bit RGB).
     static func decodePNG(_ data: Data, path: String) throws -> DecodedImage {
-        var image = png_image()
-        image.version = png_uint_32(PNG_IMAGE_VERSION)
-        let began = data.withUnsafeBytes { bytes in
-            png_image_begin_read_from_memory(&image, bytes.baseAddress, bytes.count)
-        }
-        guard began != 0 else { throw pngError(&image, path: path) }
-        defer { png_image_free(&image) }
-        let hasColor = image.format & PNG_FORMAT_FLAG_COLOR != 0
-        let hasAlpha = image.format & PNG_FORMAT_FLAG_ALPHA != 0
-        let channels = (hasColor ? 3 : 1) + (hasAlpha ? 1 : 0)
-        let is16Bit = image.format & PNG_FORMAT_FLAG_LINEAR != 0
-        // 16-bit files are read as they are stored (the LINEAR formats do no gamma conversion for a 16-bit file)
-        // and reduced to their high byte here; 8-bit files are read as 8-bit.
-        image.format = png_uint_32((hasColor ? PNG_FORMAT_FLAG_COLOR : 0) | (hasAlpha ? PNG_FORMAT_FLAG_ALPHA : 0) | (is16Bit ? PNG_FORMAT_FLAG_LINEAR : 0))
-        let width = Int(image.width), height = Int(image.height)
-        let count = width * height * channels
-        var samples = [UInt8](repeating: 0, count: count)
-        if is16Bit {
-            var wide = [UInt16](repeating: 0, count: count)
-            let finished = wide.withUnsafeMutableBytes { buffer in
-                data.withUnsafeBytes { _ in png_image_finish_read(&image, nil, buffer.baseAddress, 0, nil) }
+        // libpng reads from the memory it was given until png_image_finish_read: both calls run inside one
+        // withUnsafeBytes, so the pointer never outlives the closure that vouches for it.
+        try data.withUnsafeBytes { bytes in
+            var image = png_image()
+            image.version = png_uint_32(PNG_IMAGE_VERSION)
+            guard png_image_begin_read_from_memory(&image, bytes.baseAddress, bytes.count) != 0 else { throw pngError(&image, path: path) }
+            defer { png_image_free(&image) }
+            let hasColor = image.format & PNG_FORMAT_FLAG_COLOR != 0
+            let hasAlpha = image.format & PNG_FORMAT_FLAG_ALPHA != 0
+            let channels = (hasColor ? 3 : 1) + (hasAlpha ? 1 : 0)
+            let is16Bit = image.format & PNG_FORMAT_FLAG_LINEAR != 0
+            // 16-bit files are read as they are stored (the LINEAR formats do no gamma conversion for a 16-bit
+            // file) and reduced to their high byte here; 8-bit files are read as 8-bit.
+            image.format = png_uint_32((hasColor ? PNG_FORMAT_FLAG_COLOR : 0) | (hasAlpha ? PNG_FORMAT_FLAG_ALPHA : 0) | (is16Bit ? PNG_FORMAT_FLAG_LINEAR : 0))
+            let width = Int(image.width), height = Int(image.height)
+            let count = width * height * channels
+            var samples = [UInt8](repeating: 0, count: count)
+            if is16Bit {
+                var wide = [UInt16](repeating: 0, count: count)
+                let finished = wide.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, 0, nil) }
+                guard finished != 0 else { throw pngError(&image, path: path) }
+                for index in 0..<count { samples[index] = UInt8(wide[index] >> 8) }
+            } else {
+                let finished = samples.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, 0, nil) }
+                guard finished != 0 else { throw pngError(&image, path: path) }
             }
-            guard finished != 0 else { throw pngError(&image, path: path) }
-            for index in 0..<count { samples[index] = UInt8(wide[index] >> 8) }
-        } else {
-            let finished = samples.withUnsafeMutableBytes { buffer in
-                png_image_finish_read(&image, nil, buffer.baseAddress, 0, nil)
-            }
-            guard finished != 0 else { throw pngError(&image, path: path) }
+            return DecodedImage(width: width, height: height, channels: channels, samples: samples)
         }
-        return DecodedImage(width: width, height: height, channels: channels, samples: samples)
     }
 
     private static func pngError(_ image: inout png_image, path: String) -> DatasetError {

@@ -87,7 +87,6 @@ public enum QATStage {
     }
 
     static func configuration(_ context: StageContext) throws -> QATConfiguration {
-        let bits = try context.int("bits")
         let scaleUpdate: ScaleUpdate
         switch try context.string("scale_update") {
         case "maximum": scaleUpdate = .maximum
@@ -108,11 +107,10 @@ public enum QATStage {
         case "kl": initialization = .kl
         default: initialization = .mse
         }
-        let activationBits = context.optionalInt("activation_bits") ?? bits
         let target = try DeploymentTargetParameter.target(context)
+        let resolved = DeploymentTargetParameter.bits(context.parameters)
         let configuration = QATConfiguration(
-            weightBits: target.weightBits(requested: context.optionalInt("weight_bits") ?? bits, inputActivationBits: activationBits),
-            activationBits: activationBits,
+            weightBits: resolved.weight, activationBits: resolved.activation,
             scaleUpdate: scaleUpdate, estimator: StraightThroughEstimator(rawValue: try context.string("ste")) ?? .clipped,
             weightMethod: WeightCalibration(rawValue: try context.string("weight_method")) ?? .maxAbs,
             learnedWeightScales: try context.string("weight_scales") == "learned",

@@ -56,7 +56,6 @@ public enum QuantizeStage {
     }
 
     public static func configuration(_ context: StageContext) throws -> QuantizationConfig {
-        let bits = try context.int("bits")
         let method: ActivationCalibration
         switch try context.string("method") {
         case "max": method = .max
@@ -65,10 +64,10 @@ public enum QuantizeStage {
         case "mse": method = .mse
         default: method = .kl
         }
-        let activationBits = context.optionalInt("activation_bits") ?? bits
         let target = try DeploymentTargetParameter.target(context)
-        let config = QuantizationConfig(weightBits: target.weightBits(requested: context.optionalInt("weight_bits") ?? bits, inputActivationBits: activationBits),
-                                        activationBits: activationBits,
+        let resolved = DeploymentTargetParameter.bits(context.parameters)
+        let config = QuantizationConfig(weightBits: resolved.weight,
+                                        activationBits: resolved.activation,
                                         activationCalibration: method,
                                         weightCalibration: WeightCalibration(rawValue: try context.string("weight_method")) ?? .maxAbs,
                                         skip: try context.stringList("skip"),
