@@ -6,7 +6,9 @@
 #   5. int8 inference vs ONNX Runtime's int8 (QDQ U8S8), MobileNetV2-FMNIST and MobileNetV2-224 (issue #5);
 #   6. where the int8 engine's time goes per layer type, next to the float engine's split;
 #   7. training throughput at batch 128 with its split by layer type, and against PyTorch on the same network when
-#      .venv-torch exists (issue #4); QAT step vs float step (issue #6).
+#      .venv-torch exists (issue #4); QAT step vs float step (issue #6);
+#   8. data: JPEG decode + preprocessing rate at 224 vs a MobileNetV2-224 QAT step, and the peak memory of an
+#      evaluation over 50,000 JPEGs vs 1,000 (issue #19).
 # The machine may be shared: absolute times drift, ratios from the same run are what count.
 set -euo pipefail
 QATFLOW=${1:-.build/release/qatflow}
@@ -109,3 +111,10 @@ for name in sorted(set(float_split) | set(qat_split), key=lambda n: -qat_split.g
     print(f"{name:<42} {f:7.1f} {q:7.1f} {q - f:+9.1f}")
 print("(QAT convolutions include their folded BN and weight fake-quant; in the float model a ReLU after BN runs inside the BN)")
 PY
+
+echo
+echo "== data: JPEG decode + preprocessing at 224 vs the QAT step it feeds (issue #19) =="
+"$PYTHON" scripts/bench_data.py rate "$QATFLOW" "$work"
+echo
+echo "== data: peak memory of an evaluation over 50,000 JPEGs vs 1,000 (writes the JPEGs first, ~4 min) =="
+"$PYTHON" scripts/bench_data.py memory "$QATFLOW" "$work" 50000

@@ -41,7 +41,7 @@ public enum DatasetError: Error, Equatable, Sendable, CustomStringConvertible {
                 dataset '\(dataset)' not found: missing \(missingFiles.joined(separator: ", ")) \
                 (each may also be gzipped as .gz). Directories searched, in order:
                 \(searched)
-                Fix: run 'make datasets' (or point the spec's root at a directory holding the four IDX files).
+                Fix: \(dataset.hasPrefix("cifar10") ? "put the official binary batches (cifar-10-batches-bin) in datasets/cifar10/, or point the dataset's root at the folder holding them" : "run 'make datasets' (or point the spec's root at a directory holding the four IDX files)").
                 """
         case let .unreadableFile(path, reason):
             return "\(path): cannot read file: \(reason)"

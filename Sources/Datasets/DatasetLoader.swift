@@ -1,15 +1,73 @@
 import Foundation
 
-/// Finds a dataset's IDX files on disk and turns them into preprocessed `LabeledImages`.
+/// Finds a dataset's files and opens them as an `ImageDataset` every stage reads.
 public enum DatasetLoader {
     /// Where Debian's `dataset-*` packages install (e.g. `dataset-fashion-mnist`).
     public static let systemDatasetsDirectory = "/usr/share/datasets"
 
-    /// Loads `spec`: finds its files (see `searchDirectories`), decodes them (cached per process), keeps the first
-    /// `spec.limit` images, pads and normalises.
+    /// Bytes of preprocessed floats a set may hold in memory before it streams instead: 1 GiB, or
+    /// `QATFLOW_DATASET_MEMORY_MB` megabytes.
+    public static var defaultMemoryBudget: Int {
+        if let text = ProcessInfo.processInfo.environment["QATFLOW_DATASET_MEMORY_MB"], let megabytes = Int(text), megabytes >= 0 {
+            return megabytes << 20
+        }
+        return 1 << 30
+    }
+
+    /// Opens `spec`. The IDX shortcuts and sets whose preprocessed floats fit `memoryBudget` are decoded once and
+    /// held in memory (`progress(done, total)` reports the decoding); larger sets, and any set with declared
+    /// augmentation (it draws new crops every epoch), stream: each batch is decoded when it is read.
+    public static func open(_ spec: DatasetSpec, projectDirectory: URL, memoryBudget: Int = defaultMemoryBudget,
+                            progress: ((Int, Int) -> Void)? = nil) throws -> any ImageDataset {
+        try spec.validate()
+        guard spec.isImageSource else { return try loadIDXShortcut(spec, projectDirectory: projectDirectory) }
+        let source = try openImageSource(spec, projectDirectory: projectDirectory)
+        guard let streaming = source as? StreamingImageSet else { return source }
+        let bytes = streaming.count.multipliedReportingOverflow(by: streaming.valuesPerImage * 4)
+        if spec.hasAugmentation || bytes.overflow || bytes.partialValue > memoryBudget { return streaming }
+        return try materialize(streaming, progress: progress)
+    }
+
+    /// `spec` decoded into memory, whatever its size (tests and small sets).
     public static func load(_ spec: DatasetSpec, projectDirectory: URL) throws -> LabeledImages {
         try spec.validate()
-        if spec.isImageSource { return try ImageSetLoader.load(spec, projectDirectory: projectDirectory) }
+        guard spec.isImageSource else { return try loadIDXShortcut(spec, projectDirectory: projectDirectory) }
+        let source = try openImageSource(spec, projectDirectory: projectDirectory)
+        if let memory = source as? LabeledImages { return memory }
+        return try materialize(source, progress: nil)
+    }
+
+    /// One PNG or JPEG file preprocessed as `preprocessing` says: a 1×C×H×W input.
+    public static func preprocessImageFile(_ url: URL, with preprocessing: ImagePreprocessing) throws -> (shape: [Int], values: [Float]) {
+        let spec = try DatasetSpec(imageSource: "image-folder", path: url.path).adopting(preprocessing)
+        let image = try StreamingImageSet(spec: spec, raw: .files([url]), labels: [0], classNames: ["(unlabeled)"], isLabeled: false)
+        return ([1, image.channels, image.height, image.width], try image.loadBatch([0]).pixels)
+    }
+
+    /// Every image in order, decoded in chunks (so progress can be shown); skipped images are left out.
+    static func materialize(_ source: any ImageDataset, progress: ((Int, Int) -> Void)?) throws -> LabeledImages {
+        var pixels: [Float] = [], labels: [Int] = []
+        pixels.reserveCapacity(source.count * source.valuesPerImage)
+        let chunk = 256
+        for start in stride(from: 0, to: source.count, by: chunk) {
+            let batch = try source.loadBatch(Array(start..<min(start + chunk, source.count)))
+            pixels += batch.pixels
+            labels += batch.labels
+            progress?(min(start + chunk, source.count), source.count)
+        }
+        guard !labels.isEmpty else {
+            throw DatasetError.badImageSet(path: source is StreamingImageSet ? "\((source as! StreamingImageSet).spec.path ?? "")" : "", problem: "every one of the \(source.count) images was skipped; the first: \(source.skippedImages.first ?? "")")
+        }
+        var images = try LabeledImages(count: labels.count, channels: source.channels, height: source.height, width: source.width,
+                                       pixels: pixels, labels: labels, classNames: source.classNames)
+        images.isLabeled = source.isLabeled
+        images.skippedImages = source.skippedImages
+        return images
+    }
+
+    /// fashion-mnist and mnist: the IDX pair (decoded once per process), the first `spec.limit` images, padded
+    /// and normalised.
+    static func loadIDXShortcut(_ spec: DatasetSpec, projectDirectory: URL) throws -> LabeledImages {
         let dataset = try KnownDataset.named(spec.name)
         let files = try locateFiles(for: spec, projectDirectory: projectDirectory)
         let images = try IDXCache.shared.images(files.images)
@@ -28,17 +86,32 @@ public enum DatasetLoader {
             pixels: processed.pixels, labels: Array(labels.prefix(keptCount)), classNames: dataset.classNames)
     }
 
-    /// Every file `spec` reads: an image set's list or classes file and its images (in load order), or the IDX pair.
+    /// The sources with image preprocessing: a streaming set, or (float32 `npy`, already preprocessed) the arrays.
+    static func openImageSource(_ spec: DatasetSpec, projectDirectory: URL) throws -> any ImageDataset {
+        switch spec.name {
+        case "image-folder", "image-list":
+            return try ImageSetLoader.open(spec, projectDirectory: projectDirectory)
+        default:
+            return try ArraySourceLoader.open(spec, projectDirectory: projectDirectory)
+        }
+    }
+
+    /// Every file `spec` reads: an image set's list or classes file and its images (in load order), an array
+    /// file, CIFAR-10's batches, or the IDX pair.
     public static func files(of spec: DatasetSpec, projectDirectory: URL) throws -> [URL] {
         try spec.validate()
-        guard spec.isImageSource else {
+        switch spec.name {
+        case "image-folder", "image-list":
+            var files = try ImageSetLoader.list(spec, projectDirectory: projectDirectory).entries.map(\.url)
+            if spec.name == "image-list", let path = spec.path { files.insert(ImageSetLoader.resolve(path, against: projectDirectory), at: 0) }
+            if let classes = spec.classes { files.insert(ImageSetLoader.resolve(classes, against: projectDirectory), at: 0) }
+            return files
+        case "npy", "idx", "cifar10":
+            return try ArraySourceLoader.files(of: spec, projectDirectory: projectDirectory)
+        default:
             let files = try locateFiles(for: spec, projectDirectory: projectDirectory)
             return [files.images, files.labels]
         }
-        var files = try ImageSetLoader.list(spec, projectDirectory: projectDirectory).entries.map(\.url)
-        if spec.name == "image-list", let path = spec.path { files.insert(ImageSetLoader.resolve(path, against: projectDirectory), at: 0) }
-        if let classes = spec.classes { files.insert(ImageSetLoader.resolve(classes, against: projectDirectory), at: 0) }
-        return files
     }
 
     /// Directories searched for `spec`'s files, in order: `spec.root` (relative to `projectDirectory` if

@@ -58,17 +58,19 @@ public enum AlphaPolicy: String, Codable, Sendable, CaseIterable { case error, d
 
 /// Names one split of a dataset plus the preprocessing every consumer must agree on.
 ///
-/// Sources: the IDX datasets `fashion-mnist` and `mnist` (with `split`), and image files: `image-folder` (class
+/// Sources: the IDX shortcuts `fashion-mnist` and `mnist` (with `split`); image files: `image-folder` (class
 /// subfolders, ImageNet layout; a folder of images without subfolders is an unlabeled set) and `image-list`
-/// (lines `relative/path.jpg LABEL`), both at `path`.
+/// (lines `relative/path.jpg LABEL`), both at `path`; arrays of 8-bit pixels: `npy` (an `.npz` with `images` and
+/// `labels`, or a `.npy` of images, at `path`; float32 images are taken as already preprocessed), `cifar10` (the
+/// official binary batches, with `split`) and `idx` (any IDX image file at `path`, its labels file at `labels`).
 ///
 /// Project convention for (Fashion-)MNIST models: zero-pad 28→32 with pixel value 0 *before* normalising, then
 /// x = (pixel/255 − mean)/std, one channel, NCHW. Image files: decode → channels → resize → center crop → pad →
 /// x = (pixel/255 − mean[c])/std[c], NCHW.
 public struct DatasetSpec: Codable, Hashable, Sendable {
-    /// The source: "fashion-mnist", "mnist", "image-folder" or "image-list".
+    /// The source: "fashion-mnist", "mnist", "image-folder", "image-list", "npy", "cifar10" or "idx".
     public var name: String
-    /// Which half of an IDX dataset (nil for image sources).
+    /// Which half of an IDX shortcut or of CIFAR-10 (nil for the other sources).
     public var split: DatasetSplit?
     /// Use only the first N images (nil = all; a limit above the split's size also means all).
     public var limit: Int?
@@ -80,13 +82,21 @@ public struct DatasetSpec: Codable, Hashable, Sendable {
     /// IDX: the directory holding the four files. image-list: the directory the list's paths are relative to
     /// (default: the list's folder). Relative paths resolve against the project directory.
     public var root: String?
-    /// image-folder: the folder; image-list: the list file.
+    /// image-folder: the folder; image-list: the list file; npy: the .npz/.npy file; idx: the images file.
     public var path: String?
+    /// idx: the labels file (without it the set is unlabeled).
+    public var labels: String?
     /// Channels the model takes (default: gray for the IDX datasets, rgb for image files).
     public var channels: ImageChannels?
     public var resize: ImageResize?
     /// Center crop to N × N after resizing.
     public var crop: Int?
+    /// Training reads only: a random crop of 8–100 % of the area at aspect 3/4–4/3 resized to N × N
+    /// (torchvision's `RandomResizedCrop(N)`), in place of resize and crop. Other reads take the central N × N
+    /// after resizing the shorter side to N.
+    public var randomResizedCrop: Int?
+    /// Training reads only: mirror each image left–right with probability 1/2.
+    public var flip: Bool?
     public var onError: ImageErrorPolicy?
     public var alpha: AlphaPolicy?
     /// image-folder: a text file with one class name per line (that order is the label order), instead of the
@@ -94,11 +104,16 @@ public struct DatasetSpec: Codable, Hashable, Sendable {
     public var classes: String?
 
     public static let knownNames: [String] = KnownDataset.all.map(\.name)
-    public static let imageSourceNames = ["image-folder", "image-list"]
+    /// Sources whose pixels go through the image preprocessing (channels, resize, crop, pad, mean/std).
+    public static let imageSourceNames = ["image-folder", "image-list", "npy", "cifar10", "idx"]
     public static let sourceNames = knownNames + imageSourceNames
+    /// Sources that need `path`; `cifar10` needs `split` instead.
+    static let pathSourceNames = ["image-folder", "image-list", "npy", "idx"]
 
     public var isImageSource: Bool { Self.imageSourceNames.contains(name) }
-    public var effectiveChannels: ImageChannels { channels ?? (isImageSource ? .rgb : .gray) }
+    /// True when the declared preprocessing draws random numbers in training.
+    public var hasAugmentation: Bool { randomResizedCrop != nil || flip == true }
+    public var effectiveChannels: ImageChannels { channels ?? (isImageSource && name != "idx" ? .rgb : .gray) }
 
     /// `mean`/`std` nil → the dataset's default (fashion-mnist 0.2860/0.3530, mnist 0.1307/0.3081).
     public init(name: String, split: DatasetSplit, limit: Int? = nil, pad: Int = 2,
@@ -114,15 +129,21 @@ public struct DatasetSpec: Codable, Hashable, Sendable {
         try validate()
     }
 
-    /// A dataset of image files (`image-folder` or `image-list`) at `path`. Without `mean`/`std`: x = pixel/255.
-    public init(imageSource name: String, path: String, limit: Int? = nil, channels: ImageChannels? = nil,
+    /// A dataset that goes through the image preprocessing (`imageSourceNames`): files or arrays at `path`, or
+    /// CIFAR-10's `split`. Without `mean`/`std`: x = pixel/255.
+    public init(imageSource name: String, path: String? = nil, split: DatasetSplit? = nil, labels: String? = nil,
+                limit: Int? = nil, channels: ImageChannels? = nil,
                 resize: ImageResize? = nil, crop: Int? = nil, pad: Int = 0, mean: [Double]? = nil, std: [Double]? = nil,
-                root: String? = nil, classes: String? = nil, onError: ImageErrorPolicy? = nil, alpha: AlphaPolicy? = nil) throws {
+                root: String? = nil, classes: String? = nil, onError: ImageErrorPolicy? = nil, alpha: AlphaPolicy? = nil,
+                randomResizedCrop: Int? = nil, flip: Bool? = nil) throws {
         guard Self.imageSourceNames.contains(name) else {
             throw DatasetError.unknownDataset(name: name, knownNames: Self.imageSourceNames)
         }
         self.name = name
-        self.split = nil
+        self.split = split
+        self.labels = labels
+        self.randomResizedCrop = randomResizedCrop
+        self.flip = flip
         self.limit = limit
         self.pad = pad
         self.mean = mean ?? [0]
@@ -141,8 +162,11 @@ public struct DatasetSpec: Codable, Hashable, Sendable {
     /// Checks every field. The fields are public `var`s, so the loader calls this again: a spec changed after
     /// construction (e.g. `spec.limit = userValue`) must fail with a message, not crash the preprocessing.
     func validate() throws {
-        if isImageSource {
-            guard let path, !path.isEmpty else { throw DatasetError.invalidSpec(reason: "source \(name) needs 'path' (\(name == "image-folder" ? "the folder" : "the list file"))") }
+        if Self.pathSourceNames.contains(name) {
+            let what = ["image-folder": "the folder", "image-list": "the list file", "npy": "the .npz or .npy file", "idx": "the IDX images file"][name]!
+            guard let path, !path.isEmpty else { throw DatasetError.invalidSpec(reason: "source \(name) needs 'path' (\(what))") }
+        } else if name == "cifar10" {
+            guard split != nil else { throw DatasetError.invalidSpec(reason: "source cifar10 needs 'split' (train or test)") }
         } else {
             _ = try KnownDataset.named(name)
             guard split != nil else { throw DatasetError.invalidSpec(reason: "source \(name) needs 'split' (train or test)") }
@@ -171,8 +195,16 @@ public struct DatasetSpec: Codable, Hashable, Sendable {
         default: break
         }
         if let crop, crop < 1 { throw DatasetError.invalidSpec(reason: "crop must be at least 1 pixel, got \(crop)") }
-        if !isImageSource, channels != nil || resize != nil || crop != nil || path != nil || classes != nil {
-            throw DatasetError.invalidSpec(reason: "channels, resize, crop, path and classes apply to image-folder and image-list sources, not to \(name)")
+        if !isImageSource, channels != nil || resize != nil || crop != nil || path != nil || classes != nil || hasAugmentation {
+            throw DatasetError.invalidSpec(reason: "channels, resize, crop, path, classes, random_resized_crop and flip apply to \(Self.imageSourceNames.joined(separator: ", ")) sources, not to \(name)")
+        }
+        if labels != nil, name != "idx" { throw DatasetError.invalidSpec(reason: "labels (an IDX labels file) applies to the idx source, not to \(name)") }
+        if split != nil, isImageSource, name != "cifar10" { throw DatasetError.invalidSpec(reason: "split applies to cifar10, fashion-mnist and mnist, not to \(name) (which reads 'path')") }
+        if let side = randomResizedCrop {
+            guard side >= 1 else { throw DatasetError.invalidSpec(reason: "random_resized_crop must be at least 1 pixel, got \(side)") }
+            guard resize == nil, crop == nil else {
+                throw DatasetError.invalidSpec(reason: "random_resized_crop replaces resize and crop (it crops a random part and resizes it to \(side)×\(side)); give one or the other")
+            }
         }
     }
 
@@ -203,7 +235,8 @@ public struct DatasetSpec: Codable, Hashable, Sendable {
     // dataset's defaults, and so that a decoded spec is validated exactly like one built in code. Encoding writes a
     // single mean/std as a number and leaves absent fields out, so the keys of IDX specs stay what they were.
     private enum CodingKeys: String, CodingKey {
-        case name, split, limit, pad, mean, std, root, path, channels, resize, crop, onError = "on_error", alpha, classes
+        case name, split, limit, pad, mean, std, root, path, labels, channels, resize, crop, onError = "on_error", alpha, classes
+        case randomResizedCrop = "random_resized_crop", flip
     }
 
     public init(from decoder: any Decoder) throws {
@@ -218,7 +251,9 @@ public struct DatasetSpec: Codable, Hashable, Sendable {
                 var resize: ImageResize?
                 if let side = try? container.decodeIfPresent(Int.self, forKey: .resize) { resize = .shorterSide(side) }
                 else if let pair = try container.decodeIfPresent([Int].self, forKey: .resize), pair.count == 2 { resize = .exact(height: pair[0], width: pair[1]) }
-                try self.init(imageSource: name, path: container.decode(String.self, forKey: .path),
+                try self.init(imageSource: name, path: container.decodeIfPresent(String.self, forKey: .path),
+                              split: container.decodeIfPresent(DatasetSplit.self, forKey: .split),
+                              labels: container.decodeIfPresent(String.self, forKey: .labels),
                               limit: container.decodeIfPresent(Int.self, forKey: .limit),
                               channels: container.decodeIfPresent(ImageChannels.self, forKey: .channels), resize: resize,
                               crop: container.decodeIfPresent(Int.self, forKey: .crop),
@@ -226,7 +261,9 @@ public struct DatasetSpec: Codable, Hashable, Sendable {
                               root: container.decodeIfPresent(String.self, forKey: .root),
                               classes: container.decodeIfPresent(String.self, forKey: .classes),
                               onError: container.decodeIfPresent(ImageErrorPolicy.self, forKey: .onError),
-                              alpha: container.decodeIfPresent(AlphaPolicy.self, forKey: .alpha))
+                              alpha: container.decodeIfPresent(AlphaPolicy.self, forKey: .alpha),
+                              randomResizedCrop: container.decodeIfPresent(Int.self, forKey: .randomResizedCrop),
+                              flip: container.decodeIfPresent(Bool.self, forKey: .flip))
             } else {
                 try self.init(
                     name: name,
@@ -254,6 +291,7 @@ public struct DatasetSpec: Codable, Hashable, Sendable {
         if std.count == 1 { try container.encode(std[0], forKey: .std) } else { try container.encode(std, forKey: .std) }
         try container.encodeIfPresent(root, forKey: .root)
         try container.encodeIfPresent(path, forKey: .path)
+        try container.encodeIfPresent(labels, forKey: .labels)
         try container.encodeIfPresent(channels, forKey: .channels)
         switch resize {
         case .shorterSide(let side)?: try container.encode(side, forKey: .resize)
@@ -264,11 +302,85 @@ public struct DatasetSpec: Codable, Hashable, Sendable {
         try container.encodeIfPresent(onError, forKey: .onError)
         try container.encodeIfPresent(alpha, forKey: .alpha)
         try container.encodeIfPresent(classes, forKey: .classes)
+        try container.encodeIfPresent(randomResizedCrop, forKey: .randomResizedCrop)
+        try container.encodeIfPresent(flip, forKey: .flip)
     }
 
     /// Class names in label order.
     public var classNames: [String] {
         // The initialiser rejects unknown names; a spec mutated to an unknown name afterwards gets no names.
         (try? KnownDataset.named(name))?.classNames ?? []
+    }
+}
+
+/// The preprocessing a model was calibrated or trained with, recorded in its file (`qatflow.preprocessing`) so that
+/// `eval` and `infer` apply it to image files without the user repeating it. Training-only augmentation is not
+/// part of it: a `random_resized_crop: N` set is recorded as its deterministic form, resize N + crop N.
+public struct ImagePreprocessing: Codable, Equatable, Sendable {
+    public var channels: ImageChannels
+    /// One value (the shorter side) or [height, width].
+    public var resize: [Int]?
+    public var crop: Int?
+    public var pad: Int
+    public var mean: [Double]
+    public var std: [Double]
+
+    /// The metadata key of model files.
+    public static let metadataKey = "qatflow.preprocessing"
+
+    public init(_ spec: DatasetSpec) {
+        channels = spec.effectiveChannels
+        switch spec.resize {
+        case .shorterSide(let side)?: resize = [side]
+        case .exact(let height, let width)?: resize = [height, width]
+        case nil: resize = spec.randomResizedCrop.map { [$0] }
+        }
+        crop = spec.crop ?? spec.randomResizedCrop
+        pad = spec.pad
+        mean = spec.mean
+        std = spec.std
+    }
+
+    public var json: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+    }
+
+    public init?(json: String?) {
+        guard let json, let value = try? JSONDecoder().decode(Self.self, from: Data(json.utf8)) else { return nil }
+        self = value
+    }
+
+    /// One line for logs: "rgb, resize 256, crop 224, mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225]".
+    public var summary: String {
+        var parts = [channels.rawValue]
+        if let resize { parts.append("resize " + resize.map(String.init).joined(separator: "x")) }
+        if let crop { parts.append("crop \(crop)") }
+        if pad > 0 { parts.append("pad \(pad)") }
+        parts.append("mean \(mean), std \(std)")
+        return parts.joined(separator: ", ")
+    }
+}
+
+extension DatasetSpec {
+    /// This spec with a model's recorded preprocessing in place of its own (image sources only).
+    public func adopting(_ preprocessing: ImagePreprocessing) throws -> DatasetSpec {
+        guard isImageSource else { return self }
+        var spec = self
+        spec.channels = preprocessing.channels
+        switch preprocessing.resize?.count {
+        case 1?: spec.resize = .shorterSide(preprocessing.resize![0])
+        case 2?: spec.resize = .exact(height: preprocessing.resize![0], width: preprocessing.resize![1])
+        default: spec.resize = nil
+        }
+        spec.crop = preprocessing.crop
+        spec.randomResizedCrop = nil
+        spec.flip = nil
+        spec.pad = preprocessing.pad
+        spec.mean = preprocessing.mean
+        spec.std = preprocessing.std
+        try spec.validate()
+        return spec
     }
 }

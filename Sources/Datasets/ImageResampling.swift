@@ -64,15 +64,21 @@ enum ImageResampling {
     /// torchvision's `CenterCrop`: offsets `round((size - crop) / 2)` with Python's round half to even. A crop
     /// larger than the image is refused by the caller.
     static func centerCrop(_ image: DecodedImage, width: Int, height: Int) -> DecodedImage {
-        guard width != image.width || height != image.height else { return image }
         let top = Int((Double(image.height - height) / 2).rounded(.toNearestOrEven))
         let left = Int((Double(image.width - width) / 2).rounded(.toNearestOrEven))
+        return crop(image, left: left, top: top, width: width, height: height)
+    }
+
+    /// The `width × height` window whose top-left pixel is (`left`, `top`); the caller keeps it inside the image.
+    static func crop(_ image: DecodedImage, left: Int, top: Int, width: Int, height: Int) -> DecodedImage {
+        guard width != image.width || height != image.height else { return image }
+        precondition(left >= 0 && top >= 0 && left + width <= image.width && top + height <= image.height, "crop outside the image")
         var samples = [UInt8](repeating: 0, count: width * height * image.channels)
         let rowBytes = width * image.channels
-        for row in 0..<height {
-            let source = ((top + row) * image.width + left) * image.channels
-            samples.withUnsafeMutableBufferPointer { output in
-                image.samples.withUnsafeBufferPointer { input in
+        samples.withUnsafeMutableBufferPointer { output in
+            image.samples.withUnsafeBufferPointer { input in
+                for row in 0..<height {
+                    let source = ((top + row) * image.width + left) * image.channels
                     (output.baseAddress! + row * rowBytes).update(from: input.baseAddress! + source, count: rowBytes)
                 }
             }

@@ -1,7 +1,7 @@
 import Foundation
 
-/// Loads `image-folder` and `image-list` datasets: finds the files and labels, decodes and preprocesses every image
-/// on all cores (`DatasetSpec`'s order: channels → resize → crop → pad → normalise), and returns them in memory.
+/// Finds the files and labels of `image-folder` and `image-list` datasets and preprocesses one decoded image
+/// (`DatasetSpec`'s order: channels → resize → crop → pad → normalise); `StreamingImageSet` decodes them.
 enum ImageSetLoader {
     struct Entry {
         let url: URL
@@ -14,57 +14,12 @@ enum ImageSetLoader {
         let isLabeled: Bool
     }
 
-    static func load(_ spec: DatasetSpec, projectDirectory: URL) throws -> LabeledImages {
+    /// The set at `spec`, decoded lazily batch by batch.
+    static func open(_ spec: DatasetSpec, projectDirectory: URL) throws -> StreamingImageSet {
         let listing = try list(spec, projectDirectory: projectDirectory)
         let entries = Array(listing.entries.prefix(spec.limit ?? listing.entries.count))
-        let channels = spec.effectiveChannels
-        let tables = (0..<channels.count).map { c in
-            (0...255).map { Float((Double($0) / 255 - spec.mean(ofChannel: c)) / spec.std(ofChannel: c)) }
-        }
-        var results = [Result<Preprocessed, Error>?](repeating: nil, count: entries.count)
-        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, entries.count))
-        results.withUnsafeMutableBufferPointer { slots in
-            let output = UncheckedSendable(slots)
-            DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                var index = worker
-                while index < entries.count {
-                    output.value[index] = Result {
-                        let url = entries[index].url
-                        let data: Data
-                        do { data = try Data(contentsOf: url) } catch {
-                            throw DatasetError.unreadableFile(path: url.path, reason: error.localizedDescription)
-                        }
-                        return try preprocess(try ImageDecoder.decode(data, path: url.path), path: url.path, spec: spec, tables: tables)
-                    }
-                    index += workers
-                }
-            }
-        }
-
-        var pixels: [Float] = [], labels: [Int] = [], skipped: [String] = []
-        var shape: (height: Int, width: Int, first: String)?
-        for (entry, result) in zip(entries, results) {
-            do {
-                let image = try result!.get()
-                if let shape, shape.height != image.height || shape.width != image.width {
-                    throw DatasetError.badImage(path: entry.url.path, problem: "is \(image.width)×\(image.height) after preprocessing, but \(shape.first) is \(shape.width)×\(shape.height); set resize (and crop) so that every image has one size")
-                }
-                if shape == nil { shape = (image.height, image.width, entry.url.path) }
-                pixels += image.values
-                labels.append(entry.label)
-            } catch {
-                guard spec.onError == .skip else { throw error }
-                skipped.append("\(error)")
-            }
-        }
-        guard let shape else {
-            throw DatasetError.badImageSet(path: spec.path ?? "", problem: "every one of the \(entries.count) images was skipped; the first: \(skipped.first ?? "")")
-        }
-        var images = try LabeledImages(count: labels.count, channels: channels.count, height: shape.height, width: shape.width,
-                                       pixels: pixels, labels: labels, classNames: listing.classNames)
-        images.isLabeled = listing.isLabeled
-        images.skippedImages = skipped
-        return images
+        return try StreamingImageSet(spec: spec, raw: .files(entries.map(\.url)), labels: entries.map(\.label),
+                                     classNames: listing.classNames, isLabeled: listing.isLabeled)
     }
 
     // MARK: - Files and labels
@@ -159,13 +114,16 @@ enum ImageSetLoader {
 
     // MARK: - Pixels
 
-    struct Preprocessed {
-        let height: Int
-        let width: Int
-        let values: [Float]
+    /// What a training read draws per image: a random resized crop and a horizontal flip.
+    struct AugmentationDraw {
+        var random: SplitMix64
     }
 
-    static func preprocess(_ decoded: DecodedImage, path: String, spec: DatasetSpec, tables: [[Float]]) throws -> Preprocessed {
+    /// Preprocesses `decoded` into `destination` (`channels × height × width` floats, `height`/`width` including
+    /// the padding). A random draw (training) replaces resize + crop with `random_resized_crop` and may flip.
+    static func preprocess(_ decoded: DecodedImage, path: String, spec: DatasetSpec, tables: [[Float]],
+                           height: Int, width: Int, into destination: UnsafeMutablePointer<Float>,
+                           draw: inout AugmentationDraw?) throws {
         var image = decoded
         let channels = spec.effectiveChannels
         if image.channels == 2 || image.channels == 4 {
@@ -175,41 +133,78 @@ enum ImageSetLoader {
             image = ImageResampling.droppingAlpha(image)
         }
         image = ImageResampling.convert(image, toChannels: channels.count)
-        switch spec.resize {
-        case .shorterSide(let side)?:
-            let size = ImageResampling.shorterSideSize(width: image.width, height: image.height, shorter: side)
-            image = ImageResampling.resize(image, width: size.width, height: size.height)
-        case .exact(let height, let width)?:
-            image = ImageResampling.resize(image, width: width, height: height)
-        case nil: break
-        }
-        if let crop = spec.crop {
-            guard crop <= image.width, crop <= image.height else {
-                throw DatasetError.badImage(path: path, problem: "is \(image.width)×\(image.height)\(spec.resize == nil ? "" : " after resizing"), smaller than crop \(crop); resize it first (resize: \(crop) or more)")
+        var flip = false
+        if let size = spec.randomResizedCrop {
+            if draw != nil {
+                let window = randomResizedCropWindow(width: image.width, height: image.height, random: &draw!.random)
+                image = ImageResampling.crop(image, left: window.left, top: window.top, width: window.width, height: window.height)
+                image = ImageResampling.resize(image, width: size, height: size)
+            } else {
+                // Deterministic reads of a training set (calibration, evaluation) take the central square.
+                let scaled = ImageResampling.shorterSideSize(width: image.width, height: image.height, shorter: size)
+                image = ImageResampling.centerCrop(ImageResampling.resize(image, width: scaled.width, height: scaled.height), width: size, height: size)
             }
-            image = ImageResampling.centerCrop(image, width: crop, height: crop)
+        } else {
+            switch spec.resize {
+            case .shorterSide(let side)?:
+                let size = ImageResampling.shorterSideSize(width: image.width, height: image.height, shorter: side)
+                image = ImageResampling.resize(image, width: size.width, height: size.height)
+            case .exact(let height, let width)?:
+                image = ImageResampling.resize(image, width: width, height: height)
+            case nil: break
+            }
+            if let crop = spec.crop {
+                guard crop <= image.width, crop <= image.height else {
+                    throw DatasetError.badImage(path: path, problem: "is \(image.width)×\(image.height)\(spec.resize == nil ? "" : " after resizing"), smaller than crop \(crop); resize it first (resize: \(crop) or more)")
+                }
+                image = ImageResampling.centerCrop(image, width: crop, height: crop)
+            }
         }
+        if spec.flip == true, draw != nil { flip = draw!.random.next() & 1 == 1 }
         let pad = spec.pad
-        let height = image.height + 2 * pad, width = image.width + 2 * pad
-        var values = [Float](repeating: 0, count: channels.count * height * width)
-        for c in 0..<channels.count {
-            // BGR models read the decoded RGB channels in reverse order.
-            let source = channels == .bgr ? 2 - c : c
-            let table = tables[c]
-            let plane = c * height * width
-            for index in plane..<(plane + height * width) { values[index] = table[0] }
-            for y in 0..<image.height {
-                for x in 0..<image.width {
-                    values[plane + (y + pad) * width + x + pad] = table[Int(image.samples[(y * image.width + x) * image.channels + source])]
+        guard image.height + 2 * pad == height, image.width + 2 * pad == width else {
+            throw DatasetError.badImage(path: path, problem: "is \(image.width)×\(image.height) after preprocessing, but the dataset's images are \(width - 2 * pad)×\(height - 2 * pad) (its first image's size); set resize (and crop) so that every image has one size")
+        }
+        let plane = height * width
+        image.samples.withUnsafeBufferPointer { samples in
+            for c in 0..<channels.count {
+                // BGR models read the decoded RGB channels in reverse order.
+                let source = channels == .bgr ? 2 - c : c
+                let table = tables[c]
+                let output = destination + c * plane
+                output.update(repeating: table[0], count: plane)
+                for y in 0..<image.height {
+                    let row = output + (y + pad) * width + pad
+                    for x in 0..<image.width {
+                        let sx = flip ? image.width - 1 - x : x
+                        row[x] = table[Int(samples[(y * image.width + sx) * image.channels + source])]
+                    }
                 }
             }
         }
-        return Preprocessed(height: height, width: width, values: values)
+    }
+
+    /// torchvision's `RandomResizedCrop.get_params` with its defaults (scale 0.08–1, ratio 3/4–4/3): ten tries at a
+    /// random area and log-uniform aspect ratio inside the image, else the central crop at the nearest valid ratio.
+    static func randomResizedCropWindow(width: Int, height: Int, random: inout SplitMix64) -> (left: Int, top: Int, width: Int, height: Int) {
+        let area = Double(width * height)
+        let logRatio = (log(3.0 / 4.0), log(4.0 / 3.0))
+        for _ in 0..<10 {
+            let targetArea = area * (0.08 + 0.92 * random.nextUnit())
+            let aspect = exp(logRatio.0 + (logRatio.1 - logRatio.0) * random.nextUnit())
+            let w = Int((targetArea * aspect).squareRoot().rounded())
+            let h = Int((targetArea / aspect).squareRoot().rounded())
+            if w > 0, h > 0, w <= width, h <= height {
+                let top = Int(random.next() % UInt64(height - h + 1))
+                let left = Int(random.next() % UInt64(width - w + 1))
+                return (left, top, w, h)
+            }
+        }
+        let ratio = Double(width) / Double(height)
+        var w = width, h = height
+        if ratio < 3.0 / 4.0 { h = min(height, Int((Double(w) / (3.0 / 4.0)).rounded())) }
+        else if ratio > 4.0 / 3.0 { w = min(width, Int((Double(h) * (4.0 / 3.0)).rounded())) }
+        return ((width - w) / 2, (height - h) / 2, w, h)
     }
 }
 
-/// Hands a buffer to `concurrentPerform`'s workers, each of which writes only its own indices.
-private struct UncheckedSendable<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
-}

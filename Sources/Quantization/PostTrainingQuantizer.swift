@@ -42,7 +42,7 @@ public struct PostTrainingQuantizer {
 
     /// `training`: where BN re-estimation draws `config.batchNormReestimationImages` images from (required when
     /// that is > 0).
-    public func quantize(_ floatGraph: Graph, calibration data: LabeledImages, batch: Int, training: LabeledImages? = nil,
+    public func quantize(_ floatGraph: Graph, calibration data: LabeledImages, batch: Int, training: (any ImageDataset)? = nil,
                          progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> QuantizationResult {
         for bits in [config.weightBits, config.activationBits] where !(2...8).contains(bits) {
             throw QuantizationError("bits must be between 2 and 8, got \(bits)")

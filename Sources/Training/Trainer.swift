@@ -118,7 +118,7 @@ public final class Trainer {
         var lossSum: Double = 0, correct = 0, seen = 0, stepsInWindow = 0
         var windowStart = Date()
         for index in 0..<steps {
-            let batch = batches.next()
+            let batch = try batches.next()
             let result = try trainStep(batch)
             lossSum += Double(result.loss)
             correct += result.correct
@@ -147,21 +147,23 @@ public final class Trainer {
 /// Evaluation of a model on a labelled set (evaluation mode, no tape).
 public enum ModelEvaluation {
     /// Mean cross-entropy (without smoothing) and top-1 accuracy over every image of `images`.
-    public static func evaluate(_ model: TrainableModel, on images: LabeledImages, batchSize: Int = 256,
+    public static func evaluate(_ model: TrainableModel, on images: any ImageDataset, batchSize: Int = 256,
                                 threads: Int = 2) throws -> (loss: Float, accuracy: Float) {
-        var lossSum: Double = 0, correct = 0
+        var lossSum: Double = 0, correct = 0, evaluated = 0
         var start = 0
         let criterion = SoftmaxCrossEntropy()
         while start < images.count {
-            let count = min(batchSize, images.count - start)
-            let (pixels, labels) = images.batch(start..<(start + count))
+            let batch = try images.loadBatch(Array(start..<min(start + batchSize, images.count)))
+            start += batchSize
+            let (pixels, labels, count) = (batch.pixels, batch.labels, batch.count)
+            guard count > 0 else { continue }
+            evaluated += count
             let context = ForwardContext(tape: nil, isTraining: false, threads: threads)
             let logits = try model(Tensor(shape: [count, images.channels, images.height, images.width], data: pixels), context: context)
             let (loss, right) = criterion(logits, labels: labels, context: context)
             lossSum += Double(loss.value.data[0]) * Double(count)
             correct += right
-            start += count
         }
-        return (Float(lossSum / Double(max(1, images.count))), Float(correct) / Float(max(1, images.count)))
+        return (Float(lossSum / Double(max(1, evaluated))), Float(correct) / Float(max(1, evaluated)))
     }
 }

@@ -31,7 +31,7 @@ struct BenchTrainCommand: ParsableCommand {
     @Option(name: .customLong("init-images"), help: "QAT: calibration images for the initial activation ranges (max).") var initImages = 256
     @Option(help: "sgd (momentum 0.9) or adam; the same for float and QAT so their ratio is the model's cost.") var optimizer = "sgd"
     @Option(help: "Learning rate.") var lr = 0.01
-    @Option(help: "Training images, NAME:SPLIT.") var dataset = "fashion-mnist:train"
+    @OptionGroup var data: DatasetOptions
     @Flag(help: "Time split by layer type.") var split = false
     @Flag(name: .customLong("per-node"), help: "Also time every node and print the convolutions one by one, slowest first, with GFLOP/s.")
     var perNode = false
@@ -43,7 +43,8 @@ struct BenchTrainCommand: ParsableCommand {
                 throw StageFailure("--batch, --steps and --threads must be at least 1, --warmup at least 0")
             }
             let graph = try ModelLoader.load(URL(fileURLWithPath: model), forTraining: true)
-            let data = try DatasetLoader.load(try DatasetSpec(shorthand: dataset),
+            let dataset = self.data.dataset ?? "fashion-mnist:train"
+            let data = try DatasetLoader.open(try self.data.spec(default: dataset).spec,
                                               projectDirectory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
             guard batch <= data.count else { throw StageFailure("--batch \(batch) is more than the \(data.count) images of \(dataset)") }
             let trainable: TrainableModel
@@ -52,9 +53,9 @@ struct BenchTrainCommand: ParsableCommand {
                     throw StageFailure("--qat: \(model) has no BatchNormalization left; convert it with --for-training")
                 }
                 let count = min(max(1, initImages), data.count)
-                let (pixels, labels) = data.batch(0..<count)
-                let calibration = try LabeledImages(count: count, channels: data.channels, height: data.height, width: data.width,
-                                                    pixels: pixels, labels: labels, classNames: data.classNames)
+                let first = try data.loadBatch(Array(0..<count))
+                let calibration = try LabeledImages(count: first.count, channels: data.channels, height: data.height, width: data.width,
+                                                    pixels: first.pixels, labels: first.labels, classNames: data.classNames)
                 trainable = try QuantizationAwareModel(graph: graph, configuration: QATConfiguration(
                     weightBits: bits, activationBits: bits, initialization: .max), calibration: calibration).model
             } else {
@@ -76,7 +77,7 @@ struct BenchTrainCommand: ParsableCommand {
             if split || perNode { trainable.timer = timer }
             var samples: [Double] = []
             for _ in 0..<steps {
-                let next = batches.next()
+                let next = try batches.next()
                 let start = DispatchTime.now().uptimeNanoseconds
                 try trainer.trainStep(next)
                 samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)

@@ -44,10 +44,11 @@ struct InspectCommand: ParsableCommand {
 }
 
 struct InferCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "infer", abstract: "Run a float model on an NPY input (float32, NCHW) and write the output as NPY.")
+    static let configuration = CommandConfiguration(commandName: "infer", abstract: "Run a float model on an NPY input (float32, NCHW) or on an image file, and write the output as NPY.")
 
     @Argument(help: "A qatflow model file or an ONNX model.") var model: String
-    @Option(help: "Input array (.npy, float32).") var input: String
+    @Option(help: "Input array (.npy, float32, already preprocessed).") var input: String?
+    @Option(help: "A PNG or JPEG image, preprocessed as recorded in the model file (by quantize, qat or train).") var image: String?
     @Option(help: "Where to write the first output (.npy).") var output: String
 
     func run() throws {
@@ -56,10 +57,20 @@ struct InferCommand: ParsableCommand {
             guard let inputInfo = graph.inputs.first, graph.inputs.count == 1 else {
                 throw StageFailure("\(model) has \(graph.inputs.count) inputs; infer takes models with one input")
             }
-            let array = try NPYArray.read(URL(fileURLWithPath: input))
+            guard (input == nil) != (image == nil) else { throw StageFailure("give --input ARRAY.npy or --image FILE (one of them)") }
+            let array: (shape: [Int], values: [Float])
+            if let image {
+                guard let recorded = ImagePreprocessing(json: graph.metadata[ImagePreprocessing.metadataKey]) else {
+                    throw StageFailure("\(model) records no preprocessing (only models written by quantize, qat or train do); preprocess \(image) yourself and pass --input ARRAY.npy")
+                }
+                array = try DatasetLoader.preprocessImageFile(URL(fileURLWithPath: image), with: recorded)
+            } else {
+                array = try NPYArray.read(URL(fileURLWithPath: input!))
+            }
+            let source = image ?? input!
             let fits = array.shape.count == inputInfo.shape.count && zip(array.shape, inputInfo.shape).allSatisfy { $1 == -1 || $0 == $1 }
             guard fits else {
-                throw StageFailure("\(input): shape \(array.shape) does not fit model input '\(inputInfo.name)' of shape \(inputInfo.shape.map { $0 < 0 ? "N" : String($0) })")
+                throw StageFailure("\(source): shape \(array.shape) does not fit model input '\(inputInfo.name)' of shape \(inputInfo.shape.map { $0 < 0 ? "N" : String($0) })")
             }
             let outputs = try FloatExecutor(graph: graph).run([inputInfo.name: Tensor(shape: array.shape, data: array.values)])
             guard let name = graph.outputs.first?.name, let result = outputs[name] else { throw StageFailure("model produced no output") }
@@ -88,8 +99,13 @@ struct EvalCommand: ParsableCommand {
             var spec = try data.spec(default: "fashion-mnist:test").spec
             let dataset = data.dataset ?? "fashion-mnist:test"
             if let images { spec.limit = images }
-            let loaded = try DatasetLoader.load(spec, projectDirectory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
             let graph = try ModelLoader.load(URL(fileURLWithPath: model))
+            // Image files get the preprocessing the model was calibrated or trained with, unless flags say otherwise.
+            if spec.isImageSource, !data.declaresPreprocessing, let recorded = ImagePreprocessing(json: graph.metadata[ImagePreprocessing.metadataKey]) {
+                spec = try spec.adopting(recorded)
+                if !json { printError("preprocessing recorded in \(model): \(recorded.summary)") }
+            }
+            let loaded = try DatasetLoader.open(spec, projectDirectory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
             let chosen = try chooseEngine(engine, for: graph, model: model)
             guard loaded.isLabeled else {
                 throw StageFailure("--dataset \(dataset): a folder of images without class subfolders has no labels to evaluate against; use class subfolders or an image list")

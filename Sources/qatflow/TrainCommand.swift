@@ -19,9 +19,9 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Where to write the trained model.") var output: String
     @Option(help: "Build a fresh model instead of reading MODEL: mobilenetv2-fmnist.") var builder: String?
     @Option(help: "The builder's width multiplier (default 0.5).") var width: Double?
-    @Option(help: "Training images, NAME:SPLIT (default fashion-mnist:train).") var dataset: String?
+    @OptionGroup var data: DatasetOptions
     @Option(help: "Train on the first N images of --dataset only.") var images: Int?
-    @Option(help: "Evaluated after every epoch, NAME:SPLIT (e.g. fashion-mnist:test).") var validation: String?
+    @Option(help: "Evaluated after every epoch: NAME:SPLIT (e.g. fashion-mnist:test), or a folder, list or array file preprocessed like --dataset (without its augmentation).") var validation: String?
     @Option(name: .customLong("validation-images"), help: "Validate on the first N images of --validation only.") var validationImages: Int?
     @Option(help: "Passes over the dataset (give --epochs or --steps).") var epochs: Int?
     @Option(help: "Optimizer steps (give --epochs or --steps).") var steps: Int?
@@ -55,20 +55,35 @@ struct TrainCommand: ParsableCommand {
             func set(_ name: String, _ value: JSONValue?) { if let value { parameters[name] = value } }
             // A limited split is declared as a named dataset, as a manifest's `datasets:` would.
             var datasets: [String: DatasetSpec] = [:]
-            func reference(_ shorthand: String?, limit: Int?, limitOption: String) throws -> JSONValue? {
-                guard let limit else { return shorthand.map(JSONValue.string) }
-                guard let shorthand else { throw StageFailure("\(limitOption) needs --validation") }
-                guard limit >= 1 else { throw StageFailure("\(limitOption) must be at least 1, got \(limit)") }
-                var spec = try DatasetSpec(shorthand: shorthand)
-                spec.limit = limit
-                let name = "\(shorthand)[:\(limit)]"
-                datasets[name] = spec
-                return .string(name)
+            func reference(_ spec: DatasetSpec, plain: Bool, as reference: String, limit: Int?, limitOption: String) throws -> JSONValue {
+                guard plain, limit == nil else {
+                    var spec = spec
+                    if let limit {
+                        guard limit >= 1 else { throw StageFailure("\(limitOption) must be at least 1, got \(limit)") }
+                        spec.limit = limit
+                    }
+                    let name = limit.map { "\(reference)[:\($0)]" } ?? reference
+                    datasets[name] = spec
+                    return .string(name)
+                }
+                return .string(reference)
             }
             set("builder", builder.map(JSONValue.string))
             set("width", width.map(JSONValue.double))
-            set("dataset", try reference(dataset ?? (images == nil ? nil : "fashion-mnist:train"), limit: images, limitOption: "--images"))
-            set("validation", try reference(validation, limit: validationImages, limitOption: "--validation-images"))
+            if data.dataset != nil || images != nil || data.declaresPreprocessing || data.flip {
+                let training = try data.spec(default: "fashion-mnist:train")
+                set("dataset", try reference(training.spec, plain: training.isShorthand, as: data.dataset ?? "fashion-mnist:train", limit: images, limitOption: "--images"))
+            }
+            if let validation {
+                var options = data
+                (options.dataset, options.randomResizedCrop, options.flip) = (validation, nil, false)
+                // The validation set is read as the model will be: the training set's deterministic preprocessing.
+                if let side = data.randomResizedCrop, !(try options.spec(default: validation).isShorthand) { (options.resize, options.crop) = ("\(side)", side) }
+                let spec = try options.spec(default: validation)
+                set("validation", try reference(spec.spec, plain: spec.isShorthand, as: validation, limit: validationImages, limitOption: "--validation-images"))
+            } else if validationImages != nil {
+                throw StageFailure("--validation-images needs --validation")
+            }
             set("epochs", epochs.map(JSONValue.int))
             set("steps", steps.map(JSONValue.int))
             set("batch", batch.map(JSONValue.int))

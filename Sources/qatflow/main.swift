@@ -10,7 +10,7 @@ struct Qatflow: ParsableCommand {
         abstract: "Quantize CNNs: convert ONNX, calibrate, quantization-aware training, int8 inference, export.",
         version: QatflowVersion.string,
         subcommands: [RunCommand.self, PlanCommand.self, StatusCommand.self, ShowCommand.self, ReportCommand.self, GCCommand.self,
-                      StagesCommand.self, ConvertCommand.self, InspectCommand.self, InferCommand.self, EvalCommand.self, BenchCommand.self, BenchTrainCommand.self, QuantizeCommand.self, TrainCommand.self, QATCommand.self, ExportCommand.self]
+                      StagesCommand.self, ConvertCommand.self, InspectCommand.self, InferCommand.self, EvalCommand.self, BenchCommand.self, BenchTrainCommand.self, BenchDataCommand.self, QuantizeCommand.self, TrainCommand.self, QATCommand.self, ExportCommand.self]
     )
 }
 
@@ -58,13 +58,20 @@ func printLine(_ text: String) {
     FileHandle.standardOutput.write(Data((text + "\n").utf8))
 }
 
+/// A note for the user that is not the command's result (stderr).
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
 Qatflow.main()
 
 /// `--dataset` and its preprocessing flags, shared by the commands that read images: `NAME:SPLIT` (an IDX dataset),
 /// a folder (image-folder: class subfolders, or a folder of unlabeled images) or a `.txt` list (image-list).
 struct DatasetOptions: ParsableArguments {
-    @Option(help: "NAME:SPLIT (fashion-mnist:test), a folder of class subfolders or of images, or a .txt list of 'path LABEL' lines (default: the command's).")
+    @Option(help: "NAME:SPLIT (fashion-mnist:test, cifar10:test), a folder of class subfolders or of images, a .txt list of 'path LABEL' lines, an .npz/.npy array file, or an IDX images file (with --labels) (default: the command's).")
     var dataset: String?
+    @Option(help: "idx: the IDX labels file of --dataset's images.") var labels: String?
+    @Option(help: "cifar10: the folder holding cifar-10-batches-bin (default: datasets/cifar10, /usr/share/datasets/cifar10).") var root: String?
 
     @Option(help: "gray, rgb or bgr (default: gray for NAME:SPLIT, rgb for image files).") var channels: String?
     @Option(help: "Resize the shorter side to N (bilinear with antialiasing, as torchvision/Pillow), or HxW for an exact size.") var resize: String?
@@ -75,6 +82,13 @@ struct DatasetOptions: ParsableArguments {
     @Option(help: "A file of class names, one per line (image-folder: their order is the label order).") var classes: String?
     @Option(name: .customLong("on-error"), help: "fail or skip: what an undecodable image does (image files).") var onError: String?
     @Option(help: "error or drop: what an image with an alpha channel does (image files).") var alpha: String?
+    @Option(name: .customLong("random-resized-crop"), help: "Training: a random crop of 8–100 % of the area, resized to N×N (torchvision's RandomResizedCrop), instead of --resize/--crop.") var randomResizedCrop: Int?
+    @Flag(help: "Training: mirror images left–right with probability 1/2.") var flip = false
+
+    /// True when a preprocessing flag was given (otherwise `eval` uses what the model file recorded).
+    var declaresPreprocessing: Bool {
+        channels != nil || resize != nil || crop != nil || pad != nil || mean != nil || std != nil || randomResizedCrop != nil
+    }
 
     /// The dataset as a spec; `isShorthand` when it is a plain NAME:SPLIT that stages can resolve themselves.
     func spec(default defaultReference: String) throws -> (spec: DatasetSpec, isShorthand: Bool) {
@@ -87,15 +101,26 @@ struct DatasetOptions: ParsableArguments {
         }
         let means = try numbers(mean, "mean"), stds = try numbers(std, "std")
         if let idx = try? DatasetSpec(shorthand: dataset) {
-            guard channels == nil, resize == nil, crop == nil, classes == nil, onError == nil, alpha == nil else {
+            guard channels == nil, resize == nil, crop == nil, classes == nil, onError == nil, alpha == nil, randomResizedCrop == nil, !flip, labels == nil, root == nil else {
                 throw StageFailure("--dataset \(dataset) is an IDX dataset: --channels, --resize, --crop, --classes, --on-error and --alpha apply to image folders and lists")
             }
             guard (means?.count ?? 1) == 1, (stds?.count ?? 1) == 1 else { throw StageFailure("--dataset \(dataset) has one channel: --mean and --std take one number") }
             let plain = pad == nil && means == nil && stds == nil
             return (try DatasetSpec(name: idx.name, split: idx.split!, pad: pad ?? idx.pad, mean: means?.first, std: stds?.first), plain)
         }
-        let source = dataset.lowercased().hasSuffix(".txt") ? "image-list" : "image-folder"
-        if !dataset.contains("/") && !dataset.contains(".") && !FileManager.default.fileExists(atPath: dataset) && dataset.contains(":") {
+        let lowercased = dataset.lowercased()
+        var source = lowercased.hasSuffix(".txt") ? "image-list" : "image-folder"
+        var path: String? = dataset, split: DatasetSplit?
+        if lowercased.hasSuffix(".npz") || lowercased.hasSuffix(".npy") { source = "npy" }
+        if lowercased.hasSuffix("-idx3-ubyte") || lowercased.hasSuffix("-idx3-ubyte.gz") || lowercased.hasSuffix(".idx") { source = "idx" }
+        if lowercased.hasPrefix("cifar10:") {
+            guard let named = DatasetSplit(rawValue: String(lowercased.dropFirst("cifar10:".count))) else {
+                throw StageFailure("--dataset \(dataset): expected cifar10:train or cifar10:test")
+            }
+            (source, path, split) = ("cifar10", nil, named)
+        }
+        if labels != nil, source != "idx" { throw StageFailure("--labels applies to an IDX images file (--dataset ...-idx3-ubyte)") }
+        if source == "image-folder", !dataset.contains("/") && !dataset.contains(".") && !FileManager.default.fileExists(atPath: dataset) && dataset.contains(":") {
             _ = try DatasetSpec(shorthand: dataset)  // throws the NAME:SPLIT explanation
         }
         func choice<T: RawRepresentable & CaseIterable>(_ text: String?, _ flag: String, _: T.Type) throws -> T? where T.RawValue == String {
@@ -112,9 +137,11 @@ struct DatasetOptions: ParsableArguments {
             default: throw StageFailure("--resize \(resize): expected N (the shorter side) or HxW, e.g. 256 or 224x224")
             }
         }
-        let spec = try DatasetSpec(imageSource: source, path: dataset, channels: try choice(channels, "channels", ImageChannels.self),
-                                   resize: size, crop: crop, pad: pad ?? 0, mean: means, std: stds, classes: classes,
-                                   onError: try choice(onError, "on-error", ImageErrorPolicy.self), alpha: try choice(alpha, "alpha", AlphaPolicy.self))
+        let spec = try DatasetSpec(imageSource: source, path: path, split: split, labels: labels,
+                                   channels: try choice(channels, "channels", ImageChannels.self),
+                                   resize: size, crop: crop, pad: pad ?? 0, mean: means, std: stds, root: root, classes: classes,
+                                   onError: try choice(onError, "on-error", ImageErrorPolicy.self), alpha: try choice(alpha, "alpha", AlphaPolicy.self),
+                                   randomResizedCrop: randomResizedCrop, flip: flip ? true : nil)
         return (spec, false)
     }
 

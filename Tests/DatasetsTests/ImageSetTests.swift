@@ -8,20 +8,10 @@ final class ImageSetTests: XCTestCase {
 
     /// Writes Fashion-MNIST test images with Tests/DatasetsTests/Scripts/write_images.py (the venv's Pillow).
     func writeImages(_ mode: String, into directory: URL) throws {
-        let python = ProcessInfo.processInfo.environment["QATFLOW_PYTHON"] ?? repositoryDirectory.appendingPathComponent(".venv/bin/python").path
-        guard FileManager.default.isExecutableFile(atPath: python) else { throw XCTSkip("no Python venv at \(python): run make venv") }
         let spec = try DatasetSpec(shorthand: "fashion-mnist:test")
         let idx = try DatasetLoader.locateFiles(for: spec, projectDirectory: repositoryDirectory).images.deletingLastPathComponent()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [repositoryDirectory.appendingPathComponent("Tests/DatasetsTests/Scripts/write_images.py").path,
-                             mode, idx.path, directory.path, String(Self.images)]
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
-        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw DatasetError.invalidArgument(reason: "write_images.py \(mode) failed: \(stderr)") }
+        try runVenvPython([repositoryDirectory.appendingPathComponent("Tests/DatasetsTests/Scripts/write_images.py").path,
+                           mode, idx.path, directory.path, String(Self.images)])
     }
 
     /// The Fashion-MNIST test images as gray PNGs in class folders give the IDX loader's values exactly (same
@@ -119,6 +109,85 @@ final class ImageSetTests: XCTestCase {
         var dropping = try listSpec("img/rgba.png 1\n")
         dropping.alpha = .drop
         XCTAssertEqual(try DatasetLoader.load(dropping, projectDirectory: directory).channels, 3)
+    }
+
+    /// A set read batch by batch from its files (memory budget 0) gives exactly the images the in-memory load
+    /// holds, in any order, and the same calibration subset; skipped images are counted once however often read.
+    func testStreamingReadsTheSameImagesAsTheInMemoryLoad() throws {
+        let directory = try makeTemporaryDirectory(self)
+        try writeImages("list", into: directory)
+        let spec = try DatasetSpec(imageSource: "image-list", path: directory.appendingPathComponent("list.txt").path, channels: .rgb,
+                                   resize: .shorterSide(36), crop: 32, mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.3])
+        let memory = try DatasetLoader.load(spec, projectDirectory: repositoryDirectory)
+        let opened = try DatasetLoader.open(spec, projectDirectory: repositoryDirectory, memoryBudget: 0)
+        let streaming = try XCTUnwrap(opened as? StreamingImageSet, "a set over the budget streams")
+        XCTAssertTrue(try DatasetLoader.open(spec, projectDirectory: repositoryDirectory) is LabeledImages, "a small set is held in memory")
+        XCTAssertEqual([streaming.count, streaming.channels, streaming.height, streaming.width], [memory.count, 3, 32, 32])
+        XCTAssertEqual(streaming.labels, memory.labels)
+        let order = [299, 0, 17, 17, 150]
+        let batch = try streaming.loadBatch(order)
+        XCTAssertEqual(batch.labels, order.map { memory.labels[$0] })
+        XCTAssertEqual(batch.pixels, memory.batch(order).pixels)
+        let subset = try streaming.materializedSubset(50, seed: 3), inMemory = try memory.materializedSubset(50, seed: 3)
+        XCTAssertEqual(subset.pixels, inMemory.pixels)
+        XCTAssertEqual(subset.labels, inMemory.labels)
+
+        let first = try Data(contentsOf: directory.appendingPathComponent("img/00000.jpg"))
+        try first.prefix(first.count / 2).write(to: directory.appendingPathComponent("img/truncated.jpg"))
+        try "img/00000.jpg 1\nimg/truncated.jpg 2\nimg/00001.jpg 4\n".write(to: directory.appendingPathComponent("skip.txt"), atomically: true, encoding: .utf8)
+        let skipping = try DatasetLoader.open(try DatasetSpec(imageSource: "image-list", path: directory.appendingPathComponent("skip.txt").path, onError: .skip),
+                                              projectDirectory: repositoryDirectory, memoryBudget: 0)
+        for _ in 0..<2 { XCTAssertEqual(try skipping.loadBatch([0, 1, 2]).labels, [1, 4]) }
+        XCTAssertEqual(skipping.skippedImages.count, 1)
+        XCTAssertTrue(skipping.skippedImages[0].contains("truncated.jpg"), skipping.skippedImages[0])
+        let failing = try DatasetLoader.open(try DatasetSpec(imageSource: "image-list", path: directory.appendingPathComponent("skip.txt").path),
+                                             projectDirectory: repositoryDirectory, memoryBudget: 0)
+        XCTAssertTrue(errorDescription { _ = try failing.loadBatch([0, 1, 2]) }.contains("truncated.jpg"))
+    }
+
+    /// random_resized_crop and flip: drawn per image from the seed (the same batch twice, another with another
+    /// seed), inside torchvision's area and aspect bounds; without a seed (calibration, evaluation) the set reads
+    /// as resize N + center crop N.
+    func testRandomResizedCropAndFlipAreSeededAndBounded() throws {
+        let directory = try makeTemporaryDirectory(self)
+        try writeImages("list", into: directory)
+        let list = directory.appendingPathComponent("list.txt").path
+        let augmented = try DatasetSpec(imageSource: "image-list", path: list, randomResizedCrop: 24, flip: true)
+        let set = try DatasetLoader.open(augmented, projectDirectory: repositoryDirectory)
+        XCTAssertTrue(set is StreamingImageSet, "augmentation draws new crops every epoch, so the set streams")
+        XCTAssertEqual([set.channels, set.height, set.width], [3, 24, 24])
+        let indices = Array(0..<16)
+        let once = try set.loadBatch(indices, augmentationSeed: 1), again = try set.loadBatch(indices, augmentationSeed: 1)
+        XCTAssertEqual(once.pixels, again.pixels)
+        XCTAssertNotEqual(once.pixels, try set.loadBatch(indices, augmentationSeed: 2).pixels)
+        let plain = try DatasetLoader.load(try DatasetSpec(imageSource: "image-list", path: list, resize: .shorterSide(24), crop: 24), projectDirectory: repositoryDirectory)
+        XCTAssertEqual(try set.loadBatch(indices).pixels, plain.batch(indices).pixels)
+        XCTAssertThrowsError(try DatasetSpec(imageSource: "image-list", path: list, resize: .shorterSide(24), randomResizedCrop: 24))
+
+        // Flip alone: each image is either as read or its mirror, and both happen.
+        let flipping = try DatasetLoader.open(try DatasetSpec(imageSource: "image-list", path: list, flip: true), projectDirectory: repositoryDirectory)
+        let straight = try DatasetLoader.load(try DatasetSpec(imageSource: "image-list", path: list), projectDirectory: repositoryDirectory)
+        var mirrored = 0, kept = 0
+        let size = 28 * 28 * 3
+        let flipped = try flipping.loadBatch(indices, augmentationSeed: 9)
+        for slot in indices {
+            let image = Array(flipped.pixels[slot * size..<(slot + 1) * size]), original = Array(straight.imagePixels(at: slot))
+            let mirror: [Float] = (0..<size).map { (index: Int) -> Float in
+                let row = index / 28, column = index % 28
+                return original[row * 28 + 27 - column]
+            }
+            if image == original { kept += 1 } else if image == mirror { mirrored += 1 } else { XCTFail("image \(slot) is neither itself nor its mirror") }
+        }
+        XCTAssertGreaterThan(mirrored, 0)
+        XCTAssertGreaterThan(kept, 0)
+
+        var random = SplitMix64(seed: 5)
+        for _ in 0..<2000 {
+            let window = ImageSetLoader.randomResizedCropWindow(width: 100, height: 80, random: &random)
+            XCTAssertTrue(window.left >= 0 && window.top >= 0 && window.left + window.width <= 100 && window.top + window.height <= 80)
+            let area = Double(window.width * window.height) / 8000, ratio = Double(window.width) / Double(window.height)
+            XCTAssertTrue(area >= 0.07 && area <= 1 && ratio >= 0.72 && ratio <= 1.39, "\(window)")
+        }
     }
 
     /// A folder of images without class subfolders is an unlabeled set (enough to calibrate).

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+@testable import Datasets
 
 /// A fresh directory per test, removed afterwards.
 func makeTemporaryDirectory(_ testCase: XCTestCase) throws -> URL {
@@ -82,4 +83,29 @@ enum StoredGzip {
 
 extension URL {
     func write(bytes: [UInt8]) throws { try Data(bytes).write(to: self) }
+}
+
+/// The venv's Python (QATFLOW_PYTHON overrides it). Without it the tests that write files with numpy or Pillow skip,
+/// except under CI, where they fail.
+func requireVenvPython() throws -> String {
+    let path = ProcessInfo.processInfo.environment["QATFLOW_PYTHON"] ?? repositoryDirectory.appendingPathComponent(".venv/bin/python").path
+    if FileManager.default.isExecutableFile(atPath: path) { return path }
+    let message = "no Python venv at \(path): run make venv"
+    if ProcessInfo.processInfo.environment["CI"] != nil { throw DatasetError.invalidArgument(reason: message + " (CI: the venv is required)") }
+    throw XCTSkip(message)
+}
+
+/// Runs the venv's Python with `arguments`; a non-zero exit throws with its stderr.
+func runVenvPython(_ arguments: [String]) throws {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: try requireVenvPython())
+    process.arguments = arguments
+    let errors = Pipe()
+    process.standardError = errors
+    try process.run()
+    let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else {
+        throw DatasetError.invalidArgument(reason: "python \(arguments.first ?? "") failed: \(stderr)")
+    }
 }

@@ -1,4 +1,5 @@
 import Datasets
+import Graph
 import Foundation
 import Pipeline
 import XCTest
@@ -65,5 +66,60 @@ final class ImageDatasetPipelineTests: XCTestCase {
                 XCTAssertTrue("\(error)".contains(expected), "«\(expected)» in «\(error)»")
             }
         }
+    }
+
+    /// quantize and train record the preprocessing in the model file; `eval` and `infer --image` then apply it
+    /// without flags. Training from a JPEG folder with random_resized_crop + flip streams and runs.
+    func testModelRecordsItsPreprocessingAndCommandsReuseIt() throws {
+        let project = try TemporaryProject()
+        let directory = project.directory
+        let models = directory.appendingPathComponent("models"), data = directory.appendingPathComponent("data")
+        try FileManager.default.createDirectory(at: models, withIntermediateDirectories: true)
+        try python([CLITests.repository.appendingPathComponent("Tests/PipelineTests/Scripts/rgb_model.py").path,
+                    CLITests.repository.appendingPathComponent("models/mobilenetv2-fmnist.onnx").path, models.appendingPathComponent("rgb.onnx").path])
+        let idx = try DatasetLoader.locateFiles(for: try DatasetSpec(shorthand: "fashion-mnist:test"), projectDirectory: CLITests.repository).images.deletingLastPathComponent()
+        try python([CLITests.repository.appendingPathComponent("Tests/DatasetsTests/Scripts/write_images.py").path, "jpegfolders", idx.path, data.path, "200"])
+        let preprocessing = ["--channels", "rgb", "--pad", "2", "--mean", "0.2860", "--std", "0.3530"]
+
+        let quantize = try runQatflow(["quantize", "models/rgb.onnx", "-o", "q.safetensors", "--dataset", "data/calib", "--images", "100"] + preprocessing, in: directory)
+        XCTAssertEqual(quantize.status, 0, quantize.stderr)
+        let recorded = try XCTUnwrap(ImagePreprocessing(json: try ModelFile.read(directory.appendingPathComponent("q.safetensors")).metadata[ImagePreprocessing.metadataKey]))
+        XCTAssertEqual(recorded.channels, .rgb)
+        XCTAssertEqual([recorded.pad], [2])
+        XCTAssertEqual(recorded.mean, [0.2860])
+
+        setenv("QATFLOW_DATASET_MEMORY_MB", "0", 1)  // the evaluation streams its images
+        defer { unsetenv("QATFLOW_DATASET_MEMORY_MB") }
+        let implicit = try runQatflow(["eval", "q.safetensors", "--dataset", "data/val", "--json"], in: directory)
+        let explicit = try runQatflow(["eval", "q.safetensors", "--dataset", "data/val", "--json"] + preprocessing, in: directory)
+        XCTAssertEqual(implicit.status, 0, implicit.stderr)
+        XCTAssertEqual(explicit.status, 0, explicit.stderr)
+        func top1(_ text: String) throws -> Double { try XCTUnwrap(JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)).objectValue?["top1"]?.doubleValue) }
+        XCTAssertEqual(try top1(implicit.stdout), try top1(explicit.stdout), "the recorded preprocessing is the one given to quantize")
+        XCTAssertGreaterThan(try top1(implicit.stdout), 90)
+        let verbose = try runQatflow(["eval", "q.safetensors", "--dataset", "data/val", "--quiet"], in: directory)
+        XCTAssertTrue(verbose.stderr.contains("preprocessing recorded in q.safetensors: rgb, pad 2"), verbose.stderr)
+
+        let folder = data.appendingPathComponent("val")
+        let classFolder = try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()[0]
+        let image = try FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent(classFolder).path).sorted()[0]
+        let infer = try runQatflow(["infer", "q.safetensors", "--image", "data/val/\(classFolder)/\(image)", "--output", "logits.npy"], in: directory)
+        XCTAssertEqual(infer.status, 0, infer.stderr)
+        XCTAssertEqual(try NPYArray.read(directory.appendingPathComponent("logits.npy")).shape, [1, 10])
+        let unrecorded = try runQatflow(["infer", "models/rgb.onnx", "--image", "data/val/\(classFolder)/\(image)", "--output", "x.npy"], in: directory)
+        XCTAssertNotEqual(unrecorded.status, 0)
+        XCTAssertTrue(unrecorded.stderr.contains("records no preprocessing"), unrecorded.stderr)
+
+        let train = try runQatflow(["train", "models/rgb.onnx", "-o", "t.safetensors", "--dataset", "data/val", "--channels", "rgb", "--pad", "2",
+                                    "--mean", "0.2860", "--std", "0.3530", "--random-resized-crop", "28", "--flip", "--steps", "3", "--batch", "16",
+                                    "--lr", "0.001", "--validation", "data/val", "--validation-images", "50", "--quiet"], in: directory)
+        XCTAssertEqual(train.status, 0, train.stderr)
+        let trained = try XCTUnwrap(ImagePreprocessing(json: try ModelFile.read(directory.appendingPathComponent("t.safetensors")).metadata[ImagePreprocessing.metadataKey]))
+        XCTAssertEqual(trained.resize, [28], "random_resized_crop 28 is recorded as its deterministic form")
+        XCTAssertEqual(trained.crop, 28)
+
+        let missing = try runQatflow(["eval", "q.safetensors", "--dataset", "data/nowhere"], in: directory)
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.stderr.contains("data/nowhere: no such folder"), missing.stderr)
     }
 }

@@ -131,6 +131,42 @@ final class ManifestTests: XCTestCase {
         XCTAssertTrue(text.contains("p.yaml:2:36: error: unknown split 'valid'"), text)
     }
 
+    /// The array sources and training augmentation keys parse into specs; their mistakes are refused at line:column.
+    func testArraySourcesAndAugmentationKeys() throws {
+        let manifest = try ManifestParser.parse("""
+            datasets:
+              train: {source: image-folder, path: data/train, random_resized_crop: 224, flip: true}
+              arrays: {source: npy, path: data/x.npz, channels: gray}
+              digits: {source: idx, path: d/images-idx3-ubyte, labels: d/labels-idx1-ubyte}
+              cifar: {source: cifar10, split: test, mean: [0.49, 0.48, 0.45], std: 0.25}
+            stages:
+              a: {uses: number}
+            """, file: "p.yaml")
+        let specs = Dictionary(uniqueKeysWithValues: manifest.datasets.map { ($0.name, $0.spec) })
+        XCTAssertEqual(specs["train"]?.randomResizedCrop, 224)
+        XCTAssertEqual(specs["train"]?.flip, true)
+        XCTAssertEqual(specs["arrays"]?.effectiveChannels, .gray)
+        XCTAssertEqual(specs["digits"]?.labels, "d/labels-idx1-ubyte")
+        XCTAssertEqual(specs["cifar"]?.split, .test)
+        let text = manifestErrors {
+            _ = try ManifestParser.parse("""
+                datasets:
+                  a: {source: cifar10}
+                  b: {source: npy, split: test}
+                  c: {source: image-folder, path: x, resize: 256, random_resized_crop: 224}
+                  d: {source: image-folder, path: x, flip: 1}
+                  e: {source: fashion-mnist, split: test, flip: true}
+                stages:
+                  s: {uses: number}
+                """, file: "p.yaml")
+        }
+        XCTAssertTrue(text.contains("p.yaml:2:6: error: dataset 'a' needs 'split:'"), text)
+        XCTAssertTrue(text.contains("p.yaml:3:6: error: dataset 'b' (npy) needs 'path:'"), text)
+        XCTAssertTrue(text.contains("p.yaml:4:6: error: dataset 'c': invalid dataset spec: random_resized_crop replaces resize and crop"), text)
+        XCTAssertTrue(text.contains("p.yaml:5:44: error: 'flip' must be true or false"), text)
+        XCTAssertTrue(text.contains("p.yaml:6:43: error: dataset 'e': 'flip' applies to"), text)
+    }
+
     func testChoiceAndDatasetParametersChecked() throws {
         let text = manifestErrors {
             _ = try TemporaryProject().plan("stages:\n  a: {uses: number, with: {value: 1}}\n  b: {uses: sum, needs: a, with: {mode: tripel}}\n", registry: registry)

@@ -19,7 +19,7 @@ final class DataTests: XCTestCase {
         XCTAssertEqual(batches.batchesPerEpoch, 2)
         var firstEpoch: [Int] = []
         for _ in 0..<2 {
-            let batch = batches.next()
+            let batch = try batches.next()
             XCTAssertEqual(batch.images.shape, [5, 1, 2, 3])
             for slot in 0..<5 {
                 let image = Int(batch.images.data[slot * 6]) / 100
@@ -29,24 +29,24 @@ final class DataTests: XCTestCase {
         }
         XCTAssertEqual(firstEpoch.sorted(), Array(0..<10))
         XCTAssertNotEqual(firstEpoch, Array(0..<10), "shuffled")
-        let secondEpoch = (0..<2).flatMap { _ in batches.next().images.data.enumerated().filter { $0.offset % 6 == 0 }.map { Int($0.element) / 100 } }
+        let secondEpoch = try (0..<2).flatMap { _ in try batches.next().images.data.enumerated().filter { $0.offset % 6 == 0 }.map { Int($0.element) / 100 } }
         XCTAssertEqual(secondEpoch.sorted(), Array(0..<10))
         XCTAssertNotEqual(secondEpoch, firstEpoch, "each epoch reshuffles")
 
         var again = ShuffledBatches(images, batchSize: 5, seed: 7)
         var other = ShuffledBatches(images, batchSize: 5, seed: 8)
-        let replay = again.next().images, different = other.next().images
+        let replay = try again.next().images, different = try other.next().images
         var original = ShuffledBatches(images, batchSize: 5, seed: 7)
-        XCTAssertEqual(original.next().images, replay)
+        XCTAssertEqual(try original.next().images, replay)
         XCTAssertNotEqual(different, replay)
     }
 
     func testIncompleteLastBatchIsDropped() throws {
         var batches = ShuffledBatches(try numberedImages(), batchSize: 4, shuffle: false)
         XCTAssertEqual(batches.batchesPerEpoch, 2)
-        XCTAssertEqual(batches.next().labels, [0, 1, 2, 0])
-        XCTAssertEqual(batches.next().labels, [1, 2, 0, 1])
-        XCTAssertEqual(batches.next().labels, [0, 1, 2, 0], "a new epoch starts instead of a 2-image batch")
+        XCTAssertEqual(try batches.next().labels, [0, 1, 2, 0])
+        XCTAssertEqual(try batches.next().labels, [1, 2, 0, 1])
+        XCTAssertEqual(try batches.next().labels, [0, 1, 2, 0], "a new epoch starts instead of a 2-image batch")
     }
 
     func testFlipAndCrop() {
@@ -76,7 +76,7 @@ final class DataTests: XCTestCase {
         let prefetched = PrefetchingBatches(ShuffledBatches(images, batchSize: 4, augmentation: augmentation, seed: 3), depth: 3)
         XCTAssertEqual(prefetched.batchesPerEpoch, 7)
         for _ in 0..<20 {
-            let a = direct.next(), b = prefetched.next()
+            let a = try direct.next(), b = try prefetched.next()
             XCTAssertEqual(a.images, b.images)
             XCTAssertEqual(a.labels, b.labels)
         }

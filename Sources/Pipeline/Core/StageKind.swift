@@ -1,5 +1,6 @@
 import Foundation
 import Datasets
+import Graph
 
 /// What a stage parameter holds. The type drives manifest validation, `--set` parsing, CLI flags and
 /// how the parameter enters the stage key (an `inputFile` enters by the digest of the file's content).
@@ -88,6 +89,14 @@ public struct StageResult: Sendable {
     /// The metric holding a stage's warnings (an array of sentences): recorded with the other metrics, so a cached
     /// stage warns again, and printed on lines of their own by the runner and the plain commands.
     public static let warningsMetric = "warnings"
+
+    /// `skipped_images` and a warning naming the first, when a dataset read under `on_error: skip` left images out.
+    public static func skippedImageMetrics(_ data: any ImageDataset) -> [String: JSONValue] {
+        let skipped = data.skippedImages
+        guard !skipped.isEmpty else { return [:] }
+        return ["skipped_images": .int(skipped.count),
+                warningsMetric: .array([.string("\(skipped.count) of \(data.count) images were skipped (on_error: skip); the first: \(skipped[0])")])]
+    }
 
     public static func warnings(in metrics: [String: JSONValue]) -> [String] {
         metrics[warningsMetric]?.arrayValue?.compactMap(\.stringValue) ?? []
@@ -223,6 +232,28 @@ public struct StageContext: Sendable {
         let reference = try string(name)
         if let declared = datasets[reference] { return declared }
         return try DatasetSpec(shorthand: reference)
+    }
+
+    /// Opens the dataset named by parameter `name` (see `openDataset(_:)`).
+    public func openDataset(_ name: String) throws -> any ImageDataset {
+        try openDataset(try dataset(name))
+    }
+
+    /// Opens `spec` for reading: in memory when it fits (decoding shown on the progress line), else streaming.
+    public func openDataset(_ spec: DatasetSpec) throws -> any ImageDataset {
+        var begun = false
+        defer { if begun { progress.finish() } }
+        return try DatasetLoader.open(spec, projectDirectory: projectDirectory) { done, total in
+            if !begun { begun = true; self.progress.begin("decode \(spec.path ?? spec.name)", total: total) }
+            self.progress.advanceTo(done)
+        }
+    }
+
+    /// `graph` with the preprocessing of dataset parameter `name` recorded in its metadata (`eval` and `infer` read it).
+    public func recordingPreprocessing(_ graph: Graph, dataset name: String) throws -> Graph {
+        var graph = graph
+        graph.metadata[ImagePreprocessing.metadataKey] = ImagePreprocessing(try dataset(name)).json
+        return graph
     }
 
     /// The `model` artifact of the single upstream stage.

@@ -8,7 +8,8 @@ import Datasets
 public struct ManifestParser {
     public static let topLevelKeys = ["name", "description", "datasets", "stages", "matrix"]
     public static let stageKeys = ["uses", "needs", "with", "outputs"]
-    public static let datasetKeys = ["source", "split", "limit", "pad", "mean", "std", "root", "path", "channels", "resize", "crop", "on_error", "alpha", "classes"]
+    public static let datasetKeys = ["source", "split", "limit", "pad", "mean", "std", "root", "path", "labels", "channels", "resize", "crop",
+                                     "random_resized_crop", "flip", "on_error", "alpha", "classes"]
 
     private let file: String
     private var diagnostics: [ManifestDiagnostic] = []
@@ -76,10 +77,11 @@ public struct ManifestParser {
             guard let name = expectString(key, what: "a dataset name"), let fields = expectMapping(value, what: "dataset '\(name)'") else { continue }
             var source: String?, split: DatasetSplit?, limit: Int?, pad: Int?, mean: [Double]?, std: [Double]?, root: String?
             var path: String?, channels: ImageChannels?, resize: ImageResize?, crop: Int?, onError: ImageErrorPolicy?, alpha: AlphaPolicy?, classes: String?
+            var labels: String?, randomResizedCrop: Int?, flip: Bool?
             var imageOnlyField: (String, Node)?
             for (fieldKey, fieldValue) in fields {
                 guard let field = keyString(fieldKey, allowed: Self.datasetKeys, context: "dataset '\(name)'") else { continue }
-                if ["path", "channels", "resize", "crop", "on_error", "alpha", "classes"].contains(field), imageOnlyField == nil { imageOnlyField = (field, fieldKey) }
+                if ["path", "labels", "channels", "resize", "crop", "random_resized_crop", "flip", "on_error", "alpha", "classes"].contains(field), imageOnlyField == nil { imageOnlyField = (field, fieldKey) }
                 switch field {
                 case "source":
                     if let text = expectString(fieldValue, what: "'source'") {
@@ -100,6 +102,12 @@ public struct ManifestParser {
                 case "root": root = expectString(fieldValue, what: "'root'")
                 case "path": path = expectString(fieldValue, what: "'path'")
                 case "classes": classes = expectString(fieldValue, what: "'classes'")
+                case "labels": labels = expectString(fieldValue, what: "'labels'")
+                case "random_resized_crop": randomResizedCrop = expectInt(fieldValue, what: "'random_resized_crop'", minimum: 1)
+                case "flip":
+                    if case .scalar = fieldValue, case .bool(let value)? = jsonValue(fieldValue) { flip = value } else {
+                        report(fieldValue, "'flip' must be true or false; found \(describe(fieldValue))")
+                    }
                 case "crop": crop = expectInt(fieldValue, what: "'crop'", minimum: 1)
                 case "channels": channels = expectChoice(fieldValue, what: "'channels'", ImageChannels.self)
                 case "on_error": onError = expectChoice(fieldValue, what: "'on_error'", ImageErrorPolicy.self)
@@ -120,20 +128,26 @@ public struct ManifestParser {
             guard let source else { continue }
             let isImageSource = DatasetSpec.imageSourceNames.contains(source)
             if !isImageSource, let (field, node) = imageOnlyField {
-                report(node, "dataset '\(name)': '\(field)' applies to image-folder and image-list sources, not to \(source)")
+                report(node, "dataset '\(name)': '\(field)' applies to \(DatasetSpec.imageSourceNames.joined(separator: ", ")) sources, not to \(source) (an IDX shortcut with its fixed preprocessing)")
                 continue
             }
-            if isImageSource, path == nil, !fields.keys.contains(where: { $0.string == "path" }) {
-                report(value, "dataset '\(name)' (\(source)) needs 'path:' (\(source == "image-folder" ? "the folder of class subfolders or of images" : "the text file of 'path LABEL' lines"))")
+            let needsPath = isImageSource && source != "cifar10"
+            if needsPath, path == nil, !fields.keys.contains(where: { $0.string == "path" }) {
+                let what = ["image-folder": "the folder of class subfolders or of images", "image-list": "the text file of 'path LABEL' lines",
+                            "npy": "the .npz file with images and labels, or a .npy of images", "idx": "the IDX images file; its labels file goes in 'labels:'"][source] ?? "the files"
+                report(value, "dataset '\(name)' (\(source)) needs 'path:' (\(what))")
                 continue
             }
-            if !isImageSource, split == nil, !fields.keys.contains(where: { $0.string == "split" }) { report(value, "dataset '\(name)' needs 'split:' (train or test)") }
+            if !needsPath, split == nil, !fields.keys.contains(where: { $0.string == "split" }) { report(value, "dataset '\(name)' needs 'split:' (train or test)") }
             do {
                 let spec: DatasetSpec
                 if isImageSource {
-                    guard let path else { continue }
-                    spec = try DatasetSpec(imageSource: source, path: path, limit: limit, channels: channels, resize: resize, crop: crop,
-                                           pad: pad ?? 0, mean: mean, std: std, root: root, classes: classes, onError: onError, alpha: alpha)
+                    if needsPath, path == nil { continue }
+                    if !needsPath, split == nil { continue }
+                    spec = try DatasetSpec(imageSource: source, path: path, split: needsPath ? nil : split, labels: labels, limit: limit,
+                                           channels: channels, resize: resize, crop: crop,
+                                           pad: pad ?? 0, mean: mean, std: std, root: root, classes: classes, onError: onError, alpha: alpha,
+                                           randomResizedCrop: randomResizedCrop, flip: flip)
                 } else {
                     guard let split else { continue }
                     spec = try DatasetSpec(name: source, split: split, limit: limit, pad: pad ?? 2, mean: mean?.first, std: std?.first, root: root)

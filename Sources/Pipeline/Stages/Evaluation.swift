@@ -102,7 +102,7 @@ public enum Evaluator {
     /// The model's one image input, after checking that the dataset's preprocessed images have its shape; the
     /// error says which preprocessing fields to set.
     @discardableResult
-    public static func requireFit(_ graph: Graph, _ data: LabeledImages) throws -> ValueInfo {
+    public static func requireFit(_ graph: Graph, _ data: any ImageDataset) throws -> ValueInfo {
         guard let input = graph.inputs.first, graph.inputs.count == 1 else {
             throw StageFailure("model '\(graph.name)' has \(graph.inputs.count) inputs; qatflow needs exactly one image input")
         }
@@ -114,7 +114,7 @@ public enum Evaluator {
         return input
     }
 
-    public static func evaluate(_ graph: Graph, on data: LabeledImages, batch: Int, engine: EvaluationEngine = .float,
+    public static func evaluate(_ graph: Graph, on data: any ImageDataset, batch: Int, engine: EvaluationEngine = .float,
                                 threads: Int = 2, progress: ProgressReporter, label: String,
                                 onPrediction: ((Int) -> Void)? = nil) throws -> ClassificationMetrics {
         guard data.isLabeled else {
@@ -132,13 +132,14 @@ public enum Evaluator {
         }
         guard let outputName = graph.outputs.first?.name else { throw StageFailure("model '\(graph.name)' has no output") }
         var tally: ClassificationTally?
-        var pixels: [Float] = [], labels: [Int] = []
         progress.begin("evaluate \(label) (\(engine.rawValue))", total: data.count)
         defer { progress.finish() }
-        for start in stride(from: 0, to: data.count, by: batch) {
-            let indices = start..<min(start + batch, data.count)
-            data.copyBatch(indices, pixels: &pixels, labels: &labels)
-            let outputs = try run([input.name: Tensor(shape: [indices.count, data.channels, data.height, data.width], data: pixels)])
+        let batches = PrefetchedSequence(data, batch: batch)
+        while let loaded = try batches.next() {
+            let indices = 0..<loaded.count
+            let labels = loaded.labels
+            guard loaded.count > 0 else { progress.advance(by: batches.lastRequested); continue }
+            let outputs = try run([input.name: Tensor(shape: [indices.count, data.channels, data.height, data.width], data: loaded.pixels)])
             guard let logits = outputs[outputName] else { throw StageFailure("model produced no output '\(outputName)'") }
             let classes = logits.count / indices.count
             if tally == nil {
@@ -152,7 +153,7 @@ public enum Evaluator {
             }
             let predicted = tally!.add(logits: logits.data, labels: labels[...])
             if let onPrediction { predicted.forEach(onPrediction) }
-            progress.advance(by: indices.count)
+            progress.advance(by: batches.lastRequested)
         }
         return (tally ?? ClassificationTally(classes: data.classNames.count)).metrics(classNames: data.classNames)
     }
@@ -178,9 +179,10 @@ public enum EvaluateStage {
         run: run)
 
     /// Median milliseconds of one forward pass of one image (the dataset's first) on one thread, after warm-up.
-    static func latency(_ graph: Graph, engine: EvaluationEngine, data: LabeledImages, repeats: Int) throws -> Double {
+    static func latency(_ graph: Graph, engine: EvaluationEngine, data: any ImageDataset, repeats: Int) throws -> Double {
         guard let input = graph.inputs.first else { throw StageFailure("model '\(graph.name)' has no input") }
-        let image = Tensor(shape: [1, data.channels, data.height, data.width], data: Array(data.imagePixels(at: 0)))
+        let first = try data.materializedSubset(1, seed: 0)
+        let image = Tensor(shape: [1, data.channels, data.height, data.width], data: first.batch([0]).pixels)
         let run: ([String: Tensor]) throws -> [String: Tensor]
         switch engine {
         case .float: run = try FloatExecutor(graph: graph, threads: 1).run
@@ -202,7 +204,7 @@ public enum EvaluateStage {
         guard batch >= 1 else { throw StageFailure("stage '\(context.stageID)': batch must be ≥ 1") }
         let repeats = try context.int("latency_repeats")
         guard repeats >= 0 else { throw StageFailure("stage '\(context.stageID)': latency_repeats must be ≥ 0 (0: no timing), got \(repeats)") }
-        let data = try DatasetLoader.load(spec, projectDirectory: context.projectDirectory)
+        let data = try context.openDataset(spec)
         var metrics: [String: JSONValue] = ["images": .int(data.count)]
         var details: [String: JSONValue] = [:]
         for (stageID, url) in context.inputModels() {
@@ -245,6 +247,7 @@ public enum EvaluateStage {
         try ArtifactStore.writeAtomically(Data(JSONValue.object(details).canonical.utf8), to: report)
         metrics["models"] = .object(details)
         metrics["machine"] = MachineRecord.current.json
+        metrics.merge(StageResult.skippedImageMetrics(data)) { _, new in new }
         return StageResult(artifacts: ["report": "evaluation.json"], metrics: metrics)
     }
 }

@@ -160,7 +160,7 @@ public enum QATStage {
         guard source.nodes.contains(where: { $0.op == .batchNormalization }) || !source.nodes.contains(where: { $0.op == .conv }) else {
             throw StageFailure("stage '\(context.stageID)': the input model has no BatchNormalization nodes left; QAT folds BN while training, so convert the model with for_training: true")
         }
-        let data = try DatasetLoader.load(try context.dataset("dataset"), projectDirectory: context.projectDirectory)
+        let data = try context.openDataset("dataset")
         try Evaluator.requireFit(source, data)
         if !data.isLabeled, try context.double("distill") < 1 {
             throw StageFailure("stage '\(context.stageID)': the dataset is a folder of images without class subfolders; QAT on unlabeled images needs distill: 1.0 (the float model's predictions as the only targets)")
@@ -193,7 +193,7 @@ public enum QATStage {
             "qat_optimizer": recipe.optimizer.rawValue, "qat_schedule": recipe.schedule.rawValue,
         ])
         let output = context.outputDirectory.appendingPathComponent("model.safetensors")
-        try ModelFile.write(graph, to: output)
+        try ModelFile.write(try context.recordingPreprocessing(graph, dataset: "dataset"), to: output)
         let size = (try FileManager.default.attributesOfItem(atPath: output.path)[.size] as? Int) ?? 0
         var metrics: [String: JSONValue] = [
             "steps": .int(summary.steps),
@@ -206,6 +206,7 @@ public enum QATStage {
         if summary.finalLoss.isFinite { metrics["train_loss"] = .double(Double(summary.finalLoss)) }
         if summary.finalAccuracy.isFinite { metrics["train_accuracy"] = .double(Double(summary.finalAccuracy)) }
         if let frozen = summary.batchNormFrozenAt { metrics["bn_frozen_at"] = .int(frozen) }
+        metrics.merge(StageResult.skippedImageMetrics(data)) { _, new in new }
         return StageResult(artifacts: ["model": "model.safetensors"], metrics: metrics)
     }
 }

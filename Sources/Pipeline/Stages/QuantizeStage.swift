@@ -94,7 +94,7 @@ public enum QuantizeStage {
         if config.batchNormReestimationImages > 0 && !source.nodes.contains(where: { $0.op == .batchNormalization }) {
             throw StageFailure("stage '\(context.stageID)': bn_reestimate_images needs the model's BatchNormalization nodes, and the input model has none (BN already folded); convert it with for_training: true (qatflow convert --for-training), or set bn_reestimate_images: 0")
         }
-        let full = try DatasetLoader.load(try context.dataset("dataset"), projectDirectory: context.projectDirectory)
+        let full = try context.openDataset("dataset")
         try Evaluator.requireFit(source, full)
         let calibration = try CalibrationSubset.take(images, from: full, seed: UInt64(try context.int("seed")))
         var phase = ""
@@ -105,7 +105,7 @@ public enum QuantizeStage {
         }
         context.progress.finish()
         let output = context.outputDirectory.appendingPathComponent("model.safetensors")
-        try ModelFile.write(result.graph, to: output)
+        try ModelFile.write(try context.recordingPreprocessing(result.graph, dataset: "dataset"), to: output)
         let size = (try FileManager.default.attributesOfItem(atPath: output.path)[.size] as? Int) ?? 0
         let layers = try JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(result.layers.map(SafeReport.init)))
         let worst = result.layers.filter { $0.sqnr.isFinite }.min { $0.sqnr < $1.sqnr }
@@ -117,6 +117,7 @@ public enum QuantizeStage {
             "layers": layers,
         ]
         if let worst { metrics["min_sqnr_db"] = .double(worst.sqnr) }
+        metrics.merge(StageResult.skippedImageMetrics(full)) { _, new in new }
         if !result.biasCorrection.isEmpty {
             let corrections = result.biasCorrection
             metrics["bias_correction_images"] = .int(result.biasCorrectionImages)

@@ -52,13 +52,11 @@ public enum TrainStage {
         }
         let recipe = TrainingRecipe(context.parameters)
         let spec = try context.dataset("dataset")
-        let data = try DatasetLoader.load(spec, projectDirectory: context.projectDirectory)
+        let data = try context.openDataset(spec)
         guard data.isLabeled else {
             throw StageFailure("stage '\(context.stageID)': the dataset is a folder of images without class subfolders; training needs labels (class subfolders or an image list)")
         }
-        let validation = try context.optionalDataset("validation").map {
-            try DatasetLoader.load($0, projectDirectory: context.projectDirectory)
-        }
+        let validation = try context.optionalDataset("validation").map { try context.openDataset($0) }
         guard recipe.batch <= data.count else {
             throw StageFailure("stage '\(context.stageID)': parameter 'batch' is \(recipe.batch), more than the \(data.count) images of the dataset")
         }
@@ -88,7 +86,7 @@ public enum TrainStage {
         try loop.run()
 
         let output = context.outputDirectory.appendingPathComponent("model.safetensors")
-        try ModelFile.write(model.exportGraph(), to: output)
+        try ModelFile.write(try context.recordingPreprocessing(model.exportGraph(), dataset: "dataset"), to: output)
         return StageResult(artifacts: ["model": "model.safetensors"], metrics: loop.metrics(parameterCount: model.parameterCount))
     }
 
@@ -107,7 +105,7 @@ public enum TrainStage {
     }
 
     /// The model's input must take the dataset's images and its output must have a logit for every class.
-    static func checkFits(_ graph: Graph, _ data: LabeledImages, role: String, stageID: String) throws {
+    static func checkFits(_ graph: Graph, _ data: any ImageDataset, role: String, stageID: String) throws {
         guard let input = graph.inputs.first else { throw StageFailure("stage '\(stageID)': the model has no input") }
         let expected = Array(input.shape.dropFirst()), given = [data.channels, data.height, data.width]
         guard expected.count == 3, zip(expected, given).allSatisfy({ $0 == -1 || $0 == $1 }) else {

@@ -14,8 +14,8 @@ struct TrainingLoop {
     private let schedule: LearningRateSchedule
     private let model: TrainableModel
     private let optimizer: CheckpointableOptimizer
-    private let data: LabeledImages
-    private let validation: LabeledImages?
+    private let data: any ImageDataset
+    private let validation: (any ImageDataset)?
     private let augmentation: Augmentation
     private let folder: CheckpointFolder
     private let fingerprint: String
@@ -34,8 +34,8 @@ struct TrainingLoop {
     private var sessionSeconds = 0.0
 
     init(context: StageContext, recipe: TrainingRecipe, shape: RunShape, schedule: LearningRateSchedule,
-         model: TrainableModel, optimizer: CheckpointableOptimizer, data: LabeledImages, blackPixel: Float,
-         validation: LabeledImages?, folder: CheckpointFolder, fingerprint: String,
+         model: TrainableModel, optimizer: CheckpointableOptimizer, data: any ImageDataset, blackPixel: Float,
+         validation: (any ImageDataset)?, folder: CheckpointFolder, fingerprint: String,
          resumed: (checkpoint: TrainingCheckpoint, file: URL)?, started: Date) {
         self.context = context
         self.started = started

@@ -71,7 +71,7 @@ public struct QATRunSummary: Sendable {
 
 /// Runs the QAT fine-tuning loop on a `QuantizationAwareModel`.
 public enum QuantizationAwareTraining {
-    public static func train(_ qat: QuantizationAwareModel, on data: LabeledImages, recipe: QATRecipe,
+    public static func train(_ qat: QuantizationAwareModel, on data: any ImageDataset, recipe: QATRecipe,
                              progress: (TrainingProgress) -> Void = { _ in }) throws -> QATRunSummary {
         guard recipe.steps >= 0 else { throw QuantizationError("steps must be ≥ 0, got \(recipe.steps)") }
         guard recipe.batch >= 1, recipe.batch <= data.count else {
@@ -96,7 +96,9 @@ public enum QuantizationAwareTraining {
             trainer.distillation = (try TrainableModel(graph: qat.model.sourceGraph), recipe.distillationWeight)
         }
         let augmentation = recipe.augment ? Augmentation(cropPadding: 2, horizontalFlip: true) : Augmentation()
-        var batches = ShuffledBatches(data, batchSize: recipe.batch, augmentation: augmentation, seed: recipe.seed)
+        // In-memory batches are a copy away; streamed ones are decoded on another thread while a step runs.
+        let shuffled = ShuffledBatches(data, batchSize: recipe.batch, augmentation: augmentation, seed: recipe.seed)
+        var batches: any BatchSource = data is LabeledImages ? shuffled : PrefetchingBatches(shuffled)
         var summary = QATRunSummary(steps: 0, images: 0, seconds: 0, finalLoss: .nan, finalAccuracy: .nan)
         let start = Date()
         // Freezing happens between steps, so the loop runs in segments between freeze points.

@@ -1,28 +1,23 @@
+import Datasets
 import Foundation
 
 /// A small, fast, seedable generator (SplitMix64) so that a training run is a pure function of its seed:
 /// weight initialisation, shuffling, augmentation and Dropout all draw from streams derived from one seed.
 public struct SeededRandom: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+    private var generator: SplitMix64
 
     public init(seed: UInt64) {
-        state = seed
+        generator = SplitMix64(seed: seed)
     }
 
     /// An independent stream for a named purpose (so adding a consumer does not shift the others' draws).
     public func derived(_ purpose: UInt64) -> SeededRandom {
-        var copy = SeededRandom(seed: state ^ (purpose &* 0x9E37_79B9_7F4A_7C15))
+        var copy = SeededRandom(seed: generator.state ^ (purpose &* 0x9E37_79B9_7F4A_7C15))
         _ = copy.next()
         return copy
     }
 
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public mutating func next() -> UInt64 { generator.next() }
 
     /// Uniform in [0, 1) with 24 random bits (exactly representable).
     public mutating func nextUniform() -> Float {

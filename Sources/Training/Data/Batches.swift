@@ -19,15 +19,17 @@ public struct Batch: Sendable {
 public protocol BatchSource {
     /// Batches per epoch.
     var batchesPerEpoch: Int { get }
-    mutating func next() -> Batch
+    /// Throws when an image cannot be read (a file that vanished, a broken image under `on_error: fail`).
+    mutating func next() throws -> Batch
 }
 
-/// Shuffled, optionally augmented mini-batches from `LabeledImages`, reproducible from `seed`: epoch `e` uses
+/// Shuffled, optionally augmented mini-batches from an `ImageDataset`, reproducible from `seed`: epoch `e` uses
 /// its own permutation and augmentation stream, so the sequence of batches is a pure function of the seed.
 /// The last incomplete batch of an epoch is dropped (BatchNorm dislikes tiny batches; every image still appears
-/// in some epoch because each epoch reshuffles).
+/// in some epoch because each epoch reshuffles). The dataset's own declared augmentation (random resized crop,
+/// flip) is drawn per image from the epoch's stream; `augmentation` acts on the preprocessed floats.
 public struct ShuffledBatches: BatchSource, Sendable {
-    public let images: LabeledImages
+    public let images: any ImageDataset
     public let batchSize: Int
     public let augmentation: Augmentation
     public let shuffle: Bool
@@ -37,7 +39,7 @@ public struct ShuffledBatches: BatchSource, Sendable {
     public private(set) var epoch = -1
     private var random: SeededRandom
 
-    public init(_ images: LabeledImages, batchSize: Int, augmentation: Augmentation = Augmentation(), shuffle: Bool = true,
+    public init(_ images: any ImageDataset, batchSize: Int, augmentation: Augmentation = Augmentation(), shuffle: Bool = true,
                 seed: UInt64 = 0) {
         precondition(batchSize > 0 && batchSize <= images.count,
                      "batch size \(batchSize) must be in 1...\(images.count) (the number of images)")
@@ -51,13 +53,27 @@ public struct ShuffledBatches: BatchSource, Sendable {
 
     public var batchesPerEpoch: Int { images.count / batchSize }
 
-    public mutating func next() -> Batch {
+    public mutating func next() throws -> Batch {
         if epoch < 0 || position + batchSize > order.count { startEpoch() }
-        let indices = order[position..<(position + batchSize)]
+        let indices = Array(order[position..<(position + batchSize)])
         position += batchSize
-        var pixels: [Float] = []
-        var labels: [Int] = []
-        images.copyBatch(indices, pixels: &pixels, labels: &labels)
+        var loaded = try images.loadBatch(indices, augmentationSeed: augmentationSeed())
+        // Images left out under on_error: skip are made up from the following ones, so every batch is full.
+        var attempts = 0
+        while loaded.count < batchSize {
+            if position >= order.count { startEpoch() }
+            attempts += 1
+            guard attempts <= images.count else {
+                throw DatasetError.invalidArgument(reason: "no usable images left to fill a batch of \(batchSize): \(images.skippedImages.count) images were skipped (\(images.skippedImages.first ?? ""))")
+            }
+            let take = min(batchSize - loaded.count, order.count - position)
+            let more = try images.loadBatch(Array(order[position..<(position + take)]), augmentationSeed: augmentationSeed())
+            position += take
+            loaded.pixels += more.pixels
+            loaded.labels += more.labels
+        }
+        var pixels = loaded.pixels
+        let labels = loaded.labels
         if augmentation.isActive {
             let perImage = images.valuesPerImage
             pixels.withUnsafeMutableBufferPointer { buffer in
@@ -71,6 +87,13 @@ public struct ShuffledBatches: BatchSource, Sendable {
             }
         }
         return Batch(images: Tensor(shape: [batchSize, images.channels, images.height, images.width], data: pixels), labels: labels)
+    }
+
+    /// The seed of the dataset's declared augmentation for the batch at `position`: a function of the seed, the
+    /// epoch and the position only (drawing it from `random` would change the float augmentation's stream).
+    private func augmentationSeed() -> UInt64 {
+        var stream = seed.derived(0xA06_0000 &+ UInt64(epoch) &* 0x1_0000_0000 &+ UInt64(position))
+        return stream.next()
     }
 
     private mutating func startEpoch() {

@@ -14,7 +14,7 @@ public final class PrefetchingBatches: BatchSource {
         self.queue = queue
         worker = Thread { [source] in
             var source = source
-            while queue.put(source.next()) {}
+            while queue.put(Result { try source.next() }) {}
         }
         worker.name = "qatflow.prefetch"
         worker.start()
@@ -24,8 +24,8 @@ public final class PrefetchingBatches: BatchSource {
         queue.close()
     }
 
-    public func next() -> Batch {
-        queue.take()
+    public func next() throws -> Batch {
+        try queue.take().get()
     }
 }
 
@@ -33,7 +33,7 @@ public final class PrefetchingBatches: BatchSource {
 /// access to `items` and `closed` happens while holding `condition`.
 final class BatchQueue: @unchecked Sendable {
     private let condition = NSCondition()
-    private var items: [Batch] = []
+    private var items: [Result<Batch, Error>] = []
     private var closed = false
     private let capacity: Int
 
@@ -42,7 +42,7 @@ final class BatchQueue: @unchecked Sendable {
     }
 
     /// Waits for room; false once the queue is closed (the producer then stops).
-    func put(_ batch: Batch) -> Bool {
+    func put(_ batch: Result<Batch, Error>) -> Bool {
         condition.lock()
         defer { condition.unlock() }
         while items.count >= capacity && !closed { condition.wait() }
@@ -52,7 +52,7 @@ final class BatchQueue: @unchecked Sendable {
         return true
     }
 
-    func take() -> Batch {
+    func take() -> Result<Batch, Error> {
         condition.lock()
         defer { condition.unlock() }
         while items.isEmpty { condition.wait() }
