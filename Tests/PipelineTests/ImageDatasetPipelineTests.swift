@@ -18,18 +18,22 @@ final class ImageDatasetPipelineTests: XCTestCase {
           evaluate: {uses: evaluate, needs: [convert, quantize], with: {dataset: val}}
         """
 
-    func python(_ arguments: [String]) throws {
+    @discardableResult
+    func python(_ arguments: [String]) throws -> String {
         let python = ProcessInfo.processInfo.environment["QATFLOW_PYTHON"] ?? CLITests.repository.appendingPathComponent(".venv/bin/python").path
         guard FileManager.default.isExecutableFile(atPath: python) else { throw CLITestError("no Python venv at \(python): run make venv") }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: python)
         process.arguments = arguments
-        let errors = Pipe()
+        let errors = Pipe(), output = Pipe()
         process.standardError = errors
+        process.standardOutput = output
         try process.run()
+        let stdout = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         guard process.terminationStatus == 0 else { throw CLITestError("\(arguments[0]) failed: \(stderr)") }
+        return stdout
     }
 
     func testThreeChannelModelQuantizedFromAnUnlabeledJPEGFolder() throws {
@@ -48,6 +52,13 @@ final class ImageDatasetPipelineTests: XCTestCase {
         print("3-channel model on 1,000 RGB JPEGs: float \(float) %, W8A8 from 300 unlabeled JPEGs \(int8) % (int8 engine), int8 vs simulation agreement \(agreement) %")
         XCTAssertGreaterThanOrEqual(agreement, 99.9)
         XCTAssertGreaterThan(float, 93, "the trained model's accuracy, through JPEG")
+        // ONNX Runtime on Pillow's decode of the same JPEGs: the same top-1 within 0.1 point (libjpeg-turbo's IDCT
+        // may differ from Pillow's libjpeg by one level in a few pixels).
+        let ort = try python([CLITests.repository.appendingPathComponent("Tests/PipelineTests/Scripts/ort_folder_eval.py").path,
+                              models.appendingPathComponent("rgb.onnx").path, data.appendingPathComponent("val").path, "2", "0.2860", "0.3530"])
+        let ortTop1 = try XCTUnwrap(Double(ort.trimmingCharacters(in: .whitespacesAndNewlines)))
+        print("float top-1 on the 1,000 JPEGs: qatflow \(float) %, ONNX Runtime on Pillow's decode \(ortTop1) %")
+        XCTAssertEqual(float, ortTop1, accuracy: 0.1)
         XCTAssertEqual(int8, float, accuracy: 0.5)
 
         // A changed image re-runs what read its folder, nothing else; a new one too.
