@@ -8,7 +8,7 @@ QATFLOW    := $(BUILD_DIR)/$(CONFIG)/qatflow
 PIPELINE   ?= pipelines/mobilenetv2.yaml
 PY_PACKAGES := onnx onnxruntime numpy sympy safetensors pillow
 
-.PHONY: build test run bench datasets venv venv-torch proto clean qemu system-libraries
+.PHONY: build test run bench datasets venv venv-torch proto clean qemu system-libraries slurm
 
 build: system-libraries
 	$(SWIFT) build -c $(CONFIG) --scratch-path $(BUILD_DIR)
@@ -47,8 +47,17 @@ qemu:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user; } || \
 	  echo "note: no qemu-x86_64 (apt-get install qemu-user): the emulated-AVX2 ONNX Runtime tests will be skipped"
 
+# A one-node Slurm cluster on this machine (scripts/slurm-localhost.sh) for `qatflow run --executor slurm` and its
+# integration test; installed and started when we are root with apt-get, else that test is skipped and says why.
+slurm:
+	@command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; } || \
+	  echo "note: no Slurm (apt-get install slurm-wlm munge): the Slurm executor test will be skipped"
+	@[ "$$(id -u)" != 0 ] || ! command -v slurmctld >/dev/null 2>&1 || bash scripts/slurm-localhost.sh > /dev/null || \
+	  echo "note: the local Slurm cluster did not start (see /var/log/slurm/)"
+
 # Tests build in release: the numeric kernels are 100-700x slower in debug.
-test: system-libraries venv datasets qemu
+test: system-libraries venv datasets qemu slurm
 	QATFLOW_PYTHON=$(abspath $(PYTHON)) $(SWIFT) test -c $(CONFIG) --scratch-path $(BUILD_DIR)
 
 run: build datasets

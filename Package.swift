@@ -38,7 +38,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "kernel-bench", dependencies: ["Kernels"]),
-        .testTarget(name: "PipelineTests", dependencies: ["Pipeline"], exclude: ["Scripts"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline"], exclude: ["Scripts", "Golden"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets"], exclude: ["Scripts"]),
         .testTarget(name: "GraphTests", dependencies: ["Graph"]),

@@ -16,16 +16,34 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "No progress or per-stage lines; errors and the final line only.")
     var quiet = false
 
+    @Option(help: "local (this machine, --jobs at once) or slurm (each stage instance not cached becomes an sbatch job; the project and --cache-dir must be on a filesystem the nodes share).")
+    var executor = "local"
+    @Option(help: "Slurm partition for every job.") var partition: String?
+    @Option(help: "Slurm account for every job.") var account: String?
+    @Option(name: .customLong("slurm-arg"), parsing: .unconditionalSingleValue, help: ArgumentHelp("An extra sbatch argument for every job, e.g. --slurm-arg=--qos=short. Repeatable.", valueName: "ARG"))
+    var slurmArguments: [String] = []
+
     func run() throws {
         do {
             let plan = try options.makePlan()
             for name in forced where plan.instances.allSatisfy({ $0.stageID != name && $0.name != name }) {
                 throw ValidationError("--force \(name): no such stage in \(options.manifest)")
             }
-            let runner = Runner(plan: plan, store: options.store,
-                                options: RunOptions(jobs: jobs, forced: Set(forced), quiet: quiet, overrides: options.overrides),
-                                print: { printLine($0) })
-            let record = try runner.run()
+            let runOptions = RunOptions(jobs: jobs, forced: Set(forced), quiet: quiet, overrides: options.overrides)
+            guard executor == "slurm" || (partition == nil && account == nil && slurmArguments.isEmpty) else {
+                throw ValidationError("--partition, --account and --slurm-arg apply to --executor slurm")
+            }
+            let record: RunRecord
+            switch executor {
+            case "local":
+                record = try Runner(plan: plan, store: options.store, options: runOptions, print: { printLine($0) }).run()
+            case "slurm":
+                let slurm = SlurmOptions(partition: partition, account: account, extraArguments: slurmArguments, qatflow: currentExecutablePath())
+                record = try SlurmExecutor(plan: plan, manifest: URL(fileURLWithPath: options.manifest), store: options.store,
+                                           options: runOptions, slurm: slurm, print: { printLine($0) }).run()
+            default:
+                throw ValidationError("--executor \(executor): expected local or slurm")
+            }
             printLine("run \(record.id): \(record.summary) in \(String(format: "%.2f", record.seconds)) s")
             printLine("report: \(displayPath(RunHistory(store: options.store).directory(ofRun: record.id).appendingPathComponent(RunReport.fileName)))")
         } catch let error as ValidationError {
@@ -55,14 +73,29 @@ struct PlanCommand: ParsableCommand {
 }
 
 struct StatusCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "status", abstract: "List recent runs.")
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "List recent runs, or the Slurm jobs of one run and their states.")
 
+    @Argument(help: "A run id (or a unique prefix) submitted with --executor slurm: its jobs, from squeue/scontrol.") var runID: String?
     @Option(help: "Project directory. Default: the current directory.") var project: String?
     @Option(name: .customLong("cache-dir"), help: "Default: PROJECT/.qatflow") var cacheDirectory: String?
     @Option(name: .shortAndLong, help: "How many runs.") var limit = 10
 
     func run() throws {
         let store = storeFor(project: project, cacheDirectory: cacheDirectory)
+        if let runID {
+            do {
+                let jobs = try SlurmRunSelection.jobs(of: runID, store: store)
+                let states = try SlurmExecutor.states(of: jobs.jobs.map(\.id))
+                printLine("run \(jobs.run) (\(jobs.manifest)): \(jobs.jobs.count) Slurm jobs")
+                for job in jobs.jobs {
+                    let state = states[job.id].map { $0.state + ($0.reason.isEmpty || $0.reason == "None" ? "" : " (\($0.reason))") } ?? "?"
+                    printLine("  \(job.id)  \(job.instance.padding(toLength: 28, withPad: " ", startingAt: 0)) \(state)  log: \(job.log)")
+                }
+            } catch {
+                throw fail(error)
+            }
+            return
+        }
         let runs = RunHistory(store: store).recentRuns(limit: limit)
         if runs.isEmpty { printLine("no runs recorded in \(store.root.path)"); return }
         for line in RunHistory.statusLines(runs) { printLine(line) }
@@ -181,4 +214,59 @@ struct StagesCommand: ParsableCommand {
 func storeFor(project: String?, cacheDirectory: String?) -> ArtifactStore {
     let projectURL = URL(fileURLWithPath: project ?? FileManager.default.currentDirectoryPath).standardizedFileURL
     return ArtifactStore(root: cacheDirectory.map { URL(fileURLWithPath: $0).standardizedFileURL } ?? projectURL.appendingPathComponent(".qatflow"))
+}
+
+struct CancelCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Cancel the Slurm jobs of a run submitted with --executor slurm (scancel). Stages that finished stay in the cache; re-running resumes from it.")
+
+    @Argument(help: "A run id (or a unique prefix).") var runID: String
+    @Option(help: "Project directory. Default: the current directory.") var project: String?
+    @Option(name: .customLong("cache-dir"), help: "Default: PROJECT/.qatflow") var cacheDirectory: String?
+
+    func run() throws {
+        do {
+            let jobs = try SlurmRunSelection.jobs(of: runID, store: storeFor(project: project, cacheDirectory: cacheDirectory))
+            let ids = try SlurmExecutor.cancel(jobs)
+            printLine("run \(jobs.run): cancelled \(ids.count) Slurm job\(ids.count == 1 ? "" : "s") (\(ids.joined(separator: ", ")))")
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct RunStageCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "run-stage", abstract: "Run one stage instance described by a job file (what a Slurm job of `qatflow run --executor slurm` runs).", shouldDisplay: false)
+
+    @Argument(help: "The job file (JSON) the submitting run wrote.") var job: String
+
+    func run() throws {
+        do {
+            let record = try StageJob.read(URL(fileURLWithPath: job)).run(registry: .production, print: { printLine($0) })
+            printLine(Runner.describe(record, index: 1, total: 1))
+            if record.outcome == .failed { throw ExitCode.failure }
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+/// The Slurm jobs of the run `argument` names (an id or unique prefix), from its `slurm.json`.
+enum SlurmRunSelection {
+    static func jobs(of argument: String, store: ArtifactStore) throws -> SlurmRunJobs {
+        let runs = ((try? FileManager.default.contentsOfDirectory(atPath: store.runsDirectory.path)) ?? []).filter { $0.hasPrefix(argument) }.sorted()
+        guard !runs.isEmpty else { throw StageFailure("no run \(argument) in \(store.runsDirectory.path)") }
+        guard runs.count == 1 else { throw StageFailure("run id \(argument) is ambiguous: \(runs.joined(separator: ", "))") }
+        let file = SlurmRunJobs.fileURL(runDirectory: store.runsDirectory.appendingPathComponent(runs[0]))
+        guard let data = FileManager.default.contents(atPath: file.path) else {
+            throw StageFailure("run \(runs[0]) was not run with --executor slurm (no \(file.path))")
+        }
+        return try JSONDecoder().decode(SlurmRunJobs.self, from: data)
+    }
+}
+
+/// The running qatflow binary's absolute path (what Slurm jobs run).
+func currentExecutablePath() -> String {
+    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
 }

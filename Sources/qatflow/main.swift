@@ -10,7 +10,7 @@ struct Qatflow: ParsableCommand {
         abstract: "Quantize CNNs: convert ONNX, calibrate, quantization-aware training, int8 inference, export.",
         version: QatflowVersion.string,
         subcommands: [RunCommand.self, PlanCommand.self, StatusCommand.self, ShowCommand.self, ReportCommand.self, GCCommand.self,
-                      StagesCommand.self, ConvertCommand.self, InspectCommand.self, InferCommand.self, EvalCommand.self, BenchCommand.self, BenchTrainCommand.self, BenchDataCommand.self, QuantizeCommand.self, TrainCommand.self, QATCommand.self, ExportCommand.self]
+                      StagesCommand.self, ConvertCommand.self, InspectCommand.self, InferCommand.self, EvalCommand.self, BenchCommand.self, BenchTrainCommand.self, BenchDataCommand.self, RunStageCommand.self, CancelCommand.self, QuantizeCommand.self, TrainCommand.self, QATCommand.self, ExportCommand.self]
     )
 }
 
@@ -41,10 +41,8 @@ struct ManifestOptions: ParsableArguments {
     }
 
     func makePlan() throws -> Plan {
-        let manifestURL = URL(fileURLWithPath: manifest)
-        let parsed = try ManifestParser.parse(contentsOf: manifestURL, displayName: manifest)
-        let overrides = try self.overrides.map(Override.init(parsing:))
-        return try Planner(registry: .production, projectDirectory: projectURL).plan(parsed, overrides: overrides).restricted(to: targets)
+        try Plan.load(manifest: URL(fileURLWithPath: manifest), displayName: manifest, projectDirectory: projectURL,
+                      overrides: overrides, registry: .production).restricted(to: targets)
     }
 }
 

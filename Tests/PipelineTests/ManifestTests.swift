@@ -131,6 +131,32 @@ final class ManifestTests: XCTestCase {
         XCTAssertTrue(text.contains("p.yaml:2:36: error: unknown split 'valid'"), text)
     }
 
+    /// `resources:` overrides the kind's defaults per stage; bad sizes and durations are refused at line:column.
+    func testStageResources() throws {
+        let plan = try TemporaryProject().plan("""
+            stages:
+              a: {uses: number, with: {value: 1}, resources: {cpus: 8, mem: 16G, time: 1h30m}}
+              b: {uses: number, with: {value: 2}, resources: {time: "01:00:00"}}
+              c: {uses: number, with: {value: 3}}
+            """, registry: registry)
+        XCTAssertEqual(plan.instance(named: "a")?.resources, StageResources(cpus: 8, memoryMB: 16384, minutes: 90))
+        XCTAssertEqual(plan.instance(named: "b")?.resources, StageResources(cpus: 2, memoryMB: 4096, minutes: 60))
+        XCTAssertEqual(plan.instance(named: "c")?.resources, StageResources())
+        XCTAssertEqual(StageResources.parseMemory("512M"), 512)
+        XCTAssertEqual(StageResources.parseTime("1-00:00:00"), 1440)
+        XCTAssertEqual(StageResources.parseTime("45"), 45)
+        let text = manifestErrors {
+            _ = try TemporaryProject().plan("""
+                stages:
+                  a: {uses: number, with: {value: 1}, resources: {cpus: 0, mem: lots, time: soon, gpus: 1}}
+                """, registry: registry)
+        }
+        XCTAssertTrue(text.contains("pipeline.yaml:2:57: error: 'cpus' must be ≥ 1; found 0"), text)
+        XCTAssertTrue(text.contains("error: 'mem' must be a size such as 16G or 512M; found string 'lots'"), text)
+        XCTAssertTrue(text.contains("error: 'time' must be a duration such as 30m"), text)
+        XCTAssertTrue(text.contains("unknown key 'gpus' in 'resources'"), text)
+    }
+
     /// The array sources and training augmentation keys parse into specs; their mistakes are refused at line:column.
     func testArraySourcesAndAugmentationKeys() throws {
         let manifest = try ManifestParser.parse("""

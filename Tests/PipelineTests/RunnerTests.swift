@@ -139,11 +139,19 @@ final class RunnerTests: XCTestCase {
     func testLeftoversOfAKilledRunAreClearedAndFinishedStagesKept() throws {
         let project = try TemporaryProject()
         _ = try project.run(Self.chain, registry: registry)
-        // What a kill -9 during a stage leaves: a scratch directory with a half-written file, and no record.
+        // What a kill -9 during a stage leaves: a scratch directory with a half-written file, and no record. Its
+        // owner (a process that has exited) is gone; a live run's scratch folder (this process's) must stay.
         let store = project.store
-        let scratch = store.temporaryDirectory.appendingPathComponent("twice-dead")
+        let exited = Process()
+        exited.executableURL = URL(fileURLWithPath: "/bin/true")
+        try exited.run()
+        exited.waitUntilExit()
+        let host = HolderFile.identity.host
+        let scratch = store.temporaryDirectory.appendingPathComponent("\(host)~\(exited.processIdentifier)~twice-dead")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         try Data("half".utf8).write(to: scratch.appendingPathComponent("model.qf"))
+        let live = store.temporaryDirectory.appendingPathComponent("\(host)~\(HolderFile.identity.pid)~other-run")
+        try FileManager.default.createDirectory(at: live, withIntermediateDirectories: true)
         let twiceKey = try XCTUnwrap(RunHistory(store: store).recentRuns(limit: 1).first?.stages.last?.key)
         try FileManager.default.removeItem(at: store.recordsDirectory.appendingPathComponent("\(twiceKey).json"))
 
@@ -151,7 +159,7 @@ final class RunnerTests: XCTestCase {
         let record = try project.run(Self.chain, registry: registry)
         XCTAssertEqual(log.names, ["twice"])
         XCTAssertEqual(record.stages.map(\.outcome), [.cached, .cached, .cached, .ran])
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: store.temporaryDirectory.path), [])
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: store.temporaryDirectory.path), [live.lastPathComponent])
     }
 
     func testEveryObjectMatchesItsDigest() throws {
@@ -164,7 +172,9 @@ final class RunnerTests: XCTestCase {
         }
     }
 
-    func testConcurrentRunsOnOneCacheTakeTurns() throws {
+    /// Two runs on one cache at once: the second waits for the stage key the first is computing (not for the
+    /// whole run), then restores it; each stage is computed once.
+    func testConcurrentRunsComputeASharedStageOnce() throws {
         let project = try TemporaryProject()
         let gate = DispatchSemaphore(value: 0)
         let registry = TestStages.registry(log: log, gate: gate)
@@ -189,8 +199,8 @@ final class RunnerTests: XCTestCase {
             secondDone.signal()
         }
         let waitDeadline = Date().addingTimeInterval(10)
-        while !messages.names.contains(where: { $0.contains("waiting for another qatflow run") }) && Date() < waitDeadline { usleep(10_000) }
-        XCTAssertTrue(messages.names.contains { $0.contains("waiting for another qatflow run") }, "\(messages.names)")
+        while !messages.names.contains(where: { $0.contains("slow: waiting for") }) && Date() < waitDeadline { usleep(10_000) }
+        XCTAssertTrue(messages.names.contains { $0.contains("slow: waiting for") && $0.contains("which is computing key") }, "\(messages.names)")
         gate.signal()
         XCTAssertEqual(firstDone.wait(timeout: .now() + 20), .success)
         XCTAssertEqual(secondDone.wait(timeout: .now() + 20), .success)
@@ -210,6 +220,14 @@ final class RunnerTests: XCTestCase {
         log.reset()
         _ = try project.run(Self.chain, registry: registry)
         XCTAssertEqual(log.names, [], "gc removed nothing a record needs")
+
+        // While a run uses the cache, gc refuses (its stored objects may not have a record yet).
+        let marker = try project.store.markActiveRun()
+        XCTAssertThrowsError(try GarbageCollector(store: project.store).collect()) { error in
+            XCTAssertTrue("\(error)".contains("the cache is in use by 1 run"), "\(error)")
+        }
+        marker.release()
+        XCTAssertNoThrow(try GarbageCollector(store: project.store).collect())
     }
 
     func testMatrixRunSharesUpstreamAndTableShowsSweptParameters() throws {

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A stored artifact: content digest, size, and the file name the stage gave it (kept so restored outputs and
 /// downstream stages see a meaningful extension).
@@ -28,7 +31,9 @@ public struct StageRecord: Codable, Sendable {
 /// The content-addressed cache under `.qatflow/`:
 /// `cache/objects/ab/abcdef…` (artifacts by SHA-256), `cache/stages/<key>.json` (stage records),
 /// `cache/checkpoints/<key>/` (a long stage's checkpoints, kept across killed runs until its record exists),
-/// `tmp/` (work in progress, emptied at the start of each run), `runs/<id>/` (run records), `lock`.
+/// `tmp/` (work in progress; a dead process's leftovers are removed when a run starts), `runs/<id>/` (run records),
+/// `locks/<key>` (a stage key being computed, see `HolderFile`), `active/` (one marker per running run, which
+/// keeps `gc` away) and `gc.lock`. Several runs, on one machine or on many sharing the folder (NFS), may use it at once.
 /// Every write goes to a temporary file first and is renamed into place, so a killed process leaves no
 /// half-written object or record; a record is written only after all its objects are in place.
 public struct ArtifactStore: Sendable {
@@ -40,7 +45,33 @@ public struct ArtifactStore: Sendable {
     public var recordsDirectory: URL { root.appendingPathComponent("cache/stages") }
     public var temporaryDirectory: URL { root.appendingPathComponent("tmp") }
     public var runsDirectory: URL { root.appendingPathComponent("runs") }
-    public var lockFile: URL { root.appendingPathComponent("lock") }
+    public var locksDirectory: URL { root.appendingPathComponent("locks") }
+    public var activeRunsDirectory: URL { root.appendingPathComponent("active") }
+    public var garbageCollectionLock: URL { root.appendingPathComponent("gc.lock") }
+
+    /// The lock file of stage key `key`.
+    public func keyLockFile(_ key: String) -> URL { locksDirectory.appendingPathComponent(key) }
+
+    /// Marks a run as using the cache until `release()`; waits while `gc` runs. The marker is created before
+    /// `gc.lock` is checked, and `gc` takes its lock before it checks the markers, so one of the two always waits.
+    public func markActiveRun() throws -> HolderFile {
+        let me = HolderFile.identity
+        guard let marker = try HolderFile.tryAcquire(activeRunsDirectory.appendingPathComponent("\(me.host)-\(me.pid)-\(UUID().uuidString.prefix(8))")) else {
+            throw StageFailure("cannot create a run marker in \(activeRunsDirectory.path)")
+        }
+        var told = false
+        while HolderFile.isHeld(garbageCollectionLock) {
+            if !told { told = true; FileHandle.standardError.write(Data("waiting for qatflow gc (\(HolderFile.holder(of: garbageCollectionLock) ?? "?")) to finish ...\n".utf8)) }
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+        return marker
+    }
+
+    /// The holders of live run markers (other runs using the cache now).
+    public func activeRuns() -> [String] {
+        let markers = (try? FileManager.default.contentsOfDirectory(at: activeRunsDirectory, includingPropertiesForKeys: nil)) ?? []
+        return markers.filter(HolderFile.isHeld).compactMap(HolderFile.holder(of:))
+    }
     public var checkpointsDirectory: URL { root.appendingPathComponent("cache/checkpoints") }
 
     /// The checkpoint folder of the stage with `key`. Unlike `tmp/` it is not emptied when a run starts: a
@@ -60,18 +91,33 @@ public struct ArtifactStore: Sendable {
         }
     }
 
-    /// Removes leftovers of killed runs. Call only while holding the lock.
-    public func clearTemporaryFiles() throws {
+    /// Removes the scratch folders of processes that are gone: on this host, by process id; on any host, when
+    /// untouched for a day. Folders of live runs (this one's neighbours) stay.
+    public func clearAbandonedTemporaryFiles() {
+        let fm = FileManager.default
+        let me = HolderFile.identity
+        for item in (try? fm.contentsOfDirectory(at: temporaryDirectory, includingPropertiesForKeys: [.contentModificationDateKey])) ?? [] {
+            let fields = item.lastPathComponent.split(separator: "~", maxSplits: 2)
+            let modified = (try? item.resourceValues(forKeys: [.contentModificationDateKey]).contentModificationDate) ?? .distantPast
+            let deadHere = fields.count == 3 && String(fields[0]) == me.host && Int32(fields[1]).map { kill($0, 0) != 0 && errno == ESRCH } == true
+            if deadHere || Date().timeIntervalSince(modified) > 86_400 { try? fm.removeItem(at: item) }
+        }
+    }
+
+    /// Removes everything in `tmp/`; only `gc`, which runs while no run is active, may.
+    func clearTemporaryFiles() throws {
         let fm = FileManager.default
         for item in (try? fm.contentsOfDirectory(at: temporaryDirectory, includingPropertiesForKeys: nil)) ?? [] {
             try fm.removeItem(at: item)
         }
     }
 
-    /// A new private directory inside `tmp/`.
+    /// A new private directory inside `tmp/`, named `host~pid~prefix-xxxxxxxx` so that a later run can tell
+    /// whether its owner is gone.
     public func makeScratchDirectory(prefix: String) throws -> URL {
         let safe = prefix.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" }
-        let url = temporaryDirectory.appendingPathComponent("\(String(safe))-\(UUID().uuidString.prefix(8))")
+        let me = HolderFile.identity
+        let url = temporaryDirectory.appendingPathComponent("\(me.host)~\(me.pid)~\(String(safe))-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         return url
     }

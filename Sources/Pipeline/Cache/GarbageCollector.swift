@@ -1,7 +1,7 @@
 import Foundation
 
 /// `qatflow gc`: deletes objects that no stage record references, and checkpoint folders of stages that have
-/// a record (finished: nothing will resume from them), under the run lock. Checkpoints of stages without a
+/// a record (finished: nothing will resume from them), while no run uses the cache (it refuses while one does, and runs wait for it). Checkpoints of stages without a
 /// record are kept: a re-run of that stage resumes from them.
 public struct GarbageCollector {
     public let store: ArtifactStore
@@ -16,8 +16,15 @@ public struct GarbageCollector {
 
     public func collect(dryRun: Bool = false) throws -> Result {
         try store.prepare()
-        let lock = try FileLock(url: store.lockFile, onWait: { FileHandle.standardError.write(Data(($0 + "\n").utf8)) })
-        defer { lock.unlock() }
+        let lock = try HolderFile.acquire(store.garbageCollectionLock) { holder in
+            FileHandle.standardError.write(Data("waiting for another qatflow gc (\(holder)) ...\n".utf8))
+        }
+        defer { lock.release() }
+        // Objects a running stage has stored but not yet named in a record would look unreferenced.
+        let active = store.activeRuns()
+        guard active.isEmpty else {
+            throw StageFailure("the cache is in use by \(active.count) run\(active.count == 1 ? "" : "s") (\(active.joined(separator: ", "))); run gc when they have finished")
+        }
         if !dryRun { try store.clearTemporaryFiles() }
         let records = store.allRecords()
         let referenced = Set(records.flatMap { $0.outputs.values.map(\.digest) })

@@ -137,12 +137,20 @@ public struct StageKind: Sendable {
     /// no upstream stages, so their stage must still check the input at run time.
     public let checkUpstream: @Sendable (_ parameters: [String: JSONValue], _ upstream: [StageInstance]) -> [ParameterProblem]
     public let run: @Sendable (StageContext) throws -> StageResult
+    /// What an instance gets unless its manifest stage says `resources:`.
+    public let resources: StageResources
+    /// Part of every key of this kind. Bump it when a change makes the kind write different outputs for the same
+    /// parameters and inputs (Tests/PipelineTests/Golden/stage-digests.json records what each version writes).
+    public let version: Int
 
-    public init(name: String, summary: String, parameters: [ParameterSpec], inputs: InputRule,
+    public init(name: String, summary: String, version: Int = 1, parameters: [ParameterSpec], inputs: InputRule,
+                resources: StageResources = StageResources(),
                 check: @escaping @Sendable ([String: JSONValue], Int) -> [ParameterProblem] = { _, _ in [] },
                 checkUpstream: @escaping @Sendable ([String: JSONValue], [StageInstance]) -> [ParameterProblem] = { _, _ in [] },
                 run: @escaping @Sendable (StageContext) throws -> StageResult) {
         self.name = name
+        self.version = version
+        self.resources = resources
         self.summary = summary
         self.parameters = parameters
         self.inputs = inputs

@@ -31,6 +31,20 @@ public struct StageDeclaration: Sendable {
     public var location: SourceLocation
     public var kindLocation: SourceLocation
     public var needsLocations: [SourceLocation]
+    /// `resources:` — each field given overrides the kind's default.
+    public var resources: ResourceOverrides = ResourceOverrides()
+}
+
+/// A manifest stage's `resources: {cpus: 8, mem: 16G, time: 30m}`.
+public struct ResourceOverrides: Sendable, Hashable {
+    public var cpus: Int?
+    public var memoryMB: Int?
+    public var minutes: Int?
+    public init() {}
+
+    public func applied(to defaults: StageResources) -> StageResources {
+        StageResources(cpus: cpus ?? defaults.cpus, memoryMB: memoryMB ?? defaults.memoryMB, minutes: minutes ?? defaults.minutes)
+    }
 }
 
 /// One `matrix:` axis: a parameter name and the values swept.

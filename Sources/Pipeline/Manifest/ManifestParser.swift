@@ -7,7 +7,7 @@ import Datasets
 /// `file:line:column` — the coding path of a `DecodingError` cannot. All problems are collected, not just the first.
 public struct ManifestParser {
     public static let topLevelKeys = ["name", "description", "datasets", "stages", "matrix"]
-    public static let stageKeys = ["uses", "needs", "with", "outputs"]
+    public static let stageKeys = ["uses", "needs", "with", "outputs", "resources"]
     public static let datasetKeys = ["source", "split", "limit", "pad", "mean", "std", "root", "path", "labels", "channels", "resize", "crop",
                                      "random_resized_crop", "flip", "on_error", "alpha", "classes"]
 
@@ -179,6 +179,7 @@ public struct ManifestParser {
             var needs: [String] = [], needsLocations: [SourceLocation] = []
             var parameters: [String: ParameterEntry] = [:]
             var outputs: [String: String] = [:]
+            var resources = ResourceOverrides()
             for (fieldKey, fieldValue) in fields {
                 guard let field = keyString(fieldKey, allowed: Self.stageKeys, context: "stage '\(id)'") else { continue }
                 switch field {
@@ -198,6 +199,8 @@ public struct ManifestParser {
                             parameters[paramName] = ParameterEntry(value: value, location: location(paramValue))
                         }
                     }
+                case "resources":
+                    resources = readResources(fieldValue)
                 case "outputs":
                     guard let entries = expectMapping(fieldValue, what: "'outputs' (artifact name → path)") else { continue }
                     for (artifactKey, pathNode) in entries {
@@ -217,7 +220,8 @@ public struct ManifestParser {
                 continue
             }
             result.append(StageDeclaration(id: id, kind: kind, needs: needs, parameters: parameters, outputs: outputs,
-                                           location: location(key), kindLocation: kindLocation, needsLocations: needsLocations))
+                                           location: location(key), kindLocation: kindLocation, needsLocations: needsLocations,
+                                           resources: resources))
         }
         return result
     }
@@ -361,6 +365,32 @@ public struct ManifestParser {
         if case .mapping(let mapping) = node { return mapping }
         report(node, "\(what) must be a mapping (key: value lines); found \(describe(node))")
         return nil
+    }
+
+    /// `resources: {cpus: 8, mem: 16G, time: 30m}`.
+    private mutating func readResources(_ node: Node) -> ResourceOverrides {
+        var resources = ResourceOverrides()
+        guard let fields = expectMapping(node, what: "'resources' (cpus, mem, time)") else { return resources }
+        for (key, value) in fields {
+            guard let field = keyString(key, allowed: ["cpus", "mem", "time"], context: "'resources'") else { continue }
+            let text: String? = {
+                if case .scalar = value, let json = jsonValue(value) { return json.stringValue ?? json.intValue.map(String.init) }
+                return nil
+            }()
+            switch field {
+            case "cpus": resources.cpus = expectInt(value, what: "'cpus'", minimum: 1)
+            case "mem":
+                if let memory = text.flatMap(StageResources.parseMemory) { resources.memoryMB = memory } else {
+                    report(value, "'mem' must be a size such as 16G or 512M; found \(describe(value))")
+                }
+            case "time":
+                if let minutes = text.flatMap(StageResources.parseTime) { resources.minutes = minutes } else {
+                    report(value, "'time' must be a duration such as 30m, 2h, 1h30m or 01:30:00; found \(describe(value))")
+                }
+            default: break
+            }
+        }
+        return resources
     }
 
     private mutating func expectString(_ node: Node, what: String) -> String? {

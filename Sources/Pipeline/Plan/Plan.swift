@@ -17,6 +17,8 @@ public struct StageInstance: Sendable {
     public let needs: [String]
     public let outputs: [String: String]
     public let location: SourceLocation
+    /// The kind's default resources with the manifest's `resources:` applied.
+    public var resources = StageResources()
 }
 
 /// The expanded DAG: instances in an order where every instance comes after the ones it needs.

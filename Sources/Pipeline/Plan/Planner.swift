@@ -92,9 +92,10 @@ public struct Planner {
                                              "\(problem.parameter == nil ? ":" : ",") \(problem)\(source)")
                     }
                 }
-                let instance = StageInstance(name: name, stageID: stage.id, kind: kind, parameters: parameters,
+                var instance = StageInstance(name: name, stageID: stage.id, kind: kind, parameters: parameters,
                                              matrixValues: combination, needs: needs, outputs: stage.outputs,
                                              location: stage.location)
+                instance.resources = stage.resources.applied(to: kind.resources)
                 instances.append(instance)
                 planned[name] = instance
             }

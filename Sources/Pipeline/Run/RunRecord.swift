@@ -48,6 +48,9 @@ public struct RunRecord: Codable, Sendable {
     public let engineVersion: String
     /// The machine this run ran on (nil in runs recorded before qatflow recorded it).
     public var machine: MachineRecord? = nil
+    /// `local` or `slurm` (nil in runs recorded before there was a choice). Under Slurm each stage's own
+    /// `machine` names the node that computed it.
+    public var executor: String? = nil
 
     public var summary: String {
         let count = { (outcome: StageOutcome) in stages.filter { $0.outcome == outcome }.count }

@@ -33,12 +33,11 @@ public final class Runner: @unchecked Sendable {
     private let store: ArtifactStore
     private let options: RunOptions
     private let print: @Sendable (String) -> Void
-    private let keys: StageKeyBuilder
+    private let execution: StageExecution
 
     /// State shared with worker threads; guarded by `condition`.
     private let condition = NSCondition()
     private var finished: [String: StageRunRecord] = [:]
-    private var producedOutputs: [String: [String: ArtifactReference]] = [:]
     private var dispatched = Set<String>()
     private var running = 0
     private var completedCount = 0
@@ -48,28 +47,35 @@ public final class Runner: @unchecked Sendable {
         self.store = store
         self.options = options
         self.print = print
-        self.keys = StageKeyBuilder(plan: plan)
+        self.execution = StageExecution(plan: plan, store: store, forced: options.forced, quiet: options.quiet, print: print)
     }
 
-    /// Runs the plan while holding the cache lock; writes and returns the run record.
+    /// Runs the plan; writes and returns the run record. Other runs may share the cache at the same time: each
+    /// stage key is locked while it is computed (`StageExecution`), and this run's marker keeps `gc` away.
     @discardableResult
     public func run() throws -> RunRecord {
         try store.prepare()
-        let lock = try FileLock(url: store.lockFile, onWait: print)
-        defer { lock.unlock() }
-        try store.clearTemporaryFiles()
+        let marker = try store.markActiveRun()
+        defer { marker.release() }
+        store.clearAbandonedTemporaryFiles()
 
         let started = Date()
         let runID = Self.makeRunID(started)
         schedule()
         let stages = plan.instances.map { finished[$0.name]! }
+        return try Self.finish(plan: plan, store: store, options: options, runID: runID, started: started, stages: stages, print: print)
+    }
+
+    /// Writes a finished run's record and report (the report failing only warns); throws `RunFailure` when a
+    /// stage failed or was skipped. Every executor ends here.
+    static func finish(plan: Plan, store: ArtifactStore, options: RunOptions, runID: String, started: Date,
+                       stages: [StageRunRecord], executor: String = "local", print: (String) -> Void) throws -> RunRecord {
         let record = RunRecord(id: runID, manifest: plan.manifest.file, name: plan.manifest.name, started: started.iso8601,
                                seconds: Date().timeIntervalSince(started), jobs: options.jobs, overrides: options.overrides,
                                succeeded: !stages.contains { $0.outcome == .failed || $0.outcome == .skipped },
-                               stages: stages, engineVersion: QatflowVersion.string, machine: .current)
+                               stages: stages, engineVersion: QatflowVersion.string, machine: .current, executor: executor)
         let runDirectory = store.runsDirectory.appendingPathComponent(runID)
         try store.writeJSON(record, to: runDirectory.appendingPathComponent("run.json"))
-        // The report is derived from the record: failing to write it must not turn a finished run into a failed one.
         do {
             try RunReport(run: record).write(to: runDirectory)
         } catch {
@@ -89,10 +95,7 @@ public final class Runner: @unchecked Sendable {
             for instance in plan.instances where finished[instance.name] == nil && !dispatched.contains(instance.name) {
                 let upstream = instance.needs.map { finished[$0] }
                 if let broken = upstream.compactMap({ $0 }).first(where: { $0.outcome == .failed || $0.outcome == .skipped }) {
-                    complete(StageRunRecord(instance: instance.name, stage: instance.stageID, kind: instance.kind.name,
-                                            outcome: .skipped, key: nil, seconds: 0, parameters: instance.parameters,
-                                            matrix: matrixObject(instance), outputs: [:], metrics: [:],
-                                            error: "not run: '\(broken.instance)' \(broken.outcome == .failed ? "failed" : "was not run")"))
+                    complete(StageExecution.skipped(instance, because: broken, matrix: StageExecution.matrixObject(instance)))
                     launched = true
                     continue
                 }
@@ -100,9 +103,8 @@ public final class Runner: @unchecked Sendable {
                 dispatched.insert(instance.name)
                 running += 1
                 launched = true
-                let inputs = instance.needs.map { ($0, producedOutputs[$0]!) }
                 DispatchQueue.global().async {
-                    let result = self.execute(instance, inputs: inputs)
+                    let result = self.execute(instance)
                     self.condition.lock()
                     self.running -= 1
                     self.complete(result)
@@ -117,7 +119,6 @@ public final class Runner: @unchecked Sendable {
     /// Called with `condition` locked.
     private func complete(_ result: StageRunRecord) {
         finished[result.instance] = result
-        producedOutputs[result.instance] = result.outputs
         completedCount += 1
         if !options.quiet || result.outcome == .failed {
             print(Self.describe(result, index: completedCount, total: plan.instances.count))
@@ -126,93 +127,16 @@ public final class Runner: @unchecked Sendable {
 
     // MARK: - One instance
 
-    private func execute(_ instance: StageInstance, inputs: [(String, [String: ArtifactReference])]) -> StageRunRecord {
-        let clock = Date()
-        var key: String?
-        func record(_ outcome: StageOutcome, outputs: [String: ArtifactReference] = [:], metrics: [String: JSONValue] = [:], error: String? = nil,
-                    machine: MachineRecord? = nil) -> StageRunRecord {
-            StageRunRecord(instance: instance.name, stage: instance.stageID, kind: instance.kind.name, outcome: outcome,
-                           key: key, seconds: Date().timeIntervalSince(clock), parameters: instance.parameters,
-                           matrix: matrixObject(instance), outputs: outputs, metrics: metrics, error: error, machine: machine)
-        }
-        do {
-            let inputDigests = Dictionary(uniqueKeysWithValues: inputs.map { ($0.0, $0.1.mapValues(\.digest)) })
-            let stageKey = try keys.key(for: instance, inputs: inputs.map { $0.1.mapValues(\.digest) })
-            key = stageKey
-            let forced = options.forced.contains(instance.stageID) || options.forced.contains(instance.name)
-            if !forced, let cached = store.usableRecord(forKey: stageKey) {
-                try restoreOutputs(of: instance, cached.outputs)
-                return record(.cached, outputs: cached.outputs, metrics: cached.metrics, machine: cached.machine)
-            }
-            if !options.quiet { print("      → running \(instance.name) (key \(stageKey.prefix(10)))") }
-            let scratch = try store.makeScratchDirectory(prefix: instance.name)
-            defer { try? FileManager.default.removeItem(at: scratch) }
-            let output = scratch.appendingPathComponent("out")
-            try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
-            let context = StageContext(
-                stageID: instance.name, parameters: instance.parameters,
-                inputs: instance.needs.enumerated().map { index, need in
-                    StageInput(stageID: need, kind: plan.instance(named: need)!.kind.name,
-                               artifacts: inputs[index].1.mapValues { store.objectURL($0.digest) },
-                               metrics: finishedMetrics(need))
-                },
-                outputDirectory: output, projectDirectory: plan.projectDirectory, datasets: plan.datasets,
-                progress: ProgressReporter(prefix: instance.name, quiet: options.quiet),
-                checkpointDirectory: store.checkpointDirectory(forKey: stageKey),
-                log: { [print = self.print, quiet = options.quiet, name = instance.name] message in
-                    if !quiet { print("      \(name): \(message)") }
-                })
-            let result = try instance.kind.run(context)
-            var stored: [String: ArtifactReference] = [:]
-            for (name, fileName) in result.artifacts.sorted(by: { $0.key < $1.key }) {
-                let file = output.appendingPathComponent(fileName)
-                guard FileManager.default.fileExists(atPath: file.path) else {
-                    throw StageFailure("stage kind '\(instance.kind.name)' reported artifact '\(name)' at \(fileName) but did not write it")
-                }
-                let (digest, size) = try store.storeObject(movingFrom: file)
-                stored[name] = ArtifactReference(digest: digest, size: size, fileName: (fileName as NSString).lastPathComponent)
-            }
-            let seconds = Date().timeIntervalSince(clock)
-            try store.write(StageRecord(key: stageKey, kind: instance.kind.name, instance: instance.name,
-                                        parameters: instance.parameters, inputs: inputDigests, outputs: stored,
-                                        metrics: result.metrics, created: Date().iso8601, seconds: seconds,
-                                        engineVersion: QatflowVersion.string, machine: .current))
-            store.removeCheckpoints(forKey: stageKey)
-            try restoreOutputs(of: instance, stored)
-            return record(.ran, outputs: stored, metrics: result.metrics, machine: .current)
-        } catch {
-            return record(.failed, error: String(describing: error))
-        }
-    }
-
-    private func finishedMetrics(_ name: String) -> [String: JSONValue] {
-        condition.lock(); defer { condition.unlock() }
-        return finished[name]?.metrics ?? [:]
-    }
-
-    /// Copies artifacts to the `outputs:` paths the manifest asks for.
-    private func restoreOutputs(of instance: StageInstance, _ outputs: [String: ArtifactReference]) throws {
-        for (artifact, path) in instance.outputs.sorted(by: { $0.key < $1.key }) {
-            guard let reference = outputs[artifact] else {
-                throw StageFailure("'outputs:' asks for artifact '\(artifact)', but stage kind '\(instance.kind.name)' produced only: \(outputs.keys.sorted().joined(separator: ", "))")
-            }
-            let destination = plan.projectDirectory.appendingPathComponent(Self.expand(path, for: instance))
-            try ArtifactStore.copyAtomically(store.objectURL(reference.digest), to: destination)
-        }
-    }
-
-    /// Matrix instances share one `outputs:` line; `${matrix.NAME}` in the path keeps their files apart.
-    static func expand(_ path: String, for instance: StageInstance) -> String {
-        MatrixReference.substitute(.string(path), with: instance.matrixValues).stringValue ?? path
-    }
-
-    private func matrixObject(_ instance: StageInstance) -> [String: JSONValue] {
-        Dictionary(uniqueKeysWithValues: instance.matrixValues.map { ($0.name, $0.value) })
+    private func execute(_ instance: StageInstance) -> StageRunRecord {
+        condition.lock()
+        let upstream = Dictionary(uniqueKeysWithValues: instance.needs.compactMap { need in finished[need].map { (need, $0) } })
+        condition.unlock()
+        return execution.run(instance, upstream: upstream)
     }
 
     // MARK: - Printing
 
-    static func describe(_ result: StageRunRecord, index: Int, total: Int) -> String {
+    public static func describe(_ result: StageRunRecord, index: Int, total: Int) -> String {
         let width = String(total).count
         let counter = "[" + String(repeating: " ", count: width - String(index).count) + "\(index)/\(total)]"
         let key = result.key.map { String($0.prefix(10)) } ?? "----------"

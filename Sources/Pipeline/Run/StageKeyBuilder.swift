@@ -1,8 +1,9 @@
 import Foundation
 import Datasets
 
-/// Computes stage keys: SHA-256 over the canonical JSON of (engine version, stage kind, parameters, input
-/// artifact digests). Parameters that name project files enter by their content digest, and dataset parameters
+/// Computes stage keys: SHA-256 over the canonical JSON of (stage kind and its version, parameters, input
+/// artifact digests). A kind's version changes when its code changes what it writes (`StageKind.version`; the
+/// golden-digest test fails until it does), so a new binary never reuses a stale entry of that kind only. Parameters that name project files enter by their content digest, and dataset parameters
 /// by their full spec, so the key changes when what the stage reads changes — not when a path is spelled
 /// differently or a stage is renamed.
 final class StageKeyBuilder: @unchecked Sendable {
@@ -28,8 +29,8 @@ final class StageKeyBuilder: @unchecked Sendable {
             }
         }
         let material: JSONValue = .object([
-            "engine": .string(QatflowVersion.string),
             "kind": .string(instance.kind.name),
+            "version": .int(instance.kind.version),
             "parameters": .object(parameters),
             "inputs": .array(inputs.map { .object($0.mapValues(JSONValue.string)) }),
         ])

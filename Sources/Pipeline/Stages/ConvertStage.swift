@@ -9,11 +9,13 @@ public enum ConvertStage {
     public static let kind = StageKind(
         name: "convert",
         summary: "ONNX → qatflow model file (BN and Dropout kept trainable with for_training)",
+        version: 1,
         parameters: [
             ParameterSpec("model", .inputFile, help: "the ONNX file to convert, relative to the project"),
             ParameterSpec("for_training", .bool, default: .bool(false), help: "keep BatchNormalization and Dropout as trainable nodes instead of folding BN"),
         ],
         inputs: .none,
+        resources: StageResources(cpus: 1, memoryMB: 2048, minutes: 15),
         run: run)
 
     static func run(_ context: StageContext) throws -> StageResult {

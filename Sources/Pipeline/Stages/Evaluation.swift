@@ -170,12 +170,14 @@ public enum EvaluateStage {
     public static let kind = StageKind(
         name: "evaluate",
         summary: "top-1/top-5, per-class accuracy and confusion matrix of each upstream model",
+        version: 1,
         parameters: [
             ParameterSpec("dataset", .dataset, default: .string("fashion-mnist:test"), help: "a dataset declared under 'datasets:' or NAME:SPLIT"),
             ParameterSpec("batch", .int, default: .int(100), help: "images per forward pass"),
             ParameterSpec("latency_repeats", .int, default: .int(20), help: "timed batch-1 forward passes per model on one thread, on this machine's int8 engine for a quantized model and the float engine otherwise (median reported as latency_ms_int8/<model> or latency_ms_float/<model>); 0: no timing"),
         ],
         inputs: .models,
+        resources: StageResources(cpus: 2, memoryMB: 4096, minutes: 60),
         run: run)
 
     /// Median milliseconds of one forward pass of one image (the dataset's first) on one thread, after warm-up.

@@ -63,6 +63,7 @@ public enum ExportStage {
     public static let kind = StageKind(
         name: "export",
         summary: "write the upstream model as qatflow / ONNX QDQ / float ONNX files plus model-card.json",
+        version: 1,
         parameters: [
             ParameterSpec("formats", .stringList, default: .null,
                           help: "files to write, of \(ExportFormat.names); default: qatflow, onnx-qdq for a quantized model, qatflow, onnx for a float one"),
@@ -71,6 +72,7 @@ public enum ExportStage {
                           help: "the dataset whose preprocessing (pad, mean, std) the model expects, recorded in the model card; no images are read"),
         ],
         inputs: .models,
+        resources: StageResources(cpus: 1, memoryMB: 2048, minutes: 15),
         run: run)
 
     static func run(_ context: StageContext) throws -> StageResult {

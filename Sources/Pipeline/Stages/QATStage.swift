@@ -11,6 +11,7 @@ public enum QATStage {
     public static let kind = StageKind(
         name: "qat",
         summary: "quantization-aware training (fake quant, BN folded while training) → QDQ model, bits 2–8",
+        version: 1,
         parameters: [
             ParameterSpec("bits", .int, default: .int(8), help: "bits of weights and activations (2–8)"),
             ParameterSpec("weight_bits", .int, default: .null, help: "bits of weights; default: bits"),
@@ -43,6 +44,7 @@ public enum QATStage {
             ParameterSpec("skip", .stringList, default: .array([]), help: "node names left in float"),
         ],
         inputs: .oneModel,
+        resources: StageResources(cpus: 2, memoryMB: 8192, minutes: 180),
         check: { parameters, _ in problems(parameters) },
         checkUpstream: { _, upstream in upstreamProblems(upstream) },
         run: run)

@@ -11,6 +11,7 @@ public enum QuantizeStage {
     public static let kind = StageKind(
         name: "quantize",
         summary: "post-training quantization (calibration) → QDQ model, bits 2–8 for weights and activations",
+        version: 1,
         parameters: [
             ParameterSpec("bits", .int, default: .int(8), help: "bits of weights and activations (2–8)"),
             ParameterSpec("weight_bits", .int, default: .null, help: "bits of weights; default: bits"),
@@ -30,6 +31,7 @@ public enum QuantizeStage {
             ParameterSpec("bn_reestimate_images", .int, default: .int(0), help: "training images run through the fake-quantized model in training mode to re-estimate BatchNorm statistics before folding (0: off; needs a model converted with for_training: true)"),
         ],
         inputs: .oneModel,
+        resources: StageResources(cpus: 2, memoryMB: 4096, minutes: 60),
         check: { parameters, _ in problems(parameters) },
         checkUpstream: { parameters, upstream in upstreamProblems(parameters, upstream) },
         run: run)
