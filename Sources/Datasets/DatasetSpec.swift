@@ -208,6 +208,15 @@ public struct DatasetSpec: Codable, Hashable, Sendable {
         }
     }
 
+    /// MNN's normalisation, x = (pixel − mean)·normal on 0–255, as this spec's (pixel/255 − mean)/std:
+    /// mean/255 and 1/(255·normal), per channel.
+    public static func fromMNN(mean: [Double], normal: [Double]) throws -> (mean: [Double], std: [Double]) {
+        guard normal.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+            throw DatasetError.invalidSpec(reason: "normal (MNN's multiplier on 0–255) must be positive numbers, got \(normal)")
+        }
+        return (mean.map { $0 / 255 }, normal.map { 1 / (255 * $0) })
+    }
+
     /// The normalisation of channel `c`.
     public func mean(ofChannel c: Int) -> Double { mean.count == 1 ? mean[0] : mean[c] }
     public func std(ofChannel c: Int) -> Double { std.count == 1 ? std[0] : std[c] }

@@ -37,6 +37,9 @@ struct InspectCommand: ParsableCommand {
             let graph = try ModelLoader.load(url, forTraining: true)
             let size = (try FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int)
             printLine(try GraphSummary(graph: graph, fileSize: size).text)
+            if let recorded = ImagePreprocessing(json: graph.metadata[ImagePreprocessing.metadataKey]) {
+                printLine("preprocessing (recorded by quantize/qat/train; eval and infer --image apply it): \(recorded.summary)")
+            }
         } catch {
             throw fail(error)
         }

@@ -77,6 +77,7 @@ struct DatasetOptions: ParsableArguments {
     @Option(help: "Zero padding per side, before normalising (default: 2 for NAME:SPLIT, 0 for image files).") var pad: Int?
     @Option(help: "x = (pixel/255 − mean)/std: one value or one per channel, comma-separated (MNN's 0–255 values: divide by 255).") var mean: String?
     @Option(help: "See --mean.") var std: String?
+    @Option(help: "MNN's normalisation instead of --std: x = (pixel − mean)·normal on 0–255, so --mean is then on 0–255 too (e.g. --mean 123.675,116.28,103.53 --normal 0.0171,0.0175,0.0174).") var normal: String?
     @Option(help: "A file of class names, one per line (image-folder: their order is the label order).") var classes: String?
     @Option(name: .customLong("on-error"), help: "fail or skip: what an undecodable image does (image files).") var onError: String?
     @Option(help: "error or drop: what an image with an alpha channel does (image files).") var alpha: String?
@@ -85,7 +86,7 @@ struct DatasetOptions: ParsableArguments {
 
     /// True when a preprocessing flag was given (otherwise `eval` uses what the model file recorded).
     var declaresPreprocessing: Bool {
-        channels != nil || resize != nil || crop != nil || pad != nil || mean != nil || std != nil || randomResizedCrop != nil
+        channels != nil || resize != nil || crop != nil || pad != nil || mean != nil || std != nil || normal != nil || randomResizedCrop != nil
     }
 
     /// The dataset as a spec; `isShorthand` when it is a plain NAME:SPLIT that stages can resolve themselves.
@@ -97,7 +98,11 @@ struct DatasetOptions: ParsableArguments {
             guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else { throw StageFailure("--\(flag) \(text): expected numbers separated by commas, e.g. 0.485,0.456,0.406") }
             return values.map { $0! }
         }
-        let means = try numbers(mean, "mean"), stds = try numbers(std, "std")
+        var means = try numbers(mean, "mean"), stds = try numbers(std, "std")
+        if let normal = try numbers(normal, "normal") {
+            guard stds == nil else { throw StageFailure("give --std (on pixel/255) or MNN's --normal (on 0–255), not both") }
+            (means, stds) = try DatasetSpec.fromMNN(mean: means ?? [0], normal: normal)
+        }
         if let idx = try? DatasetSpec(shorthand: dataset) {
             guard channels == nil, resize == nil, crop == nil, classes == nil, onError == nil, alpha == nil, randomResizedCrop == nil, !flip, labels == nil, root == nil else {
                 throw StageFailure("--dataset \(dataset) is an IDX dataset: --channels, --resize, --crop, --classes, --on-error and --alpha apply to image folders and lists")

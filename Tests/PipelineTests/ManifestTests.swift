@@ -165,6 +165,7 @@ final class ManifestTests: XCTestCase {
               arrays: {source: npy, path: data/x.npz, channels: gray}
               digits: {source: idx, path: d/images-idx3-ubyte, labels: d/labels-idx1-ubyte}
               cifar: {source: cifar10, split: test, mean: [0.49, 0.48, 0.45], std: 0.25}
+              mnn: {source: image-folder, path: x, mean: [127.5, 127.5, 127.5], normal: 0.00784313725}
             stages:
               a: {uses: number}
             """, file: "p.yaml")
@@ -174,6 +175,8 @@ final class ManifestTests: XCTestCase {
         XCTAssertEqual(specs["arrays"]?.effectiveChannels, .gray)
         XCTAssertEqual(specs["digits"]?.labels, "d/labels-idx1-ubyte")
         XCTAssertEqual(specs["cifar"]?.split, .test)
+        XCTAssertEqual(specs["mnn"]?.mean, [0.5, 0.5, 0.5], "MNN's mean on 0–255")
+        XCTAssertEqual(specs["mnn"]?.std.first ?? 0, 0.5, accuracy: 1e-9, "MNN's normal = 1/(255·std)")
         let text = manifestErrors {
             _ = try ManifestParser.parse("""
                 datasets:

@@ -9,7 +9,7 @@ public struct ManifestParser {
     public static let topLevelKeys = ["name", "description", "datasets", "stages", "matrix"]
     public static let stageKeys = ["uses", "needs", "with", "outputs", "resources"]
     public static let datasetKeys = ["source", "split", "limit", "pad", "mean", "std", "root", "path", "labels", "channels", "resize", "crop",
-                                     "random_resized_crop", "flip", "on_error", "alpha", "classes"]
+                                     "random_resized_crop", "flip", "on_error", "alpha", "classes", "normal"]
 
     private let file: String
     private var diagnostics: [ManifestDiagnostic] = []
@@ -77,7 +77,7 @@ public struct ManifestParser {
             guard let name = expectString(key, what: "a dataset name"), let fields = expectMapping(value, what: "dataset '\(name)'") else { continue }
             var source: String?, split: DatasetSplit?, limit: Int?, pad: Int?, mean: [Double]?, std: [Double]?, root: String?
             var path: String?, channels: ImageChannels?, resize: ImageResize?, crop: Int?, onError: ImageErrorPolicy?, alpha: AlphaPolicy?, classes: String?
-            var labels: String?, randomResizedCrop: Int?, flip: Bool?
+            var labels: String?, randomResizedCrop: Int?, flip: Bool?, normal: [Double]?, normalNode: Node?
             var imageOnlyField: (String, Node)?
             for (fieldKey, fieldValue) in fields {
                 guard let field = keyString(fieldKey, allowed: Self.datasetKeys, context: "dataset '\(name)'") else { continue }
@@ -103,6 +103,7 @@ public struct ManifestParser {
                 case "path": path = expectString(fieldValue, what: "'path'")
                 case "classes": classes = expectString(fieldValue, what: "'classes'")
                 case "labels": labels = expectString(fieldValue, what: "'labels'")
+                case "normal": normal = expectNumbers(fieldValue, what: "'normal'"); normalNode = fieldValue
                 case "random_resized_crop": randomResizedCrop = expectInt(fieldValue, what: "'random_resized_crop'", minimum: 1)
                 case "flip":
                     if case .scalar = fieldValue, case .bool(let value)? = jsonValue(fieldValue) { flip = value } else {
@@ -126,6 +127,13 @@ public struct ManifestParser {
             }
             if source == nil, !fields.keys.contains(where: { $0.string == "source" }) { report(value, "dataset '\(name)' needs 'source:' (one of \(DatasetSpec.sourceNames.joined(separator: ", ")))") }
             guard let source else { continue }
+            // MNN's config: mean on 0–255 and `normal` = 1/std on 0–255.
+            if let normal, let normalNode {
+                guard std == nil else { report(normalNode, "dataset '\(name)': give 'std' (on pixel/255) or MNN's 'normal' (on 0–255), not both"); continue }
+                do { (mean, std) = try DatasetSpec.fromMNN(mean: mean ?? [0], normal: normal) } catch {
+                    report(normalNode, "dataset '\(name)': \(error)"); continue
+                }
+            }
             let isImageSource = DatasetSpec.imageSourceNames.contains(source)
             if !isImageSource, let (field, node) = imageOnlyField {
                 report(node, "dataset '\(name)': '\(field)' applies to \(DatasetSpec.imageSourceNames.joined(separator: ", ")) sources, not to \(source) (an IDX shortcut with its fixed preprocessing)")

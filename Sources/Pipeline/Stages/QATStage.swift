@@ -32,7 +32,7 @@ public enum QATStage {
             ParameterSpec("batch", .int, default: .int(32), help: "images per step"),
             ParameterSpec("optimizer", .choice(QATRecipe.OptimizerKind.allCases.map(\.rawValue)), default: .string("adam"), help: "adam, adamw or sgd"),
             ParameterSpec("lr", .double, default: .double(1e-4), help: "learning rate"),
-            ParameterSpec("schedule", .choice(QATRecipe.ScheduleKind.allCases.map(\.rawValue)), default: .string("inv"), help: "inv: lr·(1 + 1e-4·step)^-0.75 (MNN), constant, cosine"),
+            ParameterSpec("schedule", .choice(QATRecipe.schedules.map(\.rawValue)), default: .string("inv"), help: "inv: lr·(1 + 1e-4·step)^-0.75 (MNN), constant, cosine"),
             ParameterSpec("weight_decay", .double, default: .double(4e-5), help: "weight decay (not on BN, biases or quantization scales)"),
             ParameterSpec("freeze_bn_after", .int, default: .null, help: "steps after which BN statistics freeze and convolutions run exactly folded; default never"),
             ParameterSpec("freeze_observers_after", .int, default: .null, help: "steps after which activation ranges stop moving; default never"),

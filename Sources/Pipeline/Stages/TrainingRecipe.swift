@@ -5,8 +5,8 @@ import Training
 /// images are augmented. `problems` checks them (the planner calls it, so mistakes are reported with the
 /// manifest's line and column); the initialiser only reads, filling optimizer-dependent defaults.
 struct TrainingRecipe {
-    enum OptimizerKind: String, CaseIterable { case sgd, adam, adamw }
-    enum ScheduleKind: String, CaseIterable { case constant, step, cosine, oneCycle = "one_cycle", inv }
+    typealias OptimizerKind = Training.OptimizerKind
+    typealias ScheduleKind = Training.ScheduleKind
     enum AugmentKind: String, CaseIterable { case none, crop, flip, cropFlip = "crop_flip" }
 
     static let builders = ["mobilenetv2-fmnist"]
@@ -143,36 +143,17 @@ struct TrainingRecipe {
     // MARK: - Engine objects
 
     func makeOptimizer() -> CheckpointableOptimizer {
-        switch optimizer {
-        case .sgd: return SGD(momentum: Float(momentum), nesterov: nesterov, weightDecay: Float(weightDecay))
-        case .adam: return Adam(weightDecay: Float(weightDecay))
-        case .adamw: return Adam.adamW(weightDecay: Float(weightDecay))
-        }
+        optimizer.make(momentum: Float(momentum), nesterov: nesterov, weightDecay: Float(weightDecay), scope: .all)
     }
 
     /// The learning rate at every step of the whole run (0-based global steps).
     func makeSchedule(totalSteps: Int, stepsPerEpoch: Int) throws -> LearningRateSchedule {
-        let rate = Float(learningRate)
-        switch schedule {
-        case .constant:
-            return LinearWarmup(ConstantSchedule(rate), steps: warmupSteps)
-        case .step:
-            return LinearWarmup(StepSchedule(base: rate, stepSize: max(1, (stepSizeEpochs ?? 1) * stepsPerEpoch), gamma: Float(gamma)),
-                                steps: warmupSteps)
-        case .inv:
-            return LinearWarmup(InverseSchedule(base: rate, gamma: Float(gamma), power: Float(power)), steps: warmupSteps)
-        case .cosine:
-            guard totalSteps > warmupSteps else {
-                throw StageFailure("parameter 'warmup_steps': \(warmupSteps) is not less than the \(totalSteps) training steps")
-            }
-            return CosineSchedule(base: rate, totalSteps: totalSteps, warmupSteps: warmupSteps, minimum: Float(minimumLearningRate))
-        case .oneCycle:
-            guard totalSteps >= 2, totalSteps > warmupSteps else {
-                throw StageFailure("schedule one_cycle needs at least 2 steps and warmup_steps below them (\(totalSteps) steps, warmup_steps \(warmupSteps))")
-            }
-            // PyTorch's pct_start (0.3) unless warmup_steps sets the rising phase.
-            let rising = warmupSteps > 0 ? Float(warmupSteps) / Float(totalSteps) : 0.3
-            return OneCycleSchedule(maxRate: rate, totalSteps: totalSteps, pctStart: rising)
+        do {
+            return try schedule.make(base: Float(learningRate), totalSteps: totalSteps, warmupSteps: warmupSteps,
+                                     stepSize: (stepSizeEpochs ?? 1) * stepsPerEpoch, gamma: Float(gamma), power: Float(power),
+                                     minimum: Float(minimumLearningRate))
+        } catch let error as ScheduleError {
+            throw StageFailure("parameter 'schedule': \(error)")
         }
     }
 
@@ -184,22 +165,6 @@ struct TrainingRecipe {
         case .flip: return Augmentation(horizontalFlip: true)
         case .cropFlip: return Augmentation(cropPadding: cropPadding, fillValue: fillValue, horizontalFlip: true)
         }
-    }
-}
-
-/// A schedule preceded by a linear ramp from 0 to its own value over `steps` steps (as `CosineSchedule` warms up).
-struct LinearWarmup: LearningRateSchedule {
-    let base: any LearningRateSchedule
-    let steps: Int
-
-    init(_ base: any LearningRateSchedule, steps: Int) {
-        self.base = base
-        self.steps = steps
-    }
-
-    func learningRate(at step: Int) -> Float {
-        let rate = base.learningRate(at: step)
-        return step < steps ? rate * Float(step) / Float(steps) : rate
     }
 }
 

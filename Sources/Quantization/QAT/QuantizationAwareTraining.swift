@@ -6,8 +6,10 @@ import Training
 /// The fine-tuning part of QAT. Defaults are the reference recipe (MNN's demo): 100 steps of batch 32, Adam
 /// (β₁ 0.9) with weight decay 4e-5, lr 1e-4 · (1 + 1e-4·step)^−0.75.
 public struct QATRecipe: Sendable, Equatable {
-    public enum OptimizerKind: String, Sendable, CaseIterable { case adam, adamw, sgd }
-    public enum ScheduleKind: String, Sendable, CaseIterable { case inv, constant, cosine }
+    public typealias OptimizerKind = Training.OptimizerKind
+    public typealias ScheduleKind = Training.ScheduleKind
+    /// The schedules a QAT run offers (the others need epochs or warm-up settings QAT does not take).
+    public static let schedules: [ScheduleKind] = [.inv, .constant, .cosine]
 
     public var steps: Int = 100
     public var batch: Int = 32
@@ -38,22 +40,15 @@ public struct QATRecipe: Sendable, Equatable {
     public init() {}
 
     func makeOptimizer() -> Optimizer {
-        switch optimizer {
-        case .adam: return Adam(weightDecay: weightDecay, weightDecayScope: .weightsOnly)
-        case .adamw:
-            let adamW = Adam.adamW(weightDecay: weightDecay)
-            adamW.weightDecayScope = .weightsOnly
-            return adamW
-        case .sgd: return SGD(momentum: momentum, weightDecay: weightDecay, weightDecayScope: .weightsOnly)
-        }
+        optimizer.make(momentum: momentum, weightDecay: weightDecay, scope: .weightsOnly)
     }
 
-    func makeSchedule() -> LearningRateSchedule {
-        switch schedule {
-        case .inv: return InverseSchedule(base: learningRate, gamma: 1e-4, power: 0.75)
-        case .constant: return ConstantSchedule(learningRate)
-        case .cosine: return CosineSchedule(base: learningRate, totalSteps: steps)
+    /// inv is MNN's lr·(1 + 1e-4·step)^−0.75.
+    func makeSchedule() throws -> LearningRateSchedule {
+        guard Self.schedules.contains(schedule) else {
+            throw QuantizationError("QAT takes schedule \(Self.schedules.map(\.rawValue).joined(separator: ", ")), not \(schedule.rawValue)")
         }
+        return try schedule.make(base: learningRate, totalSteps: max(1, steps), gamma: 1e-4, power: 0.75)
     }
 }
 
@@ -88,7 +83,7 @@ public enum QuantizationAwareTraining {
         guard recipe.labelSmoothing >= 0, recipe.labelSmoothing < 1 else {
             throw QuantizationError("label smoothing must be in [0, 1), got \(recipe.labelSmoothing)")
         }
-        let trainer = Trainer(model: qat.model, optimizer: recipe.makeOptimizer(), schedule: recipe.makeSchedule(),
+        let trainer = Trainer(model: qat.model, optimizer: recipe.makeOptimizer(), schedule: try recipe.makeSchedule(),
                               loss: SoftmaxCrossEntropy(labelSmoothing: recipe.labelSmoothing),
                               threads: recipe.threads, seed: recipe.seed)
         if recipe.distillationWeight > 0 {
