@@ -152,7 +152,7 @@ final class CLITests: XCTestCase {
         // Wait until convert's record exists and evaluate is at work in its scratch directory.
         while Date() < deadline {
             let scratch = (try? FileManager.default.contentsOfDirectory(atPath: store.temporaryDirectory.path)) ?? []
-            if store.allRecords().count == 1 && scratch.contains(where: { $0.hasPrefix("evaluate") }) { break }
+            if store.allRecords().count == 1 && scratch.contains(where: { $0.contains("~evaluate-") }) { break }
             usleep(20_000)
         }
         usleep(300_000)

@@ -186,6 +186,8 @@ public struct StageContext: Sendable {
     /// One-line messages for the user (resumed from a checkpoint, an epoch finished); printed unless quiet.
     /// Unlike `progress`, these also appear when stderr is not a terminal.
     public let log: @Sendable (String) -> Void
+    /// Worker threads the stage should use: its instance's `resources.cpus` (2 outside a pipeline).
+    public var threads = 2
 
     public init(stageID: String, parameters: [String: JSONValue], inputs: [StageInput], outputDirectory: URL,
                 projectDirectory: URL, datasets: [String: DatasetSpec], progress: ProgressReporter,

@@ -73,7 +73,7 @@ public struct StageExecution: Sendable {
         defer { try? FileManager.default.removeItem(at: scratch) }
         let output = scratch.appendingPathComponent("out")
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
-        let context = StageContext(
+        var context = StageContext(
             stageID: instance.name, parameters: instance.parameters,
             inputs: instance.needs.enumerated().map { index, need in
                 StageInput(stageID: need, kind: plan.instance(named: need)!.kind.name,
@@ -86,6 +86,7 @@ public struct StageExecution: Sendable {
             log: { [print, quiet, name = instance.name] message in
                 if !quiet { print("      \(name): \(message)") }
             })
+        context.threads = instance.resources.cpus
         let result = try instance.kind.run(context)
         var stored: [String: ArtifactReference] = [:]
         for (name, fileName) in result.artifacts.sorted(by: { $0.key < $1.key }) {

@@ -217,7 +217,7 @@ public enum EvaluateStage {
                 metrics["\(quantized ? "latency_ms_int8" : "latency_ms_float")/\(stageID)"] = .double((milliseconds * 1000).rounded() / 1000)
             }
             guard Evaluator.isQuantized(graph) else {
-                let result = try Evaluator.evaluate(graph, on: data, batch: batch, progress: context.progress, label: stageID)
+                let result = try Evaluator.evaluate(graph, on: data, batch: batch, threads: context.threads, progress: context.progress, label: stageID)
                 metrics["top1/\(stageID)"] = .double(result.top1)
                 metrics["top5/\(stageID)"] = .double(result.top5)
                 metrics["per_class/\(stageID)"] = result.perClassMetric
@@ -228,9 +228,9 @@ public enum EvaluateStage {
             // A quantized model is run by the int8 engine (its accuracy is the one reported) and by its float
             // simulation; the two must compute the same function, so their agreement is reported too.
             var int8Predictions: [Int] = [], simulatedPredictions: [Int] = []
-            let int8 = try Evaluator.evaluate(graph, on: data, batch: batch, engine: .int8, progress: context.progress,
+            let int8 = try Evaluator.evaluate(graph, on: data, batch: batch, engine: .int8, threads: context.threads, progress: context.progress,
                                               label: stageID, onPrediction: { int8Predictions.append($0) })
-            let simulated = try Evaluator.evaluate(graph, on: data, batch: batch, engine: .float, progress: context.progress,
+            let simulated = try Evaluator.evaluate(graph, on: data, batch: batch, engine: .float, threads: context.threads, progress: context.progress,
                                                    label: stageID, onPrediction: { simulatedPredictions.append($0) })
             let agreement = 100 * Double(zip(int8Predictions, simulatedPredictions).filter { $0 == $1 }.count) / Double(max(int8Predictions.count, 1))
             metrics["top1/\(stageID)"] = .double(int8.top1)

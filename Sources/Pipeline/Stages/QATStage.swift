@@ -148,6 +148,7 @@ public enum QATStage {
         recipe.distillationWeight = Float(try context.double("distill"))
         recipe.labelSmoothing = Float(try context.double("label_smoothing"))
         recipe.seed = UInt64(try context.int("seed"))
+        recipe.threads = context.threads
         return recipe
     }
 

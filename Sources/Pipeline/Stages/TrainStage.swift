@@ -36,7 +36,7 @@ public enum TrainStage {
             ParameterSpec("validation", .dataset, default: .null, help: "evaluated at the end of every epoch (e.g. fashion-mnist:test)"),
             ParameterSpec("seed", .int, default: .int(0), help: "initial weights, shuffling, augmentation and Dropout all derive from it"),
             ParameterSpec("clip_grad_norm", .double, default: .null, help: "clip the global gradient norm to this value"),
-            ParameterSpec("threads", .int, default: .int(2), help: "worker threads"),
+            ParameterSpec("threads", .int, default: .null, help: "worker threads (default: the stage's resources.cpus, 2 unless the manifest says)"),
         ],
         inputs: .any,
         resources: StageResources(cpus: 2, memoryMB: 8192, minutes: 720),
@@ -52,7 +52,7 @@ public enum TrainStage {
         guard problems.isEmpty else {
             throw StageFailure("stage '\(context.stageID)': " + problems.map(\.description).joined(separator: "; "))
         }
-        let recipe = TrainingRecipe(context.parameters)
+        let recipe = TrainingRecipe(context.parameters, defaultThreads: context.threads)
         let spec = try context.dataset("dataset")
         let data = try context.openDataset(spec)
         guard data.isLabeled else {

@@ -36,7 +36,7 @@ struct TrainingRecipe {
     var threads: Int
 
     /// Reads parameters that `problems` found nothing wrong with.
-    init(_ parameters: [String: JSONValue]) {
+    init(_ parameters: [String: JSONValue], defaultThreads: Int = 2) {
         func int(_ name: String) -> Int? { parameters[name]?.intValue }
         func double(_ name: String) -> Double? { parameters[name]?.doubleValue }
         builder = parameters["builder"]?.stringValue
@@ -60,7 +60,7 @@ struct TrainingRecipe {
         cropPadding = int("crop_padding") ?? 2
         seed = UInt64(max(0, int("seed") ?? 0))
         clipGradientNorm = double("clip_grad_norm")
-        threads = int("threads") ?? 2
+        threads = int("threads") ?? defaultThreads
     }
 
     /// SGD: MobileNetV2's recipe (4e-5; PyTorch's SGD default is 0). Adam and AdamW: PyTorch's defaults.
