@@ -143,7 +143,8 @@ public struct RunReport: Sendable {
         lines.append("# Run \(run.id): \(run.name)")
         lines.append("")
         lines.append("- manifest: `\(run.manifest)`")
-        lines.append("- started: \(run.started), \(String(format: "%.2f", run.seconds)) s, -j \(run.jobs), qatflow \(run.engineVersion)")
+        let executor = run.executor == "slurm" ? "Slurm jobs (the submitting machine below; each stage's own machine in run.json)" : "-j \(run.jobs)"
+        lines.append("- started: \(run.started), \(String(format: "%.2f", run.seconds)) s, \(executor), qatflow \(run.engineVersion)")
         if let machine = run.machine { lines.append("- machine: \(machine)") }
         // A cached stage's numbers may come from another CPU (the key does not include it): say which.
         for stage in run.stages {
