@@ -157,12 +157,23 @@ public final class SlurmExecutor {
         return id
     }
 
-    /// Polls the queue until every job has ended; prints each state change. Returns the final states.
+    /// Polls the queue until every job has ended; prints each state change. Returns the final states. One
+    /// `squeue` per poll covers the queued and running jobs; a job leaves the queue once, and only then is its
+    /// final state asked for (`scontrol`), so a poll costs one command however large the sweep.
     private func follow(_ jobs: [SlurmRunJobs.Job]) throws -> [String: SlurmJobState] {
         var last: [String: SlurmJobState] = [:]
+        var final: [String: SlurmJobState] = [:]
         let names = Dictionary(uniqueKeysWithValues: jobs.map { ($0.id, $0.instance) })
         while true {
-            let states = try Self.states(of: jobs.map(\.id))
+            let open = jobs.map(\.id).filter { final[$0] == nil }
+            var states = final
+            let queued = open.isEmpty ? [:] : ((try? Self.queueStates(of: open)) ?? [:])  // squeue failing: scontrol per job
+            for id in open {
+                if let state = queued[id], !state.isFinal { states[id] = state; continue }
+                let ended = try Self.states(of: [id])[id]!
+                states[id] = ended
+                if ended.isFinal { final[id] = ended }
+            }
             for job in jobs {
                 guard let state = states[job.id], state != last[job.id] else { continue }
                 last[job.id] = state
@@ -171,6 +182,18 @@ public final class SlurmExecutor {
             if jobs.allSatisfy({ states[$0.id]?.isFinal ?? false }) { return states }
             Thread.sleep(forTimeInterval: slurm.pollInterval)
         }
+    }
+
+    /// States of the jobs still in the queue, from one `squeue` (jobs that have left it are absent).
+    static func queueStates(of ids: [String]) throws -> [String: SlurmJobState] {
+        var result: [String: SlurmJobState] = [:]
+        let text = try command("squeue", ["--noheader", "--jobs", ids.joined(separator: ","), "--states", "all", "--format", "%i %T %r"])
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ", maxSplits: 2).map(String.init)
+            guard fields.count >= 2 else { continue }
+            result[fields[0]] = SlurmJobState(state: fields[1], reason: fields.count > 2 ? fields[2] : "")
+        }
+        return result
     }
 
     /// The state of each job, from `scontrol show job` (no accounting database needed; the controller keeps ended
