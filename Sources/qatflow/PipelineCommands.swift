@@ -203,6 +203,8 @@ struct StagesCommand: ParsableCommand {
     func run() throws {
         for kind in StageRegistry.production.all {
             printLine("\(kind.name): \(kind.summary)")
+            let resources = kind.resources
+            printLine("    (version \(kind.version); default resources: \(resources.cpus) CPU\(resources.cpus == 1 ? "" : "s"), \(resources.memoryMB / 1024) GB, \(resources.minutes) min)")
             for parameter in kind.parameters {
                 let defaultText = parameter.defaultValue.map { "default \($0.canonical)" } ?? "required"
                 printLine("    \(parameter.name) (\(parameter.type.displayName), \(defaultText)): \(parameter.help)")

@@ -69,6 +69,9 @@ public final class SlurmExecutor {
         try FileManager.default.createDirectory(at: jobsDirectory, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
         let execution = StageExecution(plan: plan, store: store, forced: options.forced, quiet: options.quiet, print: print)
+        // Jobs re-plan from a copy taken now, so editing the manifest while they wait in the queue changes nothing.
+        let manifestCopy = runDirectory.appendingPathComponent("manifest.yaml")
+        try ArtifactStore.copyAtomically(manifest, to: manifestCopy)
 
         var known: [String: StageRunRecord] = [:]
         var submitted = SlurmRunJobs(run: runID, manifest: manifest.path, jobs: [])
@@ -97,7 +100,7 @@ public final class SlurmExecutor {
                     continue
                 }
             }
-            let job = StageJob(manifest: manifest.path, project: plan.projectDirectory.path, cache: store.root.path,
+            let job = StageJob(manifest: manifestCopy.path, project: plan.projectDirectory.path, cache: store.root.path,
                                overrides: options.overrides, instance: instance.name, forced: execution.isForced(instance),
                                upstreamResults: Dictionary(uniqueKeysWithValues: instance.needs.map { ($0, resultFile($0).path) }),
                                resultFile: resultFile(instance.name).path)
