@@ -326,6 +326,8 @@ public struct DatasetSpec: Codable, Hashable, Sendable {
 /// `eval` and `infer` apply it to image files without the user repeating it. Training-only augmentation is not
 /// part of it: a `random_resized_crop: N` set is recorded as its deterministic form, resize N + crop N.
 public struct ImagePreprocessing: Codable, Equatable, Sendable {
+    /// The source the model saw (`fashion-mnist`, `image-folder`, …): which decoding step comes first.
+    public var source: String?
     public var channels: ImageChannels
     /// One value (the shorter side) or [height, width].
     public var resize: [Int]?
@@ -338,6 +340,7 @@ public struct ImagePreprocessing: Codable, Equatable, Sendable {
     public static let metadataKey = "qatflow.preprocessing"
 
     public init(_ spec: DatasetSpec) {
+        source = spec.name
         channels = spec.effectiveChannels
         switch spec.resize {
         case .shorterSide(let side)?: resize = [side]

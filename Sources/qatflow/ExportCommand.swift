@@ -17,8 +17,8 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "Also write the model card (JSON: bits, scheme, quantization settings, preprocessing, sizes, source digest) here.")
     var card: String?
     @Option(help: "ONNX opset (13–18).") var opset = 13
-    @Option(help: "The dataset whose preprocessing the model expects, NAME:SPLIT (recorded in the model card).")
-    var dataset = "fashion-mnist:train"
+    @Option(help: "The dataset whose preprocessing the model expects, NAME:SPLIT, for the model card (default: what the model file records, else fashion-mnist's).")
+    var dataset: String?
 
     func run() throws {
         do {
@@ -27,7 +27,7 @@ struct ExportCommand: ParsableCommand {
             var destinations = [chosen.artifact: URL(fileURLWithPath: output)]
             if let card { destinations[ExportStage.modelCardArtifact] = URL(fileURLWithPath: card) }
             let result = try DirectRun(kind: ExportStage.kind, quiet: true).run(
-                parameters: ["formats": .array([.string(chosen.rawValue)]), "opset": .int(opset), "dataset": .string(dataset)],
+                parameters: ["formats": .array([.string(chosen.rawValue)]), "opset": .int(opset), "dataset": dataset.map(JSONValue.string) ?? .null],
                 inputModels: [modelURL], destinations: destinations)
             let bytes = result.metrics["bytes/\(chosen.rawValue)"]?.intValue ?? 0
             let ratio = result.metrics["size_ratio/\(chosen.rawValue)"]?.doubleValue ?? 0

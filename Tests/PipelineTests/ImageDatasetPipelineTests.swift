@@ -99,6 +99,16 @@ final class ImageDatasetPipelineTests: XCTestCase {
         XCTAssertEqual([recorded.pad], [2])
         XCTAssertEqual(recorded.mean, [0.2860])
 
+        // The model card takes the preprocessing the file records (the export command is given no dataset).
+        let export = try runQatflow(["export", "q.safetensors", "-o", "q.qdq.onnx", "--card", "card.json"], in: directory)
+        XCTAssertEqual(export.status, 0, export.stderr)
+        let card = try JSONDecoder().decode(JSONValue.self, from: Data(contentsOf: directory.appendingPathComponent("card.json")))
+        let cardPreprocessing = try XCTUnwrap(card.objectValue?["preprocessing"]?.objectValue)
+        XCTAssertEqual(cardPreprocessing["channels"], .string("rgb"))
+        XCTAssertEqual(cardPreprocessing["dataset"], .string("image-folder"))
+        XCTAssertEqual(cardPreprocessing["from"], .string("recorded in the model file"))
+        XCTAssertEqual(cardPreprocessing["pad"], .int(2))
+
         setenv("QATFLOW_DATASET_MEMORY_MB", "0", 1)  // the evaluation streams its images
         defer { unsetenv("QATFLOW_DATASET_MEMORY_MB") }
         let implicit = try runQatflow(["eval", "q.safetensors", "--dataset", "data/val", "--json"], in: directory)

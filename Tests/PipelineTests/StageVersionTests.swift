@@ -29,8 +29,14 @@ final class StageVersionTests: XCTestCase {
     /// Artifacts whose bytes depend on the machine by design (the model card names the CPU) are not compared.
     static let machineDependent: Set<String> = ["export/model-card"]
 
+    /// What each stage of the manifest reads from the others (its outputs can only be compared when these match).
+    static let needs = ["convert": [], "quantize": ["convert"], "qat": ["convert"], "train": [],
+                        "evaluate": ["quantize", "qat", "train"], "export": ["qat"]]
+
     struct Entry: Codable, Equatable {
         var version: Int
+        /// The digests of everything it read from upstream stages (`artifact@stage`).
+        var inputs: [String: String]
         var digests: [String: String]
     }
 
@@ -45,13 +51,20 @@ final class StageVersionTests: XCTestCase {
         XCTAssertEqual(run.status, 0, run.stdout + run.stderr)
         let record = try XCTUnwrap(RunHistory(store: project.store).recentRuns(limit: 1).first)
         var measured: [String: Entry] = [:]
+        let outputs = Dictionary(uniqueKeysWithValues: record.stages.map { ($0.instance, $0.outputs) })
         for stage in record.stages {
             let kind = try XCTUnwrap(StageRegistry.production.kind(named: stage.kind))
             var digests: [String: String] = [:]
             for (artifact, reference) in stage.outputs where !Self.machineDependent.contains("\(stage.kind)/\(artifact)") {
                 digests[artifact] = reference.digest
             }
-            measured[stage.kind] = Entry(version: kind.version, digests: digests)
+            var inputs: [String: String] = [:]
+            for need in Self.needs[stage.instance] ?? [] {
+                for (artifact, reference) in outputs[need] ?? [:] where !Self.machineDependent.contains("\(need)/\(artifact)") {
+                    inputs["\(artifact)@\(need)"] = reference.digest
+                }
+            }
+            measured[stage.kind] = Entry(version: kind.version, inputs: inputs, digests: digests)
         }
         XCTAssertEqual(Set(measured.keys), Set(StageRegistry.production.names), "every production kind is in the pipeline")
 
@@ -66,7 +79,9 @@ final class StageVersionTests: XCTestCase {
         let golden = try JSONDecoder().decode([String: Entry].self, from: Data(contentsOf: Self.golden))
         for (kind, entry) in measured.sorted(by: { $0.key < $1.key }) {
             guard let pinned = golden[kind] else { XCTFail("\(kind): no golden entry; rerun with QATFLOW_UPDATE_GOLDEN=1"); continue }
-            if entry.version == pinned.version {
+            if entry.version == pinned.version && entry.inputs != pinned.inputs {
+                XCTFail("stage kind '\(kind)' read different inputs than the golden run (an upstream kind's output changed, and that kind's version with it): rerun with QATFLOW_UPDATE_GOLDEN=1 to record what '\(kind)' writes from them")
+            } else if entry.version == pinned.version {
                 XCTAssertEqual(entry.digests, pinned.digests, """
                     stage kind '\(kind)' writes different outputs at the same version \(entry.version): a cache made by \
                     the previous binary would be reused for it. If the change is intended, bump its version (StageKind \

@@ -68,8 +68,8 @@ public enum ExportStage {
             ParameterSpec("formats", .stringList, default: .null,
                           help: "files to write, of \(ExportFormat.names); default: qatflow, onnx-qdq for a quantized model, qatflow, onnx for a float one"),
             ParameterSpec("opset", .int, default: .int(13), help: "ONNX opset of ONNX files (13–18; per-channel DequantizeLinear needs 13)"),
-            ParameterSpec("dataset", .dataset, default: .string("fashion-mnist:train"),
-                          help: "the dataset whose preprocessing (pad, mean, std) the model expects, recorded in the model card; no images are read"),
+            ParameterSpec("dataset", .dataset, default: .null,
+                          help: "the dataset whose preprocessing the model expects, for the model card (default: what the model file records, else fashion-mnist's); no images are read"),
         ],
         inputs: .models,
         resources: StageResources(cpus: 1, memoryMB: 2048, minutes: 15),
@@ -81,12 +81,17 @@ public enum ExportStage {
         guard ONNXExporter.supportedOpsets.contains(opset) else {
             throw StageFailure("stage '\(context.stageID)': opset \(opset) is not supported (expected \(ONNXExporter.supportedOpsets.lowerBound)–\(ONNXExporter.supportedOpsets.upperBound))")
         }
-        let preprocessing = try context.dataset("dataset")
+        let declared = try context.optionalDataset("dataset")
         let (source, evaluations) = try splitInputs(context)
         let sourceURL = source.artifacts["model"]!
         // A plain command's file as the user typed it (relative URLs keep their relative path).
         let described = source.kind == "file" ? sourceURL.relativePath : "stage '\(source.stageID)'"
         let graph = try ModelLoader.load(sourceURL)
+        // The card describes what the model expects: the stage's dataset when given, else what quantize/qat/train
+        // recorded in the file, else (an outside model that records nothing) the project's Fashion-MNIST convention.
+        let recorded = ImagePreprocessing(json: graph.metadata[ImagePreprocessing.metadataKey])
+        let preprocessing = try declared.map(ImagePreprocessing.init) ?? recorded ?? ImagePreprocessing(DatasetSpec(shorthand: "fashion-mnist:train"))
+        let preprocessingOrigin = declared != nil ? "the export stage's dataset parameter" : recorded != nil ? "recorded in the model file" : "not recorded in the model file: the Fashion-MNIST convention"
         let quantized = Evaluator.isQuantized(graph)
         let formats = requested ?? ExportFormat.defaults(quantized: quantized)
         if let refusal = formats.lazy.compactMap({ $0.refusal(quantized: quantized, model: described) }).first {
@@ -104,7 +109,7 @@ public enum ExportStage {
         }
 
         let card = try ModelCard(graph: graph, quantized: quantized, source: source, evaluations: evaluations,
-                                 preprocessing: preprocessing)
+                                 preprocessing: preprocessing, preprocessingOrigin: preprocessingOrigin)
         let files = try written.map { try card.fileEntry(format: $0.format, url: $0.url, opset: opset) }
         let cardURL = context.outputDirectory.appendingPathComponent(modelCardFileName)
         try ArtifactStore.writeAtomically(try card.encoded(files: files), to: cardURL)
@@ -197,7 +202,8 @@ struct ModelCard {
     /// Layers ONNX Runtime may compute wrongly on x86 CPUs without VNNI (`PairSaturationCheck`).
     let saturatingLayers: [PairSaturationCheck.Layer]
 
-    init(graph: Graph, quantized: Bool, source input: StageInput, evaluations: [StageInput], preprocessing spec: DatasetSpec) throws {
+    init(graph: Graph, quantized: Bool, source input: StageInput, evaluations: [StageInput], preprocessing spec: ImagePreprocessing,
+         preprocessingOrigin: String) throws {
         let sourceURL = input.artifacts["model"]!
         let sourceBytes = try ExportStage.fileSize(sourceURL)
         let summary = try? GraphSummary(graph: graph)
@@ -220,19 +226,20 @@ struct ModelCard {
         accuracy = evaluations.map { Self.accuracy(of: input.stageID, in: $0) }
         func numbers(_ values: [Double]) -> JSONValue { values.count == 1 ? .double(values[0]) : .array(values.map(JSONValue.double)) }
         var preprocessing: [String: JSONValue] = [
-            "dataset": .string(spec.name),
+            "dataset": spec.source.map(JSONValue.string) ?? .null,
+            "from": .string(preprocessingOrigin),
             "pad": .int(spec.pad),
             "mean": numbers(spec.mean),
             "std": numbers(spec.std),
-            "channels": .string(spec.effectiveChannels.rawValue),
+            "channels": .string(spec.channels.rawValue),
             "formula": .string("zero-pad each side by pad pixels (pixel value 0), then x = (pixel / 255 - mean) / std"),
             "layout": .string("NCHW float32"),
         ]
-        if spec.isImageSource {
-            switch spec.resize {
-            case .shorterSide(let side)?: preprocessing["resize"] = .int(side)
-            case .exact(let height, let width)?: preprocessing["resize"] = .array([.int(height), .int(width)])
-            case nil: break
+        if spec.source.map({ DatasetSpec.imageSourceNames.contains($0) }) ?? true {
+            switch spec.resize?.count {
+            case 1?: preprocessing["resize"] = .int(spec.resize![0])
+            case 2?: preprocessing["resize"] = .array(spec.resize!.map(JSONValue.int))
+            default: break
             }
             if let crop = spec.crop { preprocessing["crop"] = .int(crop) }
             preprocessing["formula"] = .string("decode, convert to channels, resize (the shorter side, bilinear with antialiasing as Pillow), center crop, zero-pad each side by pad pixels (pixel value 0), then x = (pixel / 255 - mean[c]) / std[c]")

@@ -11,7 +11,7 @@ public enum QATStage {
     public static let kind = StageKind(
         name: "qat",
         summary: "quantization-aware training (fake quant, BN folded while training) → QDQ model, bits 2–8",
-        version: 1,
+        version: 2,
         parameters: [
             ParameterSpec("bits", .int, default: .int(8), help: "bits of weights and activations (2–8)"),
             ParameterSpec("weight_bits", .int, default: .null, help: "bits of weights; default: bits"),

@@ -11,7 +11,7 @@ public enum QuantizeStage {
     public static let kind = StageKind(
         name: "quantize",
         summary: "post-training quantization (calibration) → QDQ model, bits 2–8 for weights and activations",
-        version: 1,
+        version: 2,
         parameters: [
             ParameterSpec("bits", .int, default: .int(8), help: "bits of weights and activations (2–8)"),
             ParameterSpec("weight_bits", .int, default: .null, help: "bits of weights; default: bits"),

@@ -11,7 +11,7 @@ public enum TrainStage {
     public static let kind = StageKind(
         name: "train",
         summary: "train a float model (builder or upstream model): SGD/Adam/AdamW, LR schedules, augmentation, a resumable checkpoint each epoch",
-        version: 1,
+        version: 2,
         parameters: [
             ParameterSpec("builder", .choice(TrainingRecipe.builders), default: .null, help: "build a fresh model: mobilenetv2-fmnist (MobileNetV2, 1×32×32, 10 classes); without it the stage trains its one upstream model"),
             ParameterSpec("width", .double, default: .double(0.5), help: "the builder's width multiplier"),
