@@ -50,6 +50,11 @@ enum ArraySourceLoader {
                                                                   samples: kept == images.count ? samples : Array(samples.prefix(kept * size)), origin: origin),
                                          labels: keptLabels, classNames: names, isLabeled: labels != nil)
         case let .floats(_, channels, height, width, values):
+            // numpy's natural image layout is channels-last; a float array stored that way would be read with its
+            // height as channels. No CNN input has more than 4 channels and a width of 1, 3 or 4.
+            if channels > 4, [1, 3, 4].contains(width) {
+                throw DatasetError.badImageSet(path: origin, problem: "holds float32 images of shape N×\(channels)×\(height)×\(width), which looks channels-last (N×H×W×C); float32 images must be N×C×H×W: store images.transpose(0, 3, 1, 2), or uint8 pixels N×H×W×C for qatflow to preprocess")
+            }
             // Already preprocessed: any declared preprocessing would be applied twice, or not at all.
             let declared = [spec.resize != nil ? "resize" : nil, spec.crop != nil ? "crop" : nil, spec.pad != 0 ? "pad" : nil,
                             spec.mean != [0] ? "mean" : nil, spec.std != [1] ? "std" : nil, spec.hasAugmentation ? "random_resized_crop/flip" : nil]

@@ -33,6 +33,7 @@ final class ArraySourceTests: XCTestCase {
             np.save(out + '/unlabeled.npy', images[..., None])
             padded = np.pad(images, ((0, 0), (2, 2), (2, 2))).astype(np.float32) / np.float32(255)
             np.savez(out + '/floats.npz', images=((padded - np.float32(0.2860)) / np.float32(0.3530))[:, None], labels=labels)
+            np.savez(out + '/channels_last.npz', images=np.zeros((2, 32, 32, 3), np.float32))
             """, [try idxDirectory().path, directory.path, String(Self.images)])
 
         let npz = try DatasetLoader.load(try DatasetSpec(imageSource: "npy", path: directory.appendingPathComponent("fmnist.npz").path, channels: .gray,
@@ -53,6 +54,9 @@ final class ArraySourceTests: XCTestCase {
         XCTAssertLessThanOrEqual(largest, 1e-6)
         let twice = errorDescription { _ = try DatasetLoader.load(try DatasetSpec(imageSource: "npy", path: "floats.npz", resize: .shorterSide(64)), projectDirectory: directory) }
         XCTAssertTrue(twice.contains("floats.npz") && twice.contains("already preprocessed") && twice.contains("resize"), twice)
+
+        let channelsLast = errorDescription { _ = try DatasetLoader.load(try DatasetSpec(imageSource: "npy", path: "channels_last.npz"), projectDirectory: directory) }
+        XCTAssertTrue(channelsLast.contains("channels_last.npz") && channelsLast.contains("looks channels-last"), channelsLast)
 
         try "a\nb\n".write(to: directory.appendingPathComponent("two.txt"), atomically: true, encoding: .utf8)
         let outside = errorDescription { _ = try DatasetLoader.load(try DatasetSpec(imageSource: "npy", path: "fmnist.npz", classes: "two.txt"), projectDirectory: directory) }
