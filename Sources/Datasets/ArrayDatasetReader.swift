@@ -42,13 +42,7 @@ public struct ArrayDataset: Sendable {
 public enum ArrayDatasetReader {
     public static func read(_ url: URL) throws -> ArrayDataset {
         let path = url.path
-        let bytes: [UInt8]
-        do {
-            // Mapped, so the file is not held twice while it is copied into the array (datasets reach GBs).
-            bytes = [UInt8](try Data(contentsOf: url, options: .mappedIfSafe))
-        } catch {
-            throw DatasetError.unreadableFile(path: path, reason: error.localizedDescription)
-        }
+        let bytes = try FileContents.rawBytes(url)
 
         if ZipArchive.looksLikeZip(bytes) {
             return try readArchive(ZipArchive(bytes: bytes, path: path))

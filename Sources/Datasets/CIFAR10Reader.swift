@@ -89,13 +89,7 @@ public enum CIFAR10Reader {
     /// Reads `file`, checks its size and every label byte, and appends its labels; returns the file's bytes.
     private static func readRecords(of file: URL, labels: inout [Int]) throws -> [UInt8] {
         let path = file.path
-        let bytes: [UInt8]
-        do {
-            // Mapped, so the file is not held twice while it is copied into the array (datasets reach GBs).
-            bytes = [UInt8](try Data(contentsOf: file, options: .mappedIfSafe))
-        } catch {
-            throw DatasetError.unreadableFile(path: path, reason: error.localizedDescription)
-        }
+        let bytes = try FileContents.rawBytes(file)
         guard !bytes.isEmpty else {
             throw DatasetError.malformedFile(path: path, byteOffset: 0, problem: "the file is empty: expected "
                 + "CIFAR-10 records of \(recordSize) bytes (1 label byte + 3,072 pixel bytes)")

@@ -56,7 +56,7 @@ public enum DatasetLoader {
             progress?(min(start + chunk, source.count), source.count)
         }
         guard !labels.isEmpty else {
-            throw DatasetError.badImageSet(path: source is StreamingImageSet ? "\((source as! StreamingImageSet).spec.path ?? "")" : "", problem: "every one of the \(source.count) images was skipped; the first: \(source.skippedImages.first ?? "")")
+            throw DatasetError.badImageSet(path: (source as? StreamingImageSet)?.spec.path ?? "the dataset", problem: "every one of the \(source.count) images was skipped; the first: \(source.skippedImages.first ?? "")")
         }
         var images = try LabeledImages(count: labels.count, channels: source.channels, height: source.height, width: source.width,
                                        pixels: pixels, labels: labels, classNames: source.classNames)

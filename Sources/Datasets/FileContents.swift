@@ -13,6 +13,16 @@ struct FileContents {
     /// True when the gzip stream ended before its end marker and CRC trailer (file cut short).
     let gzipStreamTruncated: Bool
 
+    /// A file's bytes as stored, mapped while they are copied (datasets reach GBs, so the file is not held twice);
+    /// an unreadable file is `DatasetError.unreadableFile` naming it.
+    static func rawBytes(_ url: URL) throws -> [UInt8] {
+        do {
+            return [UInt8](try Data(contentsOf: url, options: .mappedIfSafe))
+        } catch {
+            throw DatasetError.unreadableFile(path: url.path, reason: error.localizedDescription)
+        }
+    }
+
     static func read(_ url: URL) throws -> FileContents {
         let path = url.path
         let raw: Data
